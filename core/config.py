@@ -1,0 +1,42 @@
+"""The one flat, frozen training configuration, written into every run folder and checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "builtin:digits"  # dataset source: "builtin:NAME" or a folder of class-per-folder images
+    arch: str = "efficientnet_lite0"  # backbone key in core.models.ARCHS
+    pretrained: bool = True  # start from ImageNet weights; False trains every layer from random init
+    size: int = 64  # square side in pixels of the images the network sees (small is fast on a CPU)
+    bs: int = 64  # batch size
+    epochs: int = 3  # one-cycle epochs with every layer trainable (after the frozen ones, if pretrained)
+    freeze_epochs: int = 1  # epochs with the pretrained body frozen first, as fastai's fine_tune
+    lr: float = 2e-3  # peak learning rate of the head (fastai's fine_tune base_lr)
+    wd: float = 0.01  # AdamW weight decay
+    valid_pct: float = 0.2  # share of each class held out for validation (stratified, seeded)
+    seed: int = 42  # seeds the split, the weights of the new head and the batch order
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build from a dict, ignoring keys this version does not know (older or newer run folders)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def cli_args(self) -> list[str]:
+        """The `python -m core.train` flags that reproduce this configuration."""
+        args = ["--data", self.data, "--arch", self.arch, "--size", str(self.size), "--bs", str(self.bs),
+                "--epochs", str(self.epochs), "--freeze-epochs", str(self.freeze_epochs), "--lr", repr(self.lr),
+                "--wd", repr(self.wd), "--valid-pct", repr(self.valid_pct), "--seed", str(self.seed)]
+        if not self.pretrained:
+            args.append("--no-pretrained")
+        return args
+
+    def cli_command(self) -> str:
+        return shlex.join(["python", "-m", "core.train", *self.cli_args()])

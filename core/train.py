@@ -1,0 +1,441 @@
+"""Training: one-cycle fitting, fastai's fine_tune recipe, evaluation, and the `python -m core.train` entry.
+
+    python -m core.train --data builtin:digits --arch efficientnet_lite0 --size 64 --bs 64 --epochs 3 \
+        --runs-dir runs --name demo
+
+A run writes the folder described in core.runs; the dashboard starts exactly this command with --run-dir.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core import runs
+from core.config import TrainConfig
+from core.data import DataError, LabeledImages, iterate_batches, load_source, stratified_split
+from core.models import ARCHS, Classifier, WeightsUnavailable, build_classifier, freeze_body, unfreeze
+
+
+def pick_device() -> torch.device:
+    """CUDA, then Apple MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)} (bf16 mixed precision)"
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); full precision elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training and validation tensors of one dataset, all uint8 images in memory."""
+
+    train_images: torch.Tensor  # (N_train, 3, S, S) uint8
+    train_labels: torch.Tensor  # (N_train,)
+    valid_images: torch.Tensor  # (N_valid, 3, S, S) uint8
+    valid_labels: torch.Tensor  # (N_valid,)
+    valid_ids: np.ndarray  # (N_valid,) indices into the full dataset
+
+    @classmethod
+    def from_dataset(cls, data: LabeledImages, valid_pct: float, seed: int) -> "Split":
+        train, valid = stratified_split(data.labels, valid_pct, seed)
+        images = data.images.pin_memory() if torch.cuda.is_available() else data.images
+        return cls(images[train], data.labels[train], images[valid], data.labels[valid], valid)
+
+
+class StopTraining(Exception):
+    """Raised between batches when a stop was requested; the loop ends cleanly."""
+
+
+class Callback:
+    """Four hooks, as Keras has them; `logs` is a plain dict."""
+
+    def on_fit_start(self, loop: "Loop") -> None: ...
+    def on_batch_end(self, step: int, logs: dict) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+    def on_fit_end(self, logs: dict) -> None: ...
+
+
+@dataclass
+class Loop:
+    """What the callbacks may look at: the model, the current optimizer and schedule, and the position."""
+
+    classifier: Classifier
+    split: Split
+    config: TrainConfig
+    device: torch.device
+    callbacks: list[Callback] = field(default_factory=list)
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    step: int = 0
+    epoch: int = 0
+    total_steps: int = 0
+    total_epochs: int = 0
+    phase: str = ""
+
+    def batches_per_epoch(self) -> int:
+        n, bs = len(self.split.train_labels), self.config.bs
+        return n // bs if n >= bs else 1
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float
+    probs: np.ndarray  # (N, n_classes) softmax probabilities
+    losses: np.ndarray  # (N,) cross-entropy of each item
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
+             device: torch.device) -> Evaluation:
+    """Loss, accuracy and per-item probabilities of `model` on uint8 images (N, 3, S, S)."""
+    model.eval()
+    probs, losses = [], []
+    for x, y in iterate_batches(images, labels, batch_size * 2, shuffle=False, device=device):
+        with autocast_for(device):
+            logits = model(x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x)
+        logits = logits.float()
+        losses.append(F.cross_entropy(logits, y, reduction="none").cpu())
+        probs.append(logits.softmax(1).cpu())
+    prob = torch.cat(probs)
+    item_losses = torch.cat(losses)
+    accuracy = (prob.argmax(1) == labels).float().mean().item()
+    return Evaluation(item_losses.mean().item(), accuracy, prob.numpy(), item_losses.numpy())
+
+
+def even_mults(start: float, stop: float, n: int) -> list[float]:
+    """n learning rates spaced geometrically from start to stop (fastai's slice(start, stop))."""
+    if n == 1:
+        return [stop]
+    step = (stop / start) ** (1 / (n - 1))
+    return [start * step ** i for i in range(n)]
+
+
+def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_start: float = 0.25,
+                  div: float = 25.0, phase: str = "fit") -> None:
+    """Train `epochs` epochs with AdamW under one one-cycle schedule over the given parameter groups.
+
+    Each group is {"params": [...], "lr": peak lr}. Warm-up from lr/div to the peak over pct_start of the
+    steps, then cosine annealing to lr/(div*1e5); momentum (Adam's beta1) cycles 0.95 -> 0.85 -> 0.95.
+    """
+    config, device, model = loop.config, loop.device, loop.classifier.model
+    peaks = [group["lr"] for group in param_groups]
+    optimizer = torch.optim.AdamW(param_groups, lr=peaks[-1], weight_decay=config.wd, betas=(0.9, 0.99))
+    n_batches = loop.batches_per_epoch()
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=peaks, total_steps=epochs * n_batches, pct_start=pct_start, div_factor=div,
+        final_div_factor=1e5, base_momentum=0.85, max_momentum=0.95)
+    loop.optimizer, loop.scheduler, loop.phase = optimizer, scheduler, phase
+    generator = torch.Generator().manual_seed(config.seed + loop.epoch)
+    split = loop.split
+    drop_last = len(split.train_labels) >= config.bs
+    for _ in range(epochs):
+        model.train()
+        started, seen, loss_sum, batch_start = time.perf_counter(), 0, 0.0, time.perf_counter()
+        for x, y in iterate_batches(split.train_images, split.train_labels, config.bs, shuffle=True,
+                                    generator=generator, drop_last=drop_last, device=device):
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast_for(device):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr = optimizer.param_groups[-1]["lr"]  # the head's rate: the schedule's shape is the same for all
+            scheduler.step()
+            loop.step += 1
+            loss_value = loss.item()
+            loss_sum += loss_value * len(y)
+            seen += len(y)
+            now = time.perf_counter()
+            logs = {"loss": loss_value, "lr": lr, "imgs_per_s": len(y) / max(now - batch_start, 1e-9),
+                    "epoch": loop.epoch + 1}
+            batch_start = now
+            for callback in loop.callbacks:
+                callback.on_batch_end(loop.step, logs)
+        evaluation = evaluate(model, split.valid_images, split.valid_labels, batch_size=config.bs, device=device)
+        loop.epoch += 1
+        logs = {"phase": phase, "train_loss": loss_sum / max(seen, 1), "valid_loss": evaluation.loss,
+                "accuracy": evaluation.accuracy, "error_rate": 1 - evaluation.accuracy,
+                "seconds": time.perf_counter() - started, "step": loop.step}
+        for callback in loop.callbacks:
+            callback.on_epoch_end(loop.epoch, logs)
+
+
+def fine_tune(loop: Loop) -> None:
+    """fastai's recipe: train the new head on a frozen body, then everything with discriminative rates.
+
+    With pretrained weights: `freeze_epochs` one-cycle epochs at lr with the body frozen (pct_start 0.99),
+    then halve lr and train `epochs` epochs unfrozen, layer groups at lr/100 .. lr spaced geometrically,
+    with pct_start 0.3 and div 5. From scratch there is nothing to protect: `epochs` epochs at lr.
+    """
+    config, classifier = loop.config, loop.classifier
+    if not config.pretrained:
+        unfreeze(classifier)
+        params = [p for group in classifier.groups for p in group]
+        fit_one_cycle(loop, config.epochs, [{"params": params, "lr": config.lr}], phase="scratch")
+        return
+    if config.freeze_epochs > 0:
+        freeze_body(classifier)
+        trainable = [p for p in classifier.model.parameters() if p.requires_grad]
+        fit_one_cycle(loop, config.freeze_epochs, [{"params": trainable, "lr": config.lr}], pct_start=0.99,
+                      phase="frozen")
+    if config.epochs > 0:
+        unfreeze(classifier)
+        base_lr = config.lr / 2
+        lrs = even_mults(base_lr / 100, base_lr, len(classifier.groups))
+        groups = [{"params": params, "lr": lr} for params, lr in zip(classifier.groups, lrs)]
+        fit_one_cycle(loop, config.epochs, groups, pct_start=0.3, div=5.0, phase="unfrozen")
+
+
+def total_epochs(config: TrainConfig) -> int:
+    return config.epochs + (config.freeze_epochs if config.pretrained else 0)
+
+
+def save_checkpoint(path: Path, loop: Loop, class_names: tuple[str, ...]) -> None:
+    """Model, optimizer, schedule, RNG state and position, written atomically. Loads with weights_only=True."""
+    state = {
+        "model": loop.classifier.model.state_dict(),
+        "optimizer": loop.optimizer.state_dict() if loop.optimizer else {},
+        "scheduler": loop.scheduler.state_dict() if loop.scheduler else {},
+        "rng": torch.get_rng_state(),
+        "epoch": loop.epoch, "step": loop.step, "phase": loop.phase,
+        "config": loop.config.to_dict(), "class_names": list(class_names),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+class RunFolderWriter(Callback):
+    """Writes metrics.jsonl rows, status.json heartbeats and checkpoints; raises StopTraining on request."""
+
+    def __init__(self, run_dir: Path, class_names: tuple[str, ...]):
+        self.run_dir = run_dir
+        self.class_names = class_names
+        self.metrics = runs.MetricsWriter(run_dir)
+        self.best_accuracy = -1.0
+        self.last_status = 0.0
+        self.recent: list[float] = []  # recent images/s, for a steady speed and time-left estimate
+
+    def on_fit_start(self, loop: Loop) -> None:
+        self.loop = loop
+
+    def on_batch_end(self, step: int, logs: dict) -> None:
+        self.metrics.write({"kind": "step", "step": step, **logs})
+        self.recent = (self.recent + [logs["imgs_per_s"]])[-20:]
+        now = time.time()
+        if now - self.last_status >= 1.0:
+            speed = float(np.median(self.recent))
+            steps_left = self.loop.total_steps - step
+            runs.write_status(self.run_dir, state="running", step=step, total_steps=self.loop.total_steps,
+                              epoch=logs["epoch"], total_epochs=self.loop.total_epochs, phase=self.loop.phase,
+                              imgs_per_s=speed, eta_s=steps_left * self.loop.config.bs / max(speed, 1e-9))
+            self.last_status = now
+        if runs.stop_requested(self.run_dir):
+            raise StopTraining
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        self.metrics.write({"kind": "epoch", "epoch": epoch, **logs})
+        checkpoints = self.run_dir / "checkpoints"
+        save_checkpoint(checkpoints / "last.pt", self.loop, self.class_names)
+        if logs["accuracy"] > self.best_accuracy:
+            self.best_accuracy = logs["accuracy"]
+            shutil.copyfile(checkpoints / "last.pt", checkpoints / ".best.pt.tmp")
+            os.replace(checkpoints / ".best.pt.tmp", checkpoints / "best.pt")
+        runs.write_status(self.run_dir, state="running", epoch=epoch, step=self.loop.step)
+
+
+class TerminalProgress(Callback):
+    """A tqdm bar when attached to a terminal; plain epoch lines (fastai's table) in a log file."""
+
+    def on_fit_start(self, loop: Loop) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=loop.total_steps, unit="batch", disable=not sys.stderr.isatty(), leave=False)
+        print(f"{'epoch':>5} {'phase':>8} {'train_loss':>10} {'valid_loss':>10} {'accuracy':>8} "
+              f"{'error_rate':>10} {'time':>6}", flush=True)
+
+    def on_batch_end(self, step: int, logs: dict) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{logs['loss']:.3f}", imgs_s=f"{logs['imgs_per_s']:.0f}")
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        self.bar.write(f"{epoch:>5} {logs['phase']:>8} {logs['train_loss']:>10.4f} {logs['valid_loss']:>10.4f} "
+                       f"{logs['accuracy']:>8.4f} {logs['error_rate']:>10.4f} {format_seconds(logs['seconds']):>6}")
+
+    def on_fit_end(self, logs: dict) -> None:
+        self.bar.close()
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def save_predictions(run_dir: Path, loop: Loop) -> Evaluation:
+    """Validation targets, probabilities, losses and item ids: the input of every interpretation view."""
+    split = loop.split
+    evaluation = evaluate(loop.classifier.model, split.valid_images, split.valid_labels,
+                          batch_size=loop.config.bs, device=loop.device)
+    tmp = run_dir / ".predictions.tmp.npz"
+    np.savez(tmp, targets=split.valid_labels.numpy(), probs=evaluation.probs, losses=evaluation.losses,
+             item_ids=split.valid_ids)
+    os.replace(tmp, run_dir / "predictions.npz")
+    return evaluation
+
+
+def run_training(run_dir: Path) -> str:
+    """Train the run whose folder (with config.json) exists; returns the final state."""
+    run_dir = Path(run_dir)
+    config = runs.load_config(run_dir)
+    lock = runs.TrainingLock(run_dir.parent)
+    try:
+        lock.acquire(run_dir.name)
+    except runs.DeviceBusy as busy:
+        runs.write_status(run_dir, state="failed", pid=os.getpid(), message=str(busy))
+        print(busy, flush=True)
+        return "failed"
+    # SIGTERM (a `kill`, a logout) is a stop request: finish the batch, keep what was learned.
+    signal.signal(signal.SIGTERM, lambda *_: (run_dir / "STOP").touch())
+    device = pick_device()
+    runs.write_status(run_dir, state="running", pid=os.getpid(), started=time.time(), device=describe_device(device),
+                      message="Loading data and weights")
+    writer = None
+    try:
+        torch.manual_seed(config.seed)
+        data = load_source(config.data, config.size)
+        split = Split.from_dataset(data, config.valid_pct, config.seed)
+        runs.update_config(run_dir, class_names=list(data.class_names), data_fingerprint=data.fingerprint(),
+                           n_train=len(split.train_labels), n_valid=len(split.valid_labels))
+        classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained,
+                                      size=config.size)
+        classifier.model.to(device)
+        if device.type == "cuda":
+            classifier.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        writer = RunFolderWriter(run_dir, data.class_names)
+        loop = Loop(classifier, split, config, device, callbacks=[writer, TerminalProgress()])
+        loop.total_epochs = total_epochs(config)
+        loop.total_steps = loop.total_epochs * loop.batches_per_epoch()
+        runs.write_status(run_dir, state="running", message="", total_steps=loop.total_steps,
+                          total_epochs=loop.total_epochs, step=0, epoch=0)
+        for callback in loop.callbacks:
+            callback.on_fit_start(loop)
+        state = "completed"
+        try:
+            fine_tune(loop)
+        except StopTraining:
+            state = "stopped"
+            if loop.optimizer is not None:
+                save_checkpoint(run_dir / "checkpoints" / "last.pt", loop, data.class_names)
+        evaluation = save_predictions(run_dir, loop)
+        for callback in loop.callbacks:
+            callback.on_fit_end({"accuracy": evaluation.accuracy})
+        message = f"Validation accuracy {evaluation.accuracy:.1%} after {loop.epoch} epochs."
+        if state == "stopped":
+            message = f"Stopped at epoch {loop.epoch + 1}, step {loop.step}. " + message
+        runs.write_status(run_dir, state=state, finished=time.time(), message=message, step=loop.step,
+                          epoch=loop.epoch, final_accuracy=evaluation.accuracy)
+        print(message, flush=True)
+        return state
+    except (DataError, WeightsUnavailable) as error:
+        runs.write_status(run_dir, state="failed", finished=time.time(), message=str(error))
+        print(f"Failed: {error}", flush=True)
+        return "failed"
+    except Exception as error:  # anything else: a plain sentence for the page, the traceback for the log
+        traceback.print_exc()
+        runs.write_status(run_dir, state="failed", finished=time.time(),
+                          message=f"Training failed unexpectedly ({type(error).__name__}: {error}). "
+                                  "The details are in the run's log.")
+        return "failed"
+    finally:
+        if writer is not None:
+            writer.metrics.close()
+        lock.release()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=defaults.data, help="builtin:digits or a folder with a sub-folder per class")
+    parser.add_argument("--arch", default=defaults.arch, help="efficientnet_lite0, resnet18, resnet34 or resnet50")
+    parser.add_argument("--no-pretrained", action="store_true", help="train from random weights, no frozen phase")
+    parser.add_argument("--size", type=int, default=defaults.size, help="image side in pixels")
+    parser.add_argument("--bs", type=int, default=defaults.bs, help="batch size")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs with every layer trainable")
+    parser.add_argument("--freeze-epochs", type=int, default=defaults.freeze_epochs,
+                        help="epochs with the pretrained body frozen first")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of the head")
+    parser.add_argument("--wd", type=float, default=defaults.wd, help="AdamW weight decay")
+    parser.add_argument("--valid-pct", type=float, default=defaults.valid_pct, help="validation share")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--runs-dir", type=Path, default=None, help="folder of runs ($STUDIO_RUNS_DIR or runs/)")
+    parser.add_argument("--name", default=None, help="run folder name (made unique)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="train an existing run folder whose config.json is written (the dashboard uses this)")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    config = TrainConfig(data=args.data, arch=args.arch, pretrained=not args.no_pretrained, size=args.size,
+                         bs=args.bs, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, wd=args.wd,
+                         valid_pct=args.valid_pct, seed=args.seed)
+    problems = []
+    if config.arch not in ARCHS:
+        problems.append(f"--arch must be one of {', '.join(ARCHS)}")
+    if config.size < 16:
+        problems.append("--size must be at least 16 pixels")
+    if config.bs < 1 or config.epochs < 0 or config.freeze_epochs < 0:
+        problems.append("--bs must be positive and epochs not negative")
+    if not 0 < config.valid_pct < 1:
+        problems.append("--valid-pct must be between 0 and 1")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        problems.append("--lr must be a positive number")
+    if problems:
+        raise SystemExit("; ".join(problems))
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.run_dir is not None:
+        run_dir = args.run_dir
+    else:
+        run_dir = runs.create_run(config_from_args(args), args.runs_dir, args.name)
+        print(f"Run folder: {run_dir}", flush=True)
+    state = run_training(run_dir)
+    return 0 if state in ("completed", "stopped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
