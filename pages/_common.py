@@ -19,6 +19,20 @@ DEFAULTS = TrainConfig()
 IMAGE_SIZES = [16, 24, 32, 48, 64, 96, 128, 160, 192, 224]
 
 
+def route_through_app() -> None:
+    """Make sure app.py (navigation, sidebar, session defaults) runs around this page.
+
+    Streamlit treats a folder named pages/ as old-style multipage until app.py calls st.navigation; on a fresh
+    server, a first visit straight to /train would run the page file alone. Switch that mode off and rerun, so
+    the request goes through app.py like every other.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def init_session() -> None:
     """Shared choices live under named keys, so every page sees the same dataset, size and run."""
     st.session_state.setdefault("dataset", DEFAULTS.data)

@@ -1,7 +1,9 @@
 """Home: what transfer learning is, the path through the app, and where the user stands."""
 import streamlit as st
 
-from pages._common import current_run_dir, dataset_label
+from pages._common import current_run_dir, dataset_label, route_through_app
+
+route_through_app()
 
 st.title("Transfer Learning Studio")
 st.markdown(

@@ -4,7 +4,9 @@ import streamlit as st
 
 from core import runs
 from core.interpret import confusion_matrix, most_confused
-from pages._common import pick_finished_run, run_predictions
+from pages._common import pick_finished_run, route_through_app, run_predictions
+
+route_through_app()
 
 st.title("Interpret")
 run_dir = pick_finished_run("to see what the model confuses")

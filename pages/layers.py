@@ -5,7 +5,9 @@ import streamlit as st
 
 from core.models import conv_layers, describe_layer
 from core.visualize import activations, conv_filters, first_conv
-from pages._common import dataset, image_grid, pick_finished_run, run_model, run_predictions, to_hwc
+from pages._common import dataset, image_grid, pick_finished_run, route_through_app, run_model, run_predictions, to_hwc
+
+route_through_app()
 
 st.title("Layers")
 run_dir = pick_finished_run("to look inside the trained network")

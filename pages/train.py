@@ -8,7 +8,9 @@ from core import runs
 from core.config import TrainConfig
 from core.models import ARCHS
 from core.train import format_seconds
-from pages._common import DEFAULTS, IMAGE_SIZES, current_run_dir, dataset_label, select_run
+from pages._common import DEFAULTS, IMAGE_SIZES, current_run_dir, dataset_label, route_through_app, select_run
+
+route_through_app()
 
 BATCH_SIZES = [8, 16, 32, 64, 128, 256]
 LEARNING_RATES = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2]

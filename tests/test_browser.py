@@ -1,0 +1,100 @@
+"""One real browser: Debian's Chromium, driven by Playwright, against `streamlit run app.py`.
+
+What only a browser shows: a run started from the Train page keeps drawing its live chart, fills its epoch
+table, and is still there after a refresh; the analysis pages open on it.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "STUDIO_RUNS_DIR": str(tmp_path / "runs")}
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                                "--server.headless", "true"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.3)
+    yield url, tmp_path / "runs"
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def plotted_points(page) -> int:
+    """Points in the loss chart's training-loss trace, read from plotly's own data."""
+    return page.evaluate("() => { const p = document.querySelector('.js-plotly-plot'); "
+                         "return p && p.data ? p.data[0].x.length : 0; }")
+
+
+def test_train_watch_refresh_and_look_inside(server):
+    url, runs_dir = server
+    assert os.path.exists(CHROMIUM), "Debian's chromium is needed: apt-get install -y chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(90_000)
+        expect.set_options(timeout=90_000)
+        page.goto(f"{url}/train")
+        expect(page.get_by_role("heading", name="Train")).to_be_visible()
+
+        page.get_by_test_id("stSelectbox").filter(has_text="Backbone").click()
+        page.get_by_role("option", name="ResNet-18").click()
+        page.get_by_text("Start from ImageNet weights").click()
+        size = page.get_by_test_id("stSlider").filter(has_text="Image size").get_by_role("slider")
+        size.focus()
+        size.press("Home")
+        size.press("ArrowRight")
+        size.press("ArrowRight")  # 16 -> 24 -> 32 px
+        expect(size).to_have_attribute("aria-valuetext", "32")
+        epochs = page.get_by_label("Epochs", exact=True)
+        epochs.fill("3")
+        epochs.press("Tab")
+        page.get_by_role("button", name="Start training").click()
+
+        page.wait_for_url("**run=*")
+        run_id = page.url.split("run=")[1].split("&")[0]
+        expect(page.get_by_role("heading", name=f"Run {run_id}")).to_be_visible()
+        page.wait_for_function("() => { const p = document.querySelector('.js-plotly-plot'); "
+                               "return p && p.data && p.data[0].x.length > 0; }")
+        early = plotted_points(page)
+        expect(page.get_by_test_id("stTable").locator("tbody tr")).to_have_count(1)  # first epoch's row
+        assert plotted_points(page) > early, "the live loss chart should grow while the run trains"
+
+        page.reload()
+        expect(page.get_by_role("heading", name=f"Run {run_id}")).to_be_visible()
+        expect(page.get_by_test_id("stTable").locator("tbody tr")).to_have_count(3, timeout=180_000)
+        expect(page.get_by_role("heading", name=f"Run {run_id} · completed")).to_be_visible(timeout=60_000)
+        assert (runs_dir / run_id / "predictions.npz").exists()
+
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Interpret").click()
+        expect(page.get_by_role("heading", name="Confusion matrix")).to_be_visible()
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Layers").click()
+        expect(page.get_by_role("heading", name="Filters of the first layer")).to_be_visible()
+        assert f"run={run_id}" in page.url  # the run stays in the address across page switches
+        browser.close()
