@@ -1,6 +1,7 @@
 """What several pages share: session defaults, cached loaders, the current run, and plotly figure builders."""
 from __future__ import annotations
 
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +17,23 @@ from core.train import describe_device, pick_device
 from core.visualize import load_model
 
 DEFAULTS = TrainConfig()
+APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
 IMAGE_SIZES = [16, 24, 32, 48, 64, 96, 128, 160, 192, 224]
 
 
 def route_through_app() -> None:
     """Make sure app.py (navigation, sidebar, session defaults) runs around this page.
 
-    Streamlit treats a folder named pages/ as old-style multipage until app.py calls st.navigation; on a fresh
-    server, a first visit straight to /train would run the page file alone. Switch that mode off and rerun, so
-    the request goes through app.py like every other.
+    Streamlit treats a folder named pages/ as old-style multipage until app.py calls st.navigation, and
+    AppTest resets that before every run: a request for /train would then run the page file alone. Switch that
+    mode off and run app.py in its place, in this same script run so no click is lost; app.py runs this page.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        runpy.run_path(str(APP_PATH), run_name="__main__")
+        st.stop()
 
 
 def init_session() -> None:

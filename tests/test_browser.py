@@ -3,46 +3,16 @@
 What only a browser shows: a run started from the Train page keeps drawing its live chart, fills its epoch
 table, and is still there after a refresh; the analysis pages open on it.
 """
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import ROOT
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.browser_support import launch_chromium, streamlit_server
 
 
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
-    env = {**os.environ, "STUDIO_RUNS_DIR": str(tmp_path / "runs")}
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                "--server.headless", "true"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.3)
-    yield url, tmp_path / "runs"
-    process.terminate()
-    process.wait(timeout=20)
+    with streamlit_server(tmp_path / "runs") as url:
+        yield url, tmp_path / "runs"
 
 
 def plotted_points(page) -> int:
@@ -53,10 +23,8 @@ def plotted_points(page) -> int:
 
 def test_train_watch_refresh_and_look_inside(server):
     url, runs_dir = server
-    assert os.path.exists(CHROMIUM), "Debian's chromium is needed: apt-get install -y chromium"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(90_000)
         expect.set_options(timeout=90_000)

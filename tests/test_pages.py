@@ -47,7 +47,7 @@ def test_data_shows_classes_counts_and_samples_at_the_chosen_size(runs_env):
 
 def test_train_shows_a_finished_run_with_curves_and_epoch_table(runs_env):
     app = open_page("pages/train.py")
-    assert [s.label for s in app.selectbox][-1] == "Backbone"
+    assert by_label(app.selectbox, "Backbone").value == "efficientnet_lite0"
     assert {s.label for s in app.select_slider} == {"Image size (pixels)", "Batch size", "Learning rate"}
     assert any(h.value == "Run tiny · completed" for h in app.subheader)
     assert len(app.get("plotly_chart")) == 2  # loss and learning rate
@@ -64,13 +64,13 @@ def test_start_launches_one_run_process_and_a_second_start_is_refused(tmp_path, 
     by_label(app.toggle, "Start from ImageNet weights").set_value(False)
     by_label(app.select_slider, "Image size (pixels)").set_value(16)
     by_label(app.number_input, "Epochs").set_value(1)
-    app.button[0].click().run()
+    by_label(app.button, "Start training").click().run()
     assert not app.exception
     [run] = runs.list_runs(tmp_path)
     assert run.config.arch == "resnet18" and run.config.size == 16 and not run.config.pretrained
     assert app.query_params["run"] == run.run_id
     assert runs.is_active(runs.read_status(run.path))
-    app.button[0].click().run()  # a second Start while the first is queued or training
+    by_label(app.button, "Start training").click().run()  # a second Start while the first is queued or training
     assert "is training on this device" in app.warning[0].value
     assert len(runs.list_runs(tmp_path)) == 1
     deadline = time.time() + 180
@@ -81,7 +81,7 @@ def test_start_launches_one_run_process_and_a_second_start_is_refused(tmp_path, 
 
 def test_interpret_shows_the_confusion_matrix_and_most_confused_pairs(runs_env):
     app = open_page("pages/interpret.py")
-    assert app.selectbox[-1].value == "tiny"
+    assert by_label(app.selectbox, "Run").value == "tiny"
     assert len(app.get("plotly_chart")) == 1
     slider = by_label(app.slider, "Show pairs confused at least this many times (min_val)")
     rows_at_one = len(app.dataframe[0].value)

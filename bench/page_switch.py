@@ -1,0 +1,68 @@
+"""Page-switch latency in a real browser, idle and while a run trains on the same CPU; prints the ratio.
+
+    .venv/bin/python -m bench.page_switch [--switches 12]
+
+A switch is timed from the click on a sidebar link to the new page's heading being visible. The training run
+is the app's default (EfficientNet-Lite0, 64 px), started as its own process like the Train page does.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
+
+from core import runs
+from core.config import TrainConfig
+from tests.browser_support import launch_chromium, streamlit_server
+
+PAGES = [("Data", "Data"), ("Home", "Transfer Learning Studio"), ("Train", "Train")]
+
+
+def time_switches(page, count: int) -> list[float]:
+    times = []
+    for i in range(count):
+        link, heading = PAGES[i % len(PAGES)]
+        started = time.perf_counter()
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name=link).click()
+        expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible(timeout=30_000)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--switches", type=int, default=12)
+    args = parser.parse_args()
+    runs_dir = Path(tempfile.mkdtemp(prefix="bench-runs-"))
+    with streamlit_server(runs_dir) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        expect(page.get_by_role("heading", name="Transfer Learning Studio")).to_be_visible(timeout=60_000)
+        time_switches(page, len(PAGES))  # warm the caches (dataset decode, imports)
+        idle = time_switches(page, args.switches)
+
+        run_dir = runs.create_run(TrainConfig(epochs=30), runs_dir, "bench")
+        process = runs.launch(run_dir)
+        while runs.read_status(run_dir).get("state") != "running" or not runs.read_metrics(run_dir).steps:
+            time.sleep(0.5)
+        page.goto(f"{url}/train?run=bench")
+        expect(page.get_by_role("heading", name="Run bench · running")).to_be_visible(timeout=30_000)
+        busy = time_switches(page, args.switches)
+        steps = len(runs.read_metrics(run_dir).steps)
+        runs.request_stop(run_dir)
+        process.wait(timeout=120)
+        browser.close()
+    idle_median, busy_median = statistics.median(idle), statistics.median(busy)
+    print(f"page switch, idle:            median {idle_median * 1000:.0f} ms (max {max(idle) * 1000:.0f} ms)")
+    print(f"page switch, while training:  median {busy_median * 1000:.0f} ms (max {max(busy) * 1000:.0f} ms), "
+          f"{steps} training steps meanwhile")
+    print(f"ratio training/idle: {busy_median / idle_median:.2f}")
+
+
+if __name__ == "__main__":
+    main()
