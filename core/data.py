@@ -86,7 +86,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
 }
 
 
-def _open_rgb(path: Path, size: int) -> torch.Tensor:
+def _open_rgb(path, size: int) -> torch.Tensor:
     """Decode one image file into (3, size, size) uint8: EXIF orientation applied, every mode made RGB."""
     from PIL import Image, ImageOps
 
@@ -99,6 +99,20 @@ def _open_rgb(path: Path, size: int) -> torch.Tensor:
             image = Image.alpha_composite(background, image)
         image = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+
+def decode_image(data: bytes, size: int) -> torch.Tensor:
+    """An uploaded file's bytes -> (3, size, size) uint8, or a DataError saying why it is not usable."""
+    import io
+
+    from PIL import Image
+
+    try:
+        return _open_rgb(io.BytesIO(data), size)
+    except Image.DecompressionBombError:
+        raise DataError("That image has too many pixels to open safely; use a smaller copy.") from None
+    except (OSError, ValueError, SyntaxError):
+        raise DataError("That file is not an image this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF).") from None
 
 
 def _load_folder(root: Path, size: int) -> LabeledImages:

@@ -39,3 +39,46 @@ def most_confused(matrix: np.ndarray, class_names: list[str], min_val: int = 1) 
     pairs = [(class_names[i], class_names[j], int(matrix[i, j]))
              for i, j in zip(*np.nonzero(matrix)) if i != j and matrix[i, j] >= min_val]
     return sorted(pairs, key=lambda pair: -pair[2])
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its total: the share of each actual class that went to each prediction."""
+    totals = matrix.sum(1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
+
+
+def pair_positions(predictions: Predictions, actual: int, predicted: int) -> np.ndarray:
+    """Positions (into the validation arrays) of items of class `actual` predicted as `predicted`, surest first."""
+    positions = np.flatnonzero((predictions.targets == actual) & (predictions.predicted == predicted))
+    return positions[np.argsort(-predictions.probs[positions, predicted], kind="stable")]
+
+
+def typical_positions(predictions: Predictions, class_index: int, k: int = 6) -> np.ndarray:
+    """The k items of a class the model got right with the highest confidence: what it thinks the class looks like."""
+    return pair_positions(predictions, class_index, class_index)[:k]
+
+
+def top_losses(predictions: Predictions, k: int = 12) -> np.ndarray:
+    """Positions of the k items with the highest loss, highest first: the model's surest mistakes and doubts."""
+    return np.argsort(-predictions.losses, kind="stable")[:k]
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    class_name: str
+    precision: float  # of the items predicted as this class, the share that were
+    recall: float  # of the items of this class, the share found
+    f1: float
+    support: int  # items of this class in the validation set
+
+
+def per_class_metrics(predictions: Predictions, class_names: list[str]) -> list[ClassMetrics]:
+    """Precision, recall, F1 and support of every class, worst F1 first."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = np.arange(len(class_names))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        predictions.targets, predictions.predicted, labels=labels, zero_division=0)
+    rows = [ClassMetrics(name, float(p), float(r), float(f), int(s))
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)]
+    return sorted(rows, key=lambda row: (row.f1, row.class_name))

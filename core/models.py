@@ -22,6 +22,7 @@ class Backbone:
     body: nn.Module  # images (B, 3, S, S) -> features (B, n_features, h, w)
     n_features: int
     groups: list[list[nn.Module]]  # body split into [early, late] for discriminative learning rates
+    imagenet_fc: nn.Linear  # the original 1,000-class ImageNet classifier (random unless pretrained)
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,14 @@ def _efficientnet_lite0(pretrained: bool, size: int) -> Backbone:
             # The port keeps TensorFlow's momentum (0.01 in PyTorch terms); PyTorch's 0.1 adapts the running
             # statistics to a new dataset within a short run (measured 0.64 vs 0.44 accuracy here).
             module.momentum = 0.1
-    del net._fc
+    fc = net._fc
+    del net._fc  # the body ends at the features; heads live outside it
     body = EfficientNetLiteBody(net)
     blocks = list(net._blocks)
     half = len(blocks) // 2
     early = [net._conv_stem, net._bn0, *blocks[:half]]
     late = [*blocks[half:], net._conv_head, net._bn1]
-    return Backbone(body, 1280, [early, late])
+    return Backbone(body, 1280, [early, late], fc)
 
 
 def _resnet(name: str) -> Callable[[bool, int], Backbone]:
@@ -79,7 +81,7 @@ def _resnet(name: str) -> Callable[[bool, int], Backbone]:
                 "then are cached; without a network choose EfficientNet-Lite0 (its weights ship with the "
                 "install) or train from scratch.") from error
         layers = [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4]
-        return Backbone(nn.Sequential(*layers), net.fc.in_features, [layers[:6], layers[6:]])
+        return Backbone(nn.Sequential(*layers), net.fc.in_features, [layers[:6], layers[6:]], net.fc)
 
     return build
 
@@ -107,15 +109,32 @@ class Classifier:
         return self.model[1]
 
 
+def _head(classifier: nn.Linear) -> nn.Sequential:
+    """Pool the feature maps, then classify: (B, F, h, w) -> (B, n_classes)."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), classifier)
+
+
 def build_classifier(arch: str, n_classes: int, *, pretrained: bool, size: int) -> Classifier:
     """A backbone from the registry with a new linear head for `n_classes`."""
     if arch not in ARCHS:
         raise ValueError(f"Unknown architecture '{arch}'. Choose one of: {', '.join(ARCHS)}.")
     backbone = ARCHS[arch].build(pretrained, size)
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(backbone.n_features,
-                                                                                           n_classes))
+    head = _head(nn.Linear(backbone.n_features, n_classes))
     groups = [[p for module in group for p in module.parameters()] for group in backbone.groups]
     return Classifier(nn.Sequential(backbone.body, head), [*groups, list(head.parameters())])
+
+
+def imagenet_classifier(arch: str, size: int) -> tuple[nn.Module, list[str]]:
+    """The pretrained network as ImageNet trained it, with its own 1,000-class head, in eval mode.
+
+    Returns (model, category names); the model has the same (body, head) shape as a trained run's.
+    """
+    from torchvision.models import ResNet18_Weights
+
+    backbone = ARCHS[arch].build(True, size)
+    # torchvision's metadata ships with the package; every backbone here uses ImageNet's standard class order
+    categories = list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    return nn.Sequential(backbone.body, _head(backbone.imagenet_fc)).eval(), categories
 
 
 def freeze_body(classifier: Classifier) -> None:

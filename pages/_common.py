@@ -5,16 +5,17 @@ import runpy
 from pathlib import Path
 
 import numpy as np
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
+import torch
 
 from core import runs
 from core.config import TrainConfig
 from core.data import LabeledImages, load_source, source_label
 from core.interpret import Predictions, load_predictions
 from core.train import describe_device, pick_device
-from core.visualize import load_model
+from core.attribution import attribute
+from core.models import imagenet_classifier
+from core.visualize import channel_maxima, load_model
 
 DEFAULTS = TrainConfig()
 APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
@@ -80,15 +81,13 @@ def _mtime(path: Path) -> float:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def _model(run_dir: str, _checkpoint_mtime: float):
+def _model(run_dir: str, _key: str):
     return load_model(Path(run_dir))
 
 
 def run_model(run_dir: Path):
     """(model in eval mode, class names, config) of a run, reloaded only when its checkpoint changes."""
-    checkpoints = run_dir / "checkpoints"
-    stamp = max(_mtime(checkpoints / "best.pt"), _mtime(checkpoints / "last.pt"))
-    return _model(str(run_dir), stamp)
+    return _model(str(run_dir), model_key(run_dir))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -122,27 +121,26 @@ def _run_caption(found: list[runs.RunSummary], run_id: str) -> str:
     return f"{run.run_id} ({run.config.arch}, {run.config.size}px, {run.state}{accuracy})"
 
 
-def image_grid(images: np.ndarray, titles: list[str], columns: int = 8, height_per_row: int = 120) -> go.Figure:
-    """A grid of images (N, H, W, 3) uint8 or (N, H, W) float, each with a title, as one plotly figure."""
-    rgb = images.ndim == 4
-    if not rgb:  # each map scaled to its own range, so a weak channel's pattern still shows
-        flat = images.reshape(len(images), -1)
-        low, high = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
-        images = (images - low) / np.maximum(high - low, 1e-12)
-    figure = px.imshow(images, facet_col=0, facet_col_wrap=columns, binary_string=rgb,
-                       color_continuous_scale=None if rgb else "Viridis", facet_col_spacing=0.01,
-                       facet_row_spacing=0.06)
-    # px names facets "facet_col=0", "facet_col=1", ...: replace each by its title
-    for annotation in figure.layout.annotations:
-        index = int(annotation.text.split("=")[1])
-        annotation.text = titles[index]
-    rows = -(-len(images) // columns)
-    figure.update_xaxes(visible=False).update_yaxes(visible=False)
-    figure.update_layout(height=60 + rows * height_per_row, margin=dict(l=0, r=0, t=30, b=0),
-                         coloraxis_showscale=False)
-    return figure
+@st.cache_resource(show_spinner="Loading the ImageNet network…", max_entries=2)
+def imagenet_model(arch: str, size: int):
+    """(model, 1,000 ImageNet category names): the pretrained network before any training."""
+    return imagenet_classifier(arch, size)
 
 
-def to_hwc(images: "np.ndarray") -> np.ndarray:
-    """(N, 3, H, W) -> (N, H, W, 3)."""
-    return np.ascontiguousarray(np.asarray(images).transpose(0, 2, 3, 1))
+@st.cache_data(show_spinner="Measuring every channel on every image…", max_entries=32)
+def cached_channel_maxima(model_key: str, layer_name: str, _model, _images: torch.Tensor) -> np.ndarray:
+    """core.visualize.channel_maxima, computed once per (model, layer); the key names both."""
+    return channel_maxima(_model, layer_name, _images)
+
+
+@st.cache_data(show_spinner="Computing attributions…", max_entries=64)
+def cached_attribution(model_key: str, images_key: str, targets: tuple[int, ...], method: str, _model,
+                       _images: torch.Tensor) -> np.ndarray:
+    """core.attribution.attribute, computed once per (model, images, targets, method)."""
+    return attribute(_model, _images, list(targets), method)
+
+
+def model_key(run_dir: Path) -> str:
+    """A cache key that changes when the run's checkpoint does."""
+    checkpoints = run_dir / "checkpoints"
+    return f"{run_dir}@{max(_mtime(checkpoints / 'best.pt'), _mtime(checkpoints / 'last.pt'))}"

@@ -4,7 +4,8 @@ import plotly.express as px
 import streamlit as st
 
 from core.data import BUILTIN_DATASETS, DataError
-from pages._common import IMAGE_SIZES, dataset, image_grid, route_through_app, to_hwc
+from pages._common import IMAGE_SIZES, dataset, route_through_app
+from pages._figures import image_grid, to_hwc
 
 route_through_app()
 

@@ -1,10 +1,14 @@
 """Interpret: where a finished run's model goes wrong, from its validation predictions."""
-import plotly.express as px
+import numpy as np
 import streamlit as st
 
 from core import runs
-from core.interpret import confusion_matrix, most_confused
-from pages._common import pick_finished_run, route_through_app, run_predictions
+from core.interpret import (confusion_matrix, most_confused, normalize_rows, pair_positions, per_class_metrics,
+                            top_losses, typical_positions)
+from pages._common import (cached_attribution, dataset, model_key, pick_finished_run, route_through_app, run_model,
+                           run_predictions)
+from pages._figures import confusion_figure, image_grid, overlay_grid, to_hwc
+from pages._report import run_report_html
 
 route_through_app()
 
@@ -13,29 +17,104 @@ run_dir = pick_finished_run("to see what the model confuses")
 if run_dir is None:
     st.stop()
 
-meta = runs.read_json(run_dir / "config.json")
-class_names = [str(name) for name in meta.get("class_names", [])]
+class_names = [str(name) for name in runs.read_json(run_dir / "config.json").get("class_names", [])]
+config = runs.load_config(run_dir)
 predictions = run_predictions(run_dir)
+data = dataset(config.data, config.size)
 matrix = confusion_matrix(predictions.targets, predictions.predicted, len(class_names))
 
-left, right = st.columns(2)
+
+def images_at(positions: np.ndarray) -> np.ndarray:
+    """Validation images at these positions of the predictions, (N, S, S, 3) uint8."""
+    return to_hwc(data.images[predictions.item_ids[positions]].numpy())
+
+
+def gallery(positions: np.ndarray, empty: str, limit: int = 24, columns: int = 8, key: str = "") -> None:
+    if len(positions) == 0:
+        st.caption(empty)
+        return
+    positions = positions[:limit]
+    titles = [f"{class_names[predictions.predicted[p]]} · p={predictions.probs[p].max():.2f}" for p in positions]
+    st.plotly_chart(image_grid(images_at(positions), titles, columns=columns), key=key)
+
+
+mistakes = int((predictions.predicted != predictions.targets).sum())
+left, middle, right = st.columns(3)
 left.metric("Validation accuracy", f"{predictions.accuracy:.1%}")
-right.metric("Mistakes", f"{int((predictions.predicted != predictions.targets).sum())} of {len(predictions.targets)}")
+middle.metric("Error rate", f"{1 - predictions.accuracy:.1%}")
+right.metric("Mistakes", f"{mistakes} of {len(predictions.targets)}")
 
 st.subheader("Confusion matrix")
-st.caption("Each row is the actual class, each column what the model predicted: the diagonal is right, "
-           "everything off it is a mistake.")
-figure = px.imshow(matrix, x=class_names, y=class_names, text_auto=True, color_continuous_scale="Blues",
-                   labels={"x": "Predicted", "y": "Actual", "color": "images"}, aspect="equal")
-figure.update_xaxes(type="category", side="top").update_yaxes(type="category")
-figure.update_layout(height=120 + 36 * len(class_names), margin=dict(l=0, r=0, t=30, b=0))
-st.plotly_chart(figure, key="confusion")
+st.caption("Each row is the actual class, each column what the model predicted: the diagonal is right, everything "
+           "off it is a mistake. Click a cell (or choose it below) to see its images.")
+normalized = st.toggle("Show each row as shares of its class", help="Divides each row by the number of images of "
+                       "that class, so small classes' mistakes stand out as much as big ones'.")
+event = st.plotly_chart(confusion_figure(normalize_rows(matrix) if normalized else matrix, class_names, normalized),
+                        key="confusion", on_select="rerun", selection_mode="points")
+clicked = [(str(p["y"]), str(p["x"])) for p in (event.selection.points if event else []) if "x" in p and "y" in p]
+if clicked and clicked[-1] != st.session_state.get("last_clicked_cell"):
+    st.session_state["last_clicked_cell"] = clicked[-1]
+    st.session_state["cell_actual"], st.session_state["cell_predicted"] = clicked[-1]
+pairs = most_confused(matrix, class_names)
+if "cell_actual" not in st.session_state or st.session_state["cell_actual"] not in class_names:
+    first = pairs[0] if pairs else (class_names[0], class_names[0], 0)
+    st.session_state["cell_actual"], st.session_state["cell_predicted"] = first[0], first[1]
+left, right = st.columns(2)
+actual = left.selectbox("Actual class", class_names, key="cell_actual")
+predicted = right.selectbox("Predicted as", class_names, key="cell_predicted")
+cell = pair_positions(predictions, class_names.index(actual), class_names.index(predicted))
+st.caption(f"{len(cell)} validation images of **{actual}** predicted as **{predicted}**, surest first.")
+gallery(cell, "No image falls in this cell.", key="cell_gallery")
 
 st.subheader("Most confused")
-off_diagonal = int(matrix.max(initial=0)) if len(class_names) else 0
-min_val = st.slider("Show pairs confused at least this many times (min_val)", 1, max(2, off_diagonal), 1)
-pairs = most_confused(matrix, class_names, min_val)
-if pairs:
-    st.dataframe([{"actual": a, "predicted": p, "count": n} for a, p, n in pairs], hide_index=True, width="content")
+st.caption("The pairs of classes the model mixes up most often (fastai's `most_confused`).")
+largest = max((count for *_, count in pairs), default=1)
+min_val = st.slider("Show pairs confused at least this many times (min_val)", 1, max(2, largest), 1)
+shown = most_confused(matrix, class_names, min_val)
+if shown:
+    st.dataframe([{"actual": a, "predicted": p, "count": n} for a, p, n in shown], hide_index=True, width="content")
+    for a, p, n in shown[:5]:
+        with st.expander(f"{a} mistaken for {p} — {n} times"):
+            mistaken, typical = st.columns(2)
+            with mistaken:
+                st.caption(f"**{a}** images the model called **{p}**")
+                gallery(pair_positions(predictions, class_names.index(a), class_names.index(p)), "", limit=8,
+                        columns=4, key=f"mistaken:{a}:{p}")
+            with typical:
+                st.caption(f"Typical **{p}** images, as the model sees them")
+                gallery(typical_positions(predictions, class_names.index(p), 8), f"No {p} image was predicted right.",
+                        limit=8, columns=4, key=f"typical:{a}:{p}")
 else:
     st.success(f"No pair of classes is confused {min_val} times or more.")
+
+st.subheader("Top losses")
+st.caption("The images the model was most wrong about (or right but least sure): often mislabelled data, or a "
+           "hard case. The Grad-CAM heat map shows where the model looked for its prediction.")
+left, middle, right = st.columns(3)
+k = left.slider("Images", 4, 24, 12, step=4)
+show_cam = middle.toggle("Grad-CAM heat map", value=True)
+opacity = right.slider("Heat map opacity", 0.0, 1.0, 0.45, disabled=not show_cam)
+worst = top_losses(predictions, k)
+heats = None
+if show_cam:
+    model, _, _ = run_model(run_dir)
+    heats = cached_attribution(model_key(run_dir), f"top_losses:{k}", tuple(int(predictions.predicted[p]) for p in worst),
+                               "grad_cam", model, data.images[predictions.item_ids[worst]])
+titles = [f"{class_names[predictions.targets[p]]}→{class_names[predictions.predicted[p]]} · "
+          f"loss {predictions.losses[p]:.2f} · p {predictions.probs[p, predictions.predicted[p]]:.2f}" for p in worst]
+st.plotly_chart(overlay_grid(images_at(worst), heats, titles, columns=6, opacity=opacity), key="top_losses")
+st.caption("Titles read actual→predicted · loss · probability of the prediction.")
+
+st.subheader("Per-class metrics")
+st.caption("Precision: of the images called this class, the share that were. Recall: of this class's images, the "
+           "share found. Worst first.")
+st.dataframe([{"class": m.class_name, "precision": round(m.precision, 3), "recall": round(m.recall, 3),
+               "f1": round(m.f1, 3), "support": m.support} for m in per_class_metrics(predictions, class_names)],
+             hide_index=True, width="content", key="per_class")
+
+st.subheader("Share this run")
+model, _, _ = run_model(run_dir)
+st.download_button("Download an HTML report", lambda: run_report_html(run_dir, model, data, predictions, class_names),
+                   file_name=f"{run_dir.name}-report.html", mime="text/html", on_click="ignore",
+                   icon=":material/download:", help="Settings, curves, confusion matrix, most-confused pairs and top "
+                                                     "losses in one file that opens in any browser, without the app.")

@@ -1,53 +1,148 @@
-"""Layers: the filters a trained network learned, and what its layers respond to in one image."""
+"""Layers: what a network learned (filters), what it sees in one image (activations, attributions), which
+images excite a channel, and the basics of images and convolutions for newcomers."""
+import hashlib
+
 import numpy as np
-import plotly.express as px
 import streamlit as st
 
+from core.attribution import METHODS, top_predictions
+from core.data import DataError, decode_image
 from core.models import conv_layers, describe_layer
-from core.visualize import activations, conv_filters, first_conv
-from pages._common import dataset, image_grid, pick_finished_run, route_through_app, run_model, run_predictions, to_hwc
+from core.visualize import (KERNELS, activations, apply_learned_filter, conv_filters, convolve, filter_slices, first_conv,
+                            grayscale, top_images_for_channel)
+from pages._common import (IMAGE_SIZES, cached_attribution, cached_channel_maxima, dataset, imagenet_model, model_key,
+                           pick_finished_run, route_through_app, run_model, run_predictions)
+from pages._figures import image_grid, overlay_grid, pixel_figure, to_hwc
 
 route_through_app()
+MAX_CANDIDATES = 256  # dataset images searched for "what excites this channel" with the pretrained network
 
 st.title("Layers")
-run_dir = pick_finished_run("to look inside the trained network")
-if run_dir is None:
-    st.stop()
+pretrained_only = st.radio("Look inside", ["A trained run", "The pretrained network alone (ImageNet)"],
+                           horizontal=True, help="The pretrained network is EfficientNet-Lite0 as ImageNet trained "
+                                                 "it, with its 1,000 classes, before any training here.") != "A trained run"
+if pretrained_only:
+    size = st.select_slider("Image size (pixels)", IMAGE_SIZES, value=128)
+    model, class_names = imagenet_model("efficientnet_lite0", size)
+    key = f"imagenet/efficientnet_lite0/{size}"
+    data = dataset(st.session_state["dataset"], size)
+    picks = np.random.default_rng(0).permutation(len(data))[:MAX_CANDIDATES]
+    candidates, captions = data.images[picks], [data.class_names[data.labels[i]] for i in picks]
+else:
+    run_dir = pick_finished_run("to look inside the trained network")
+    if run_dir is None:
+        st.stop()
+    model, class_names, config = run_model(run_dir)
+    key, size = model_key(run_dir), config.size
+    predictions = run_predictions(run_dir)
+    data = dataset(config.data, size)
+    candidates = data.images[predictions.item_ids]
+    captions = [class_names[t] for t in predictions.targets]
 
-model, class_names, config = run_model(run_dir)
-
-st.subheader("Filters of the first layer")
-st.caption("Each tile is one 3×3 (or 7×7) filter of the first convolution, its red, green and blue weights shown "
-           "as a colour: the patterns — edges, colour blobs — the network looks for directly in the pixels.")
-name, conv = first_conv(model)
-filters = conv_filters(conv)  # (out, kh, kw, 3) in 0..1
-st.plotly_chart(image_grid((filters * 255).astype(np.uint8), [f"#{i}" for i in range(len(filters))], columns=16,
-                           height_per_row=70), key="filters")
-st.caption(f"Layer `{name}`: {describe_layer(conv)}")
-
-st.subheader("Activations")
-st.caption("An activation map shows where in the image a channel responds: bright where its pattern is found. "
-           "Early layers respond to edges at full detail; deeper layers to larger, more abstract parts.")
+left, right = st.columns([1, 2])
+use_upload = left.radio("Image", ["From the dataset", "Upload my own"], horizontal=True) == "Upload my own"
+image = None
+if use_upload:
+    upload = right.file_uploader("An image (JPEG, PNG, WebP, BMP, GIF, TIFF)",
+                                 type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"])
+    if upload is not None:
+        try:
+            image, caption = decode_image(upload.getvalue(), size), upload.name
+        except DataError as error:
+            right.error(str(error))
+if image is None:
+    position = right.number_input(f"Image number (0–{len(candidates) - 1})", 0, len(candidates) - 1, 0)
+    image, caption = candidates[position], captions[position]
+image_key = hashlib.sha1(image.numpy().tobytes()).hexdigest()
 layers = conv_layers(model)
-names = [layer_name for layer_name, _ in layers]
-left, right = st.columns([2, 1])
-layer_name = left.selectbox("Convolution layer", names, index=min(len(names) - 1, len(names) // 3),
-                            format_func=lambda n: f"{names.index(n) + 1:>3}. {n} — {describe_layer(dict(layers)[n])}")
+layer_names = [name for name, _ in layers]
+layer_by_name = dict(layers)
 
-data = dataset(config.data, config.size)
-predictions = run_predictions(run_dir)
-position = right.number_input(f"Validation image (0–{len(predictions.item_ids) - 1})", min_value=0,
-                              max_value=len(predictions.item_ids) - 1, value=0, step=1)
-item = int(predictions.item_ids[position])
-image = data.images[item]  # (3, S, S) uint8
-actual = class_names[predictions.targets[position]]
-predicted = class_names[predictions.predicted[position]]
 
-picture, maps_column = st.columns([1, 4])
-picture.plotly_chart(px.imshow(to_hwc(image[None].numpy())[0]).update_layout(
-    height=220, margin=dict(l=0, r=0, t=30, b=0), title=f"actual {actual} · predicted {predicted}",
-    xaxis_visible=False, yaxis_visible=False), key="activation_image")
-maps, channels = activations(model, layer_name, image, top=16)
-maps_column.plotly_chart(image_grid(maps, [f"channel {c}" for c in channels], columns=8, height_per_row=110),
-                         key="activation_maps")
-maps_column.caption("The 16 channels this image excites most, strongest first.")
+def pick_layer(label: str, default: int, key: str) -> str:
+    return st.selectbox(label, layer_names, index=default, key=key,
+                        format_func=lambda n: f"{layer_names.index(n) + 1}. {n} — {describe_layer(layer_by_name[n])}")
+
+
+view = st.radio("View", ["Filters", "Activations", "Attributions", "What excites a channel", "Basics"],
+                horizontal=True, key="layers_view")
+
+if view == "Filters":
+    st.caption("A filter is a small grid of weights the network slides over its input, answering strongly where the "
+               "input looks like it. First-layer filters see pixels, so they are drawn in colour: edges, colour "
+               "blobs. Deeper filters see the previous layer's channels and are drawn one input channel at a time.")
+    name = pick_layer("Convolution layer", 0, "filters_layer")
+    conv = layer_by_name[name]
+    if conv.weight.shape[1] == 3:
+        tiles = (conv_filters(conv) * 255).astype(np.uint8)
+        st.plotly_chart(image_grid(tiles, [f"#{i}" for i in range(len(tiles))], columns=16, height_per_row=70))
+    else:
+        out = st.number_input(f"Filter (output channel 0–{conv.out_channels - 1})", 0, conv.out_channels - 1, 0)
+        tiles, labels = filter_slices(conv, out)
+        st.plotly_chart(image_grid(tiles, labels, columns=16, height_per_row=70))
+    st.caption(f"`{name}`: {describe_layer(conv)}")
+
+elif view == "Activations":
+    st.caption("An activation map shows where in the image one channel responds: bright where its pattern is "
+               "found. Early layers respond to edges at full detail; deeper layers to larger, more abstract parts "
+               "at coarser resolution.")
+    name = pick_layer("Layer", min(len(layer_names) - 1, len(layer_names) // 3), "activations_layer")
+    maps, channels = activations(model, name, image, top=16)
+    picture, grid = st.columns([1, 4])
+    picture.image(to_hwc(image[None].numpy())[0], caption=caption, width="stretch")
+    grid.plotly_chart(image_grid(maps, [f"channel {c}" for c in channels], columns=8, height_per_row=110))
+    grid.caption("The 16 channels this image excites most, strongest first.")
+
+elif view == "Attributions":
+    st.caption("Which pixels made the model choose a class. The heat map should sit on the object (the dog's face), "
+               "not on the background: if it does not, the model may have learned a shortcut.")
+    ranked = top_predictions(model, image, class_names, k=5)
+    left, middle, right = st.columns(3)
+    method = left.radio("Method", list(METHODS), format_func=lambda m: METHODS[m].label)
+    target = middle.selectbox("Explain the class", class_names, index=class_names.index(ranked[0][0]),
+                              help="The predicted class by default; choose any other to see what speaks for it.")
+    opacity = right.slider("Heat map opacity", 0.0, 1.0, 0.5)
+    st.caption(METHODS[method].explanation)
+    heat = cached_attribution(key, image_key, (class_names.index(target),), method, model, image[None])
+    picture, table = st.columns([2, 1])
+    picture.plotly_chart(overlay_grid(to_hwc(np.stack([image.numpy(), image.numpy()])), [None, heat[0]],
+                                      [caption, f"{METHODS[method].label}: {target}"], columns=2, opacity=opacity,
+                                      height_per_row=380))
+    table.dataframe([{"class": c, "probability": round(p, 3)} for c, p in ranked], hide_index=True)
+
+elif view == "What excites a channel":
+    st.caption("The images that make one channel respond most, as in Zeiler & Fergus's views of a network: "
+               "first-layer channels find colours and edges, deeper ones textures and object parts.")
+    name = pick_layer("Layer", min(len(layer_names) - 1, len(layer_names) // 3), "excite_layer")
+    maxima = cached_channel_maxima(f"{key}/{len(candidates)}", name, model, candidates)
+    channel = st.number_input(f"Channel (0–{maxima.shape[1] - 1})", 0, maxima.shape[1] - 1,
+                              int(maxima.mean(0).argmax()), help="Starts at the channel with the strongest responses.")
+    best, strength = top_images_for_channel(maxima, channel, k=12)
+    st.plotly_chart(image_grid(to_hwc(candidates[best].numpy()),
+                               [f"{captions[i]} · {s:.2f}" for i, s in zip(best, strength)], columns=6,
+                               height_per_row=150))
+
+else:
+    st.caption("To a computer an image is a grid of numbers: for each pixel, how much red, green and blue, "
+               "from 0 to 255. Hover over the grids to read the values; zoom by dragging.")
+    gray = grayscale(image)
+    small = gray[::max(1, size // 24), ::max(1, size // 24)]
+    left, right = st.columns([1, 2])
+    left.plotly_chart(pixel_figure(small, f"Brightness, every {max(1, size // 24)}th pixel"))
+    channels = image.numpy().astype(float)
+    right.plotly_chart(image_grid(channels, ["red", "green", "blue"], columns=3, height_per_row=260))
+    st.markdown("**A convolution at work.** A 3×3 filter slides over the image; at each place it multiplies the 9 "
+                "pixels under it by its 9 weights and adds them up. The result is a new image that is bright where "
+                "the pattern the filter describes is found.")
+    kernel_name = st.selectbox("Filter", [*KERNELS, "One the network learned (first layer)"])
+    if kernel_name in KERNELS:
+        kernel, output = np.array(KERNELS[kernel_name]), convolve(gray, KERNELS[kernel_name])
+    else:
+        conv = first_conv(model)[1]
+        index = st.number_input(f"Learned filter (0–{conv.out_channels - 1})", 0, conv.out_channels - 1, 0)
+        kernel = conv.weight[index].detach().float().mean(0).numpy()  # averaged over colour, to show its numbers
+        output = apply_learned_filter(conv, index, image)
+    a, b, c = st.columns(3)
+    a.plotly_chart(pixel_figure(gray, "Input (grey)", value_format=None))
+    b.plotly_chart(pixel_figure(kernel, "Filter weights", colorscale="RdBu", value_format=".2f"))
+    c.plotly_chart(pixel_figure(output, "Output", value_format=None))

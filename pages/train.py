@@ -1,7 +1,6 @@
 """Train: choose a backbone and sizes, start a run as its own process, and watch it live."""
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import runs
@@ -9,6 +8,7 @@ from core.config import TrainConfig
 from core.models import ARCHS
 from core.train import format_seconds
 from pages._common import DEFAULTS, IMAGE_SIZES, current_run_dir, dataset_label, route_through_app, select_run
+from pages._figures import loss_figure, lr_figure
 
 route_through_app()
 
@@ -51,25 +51,6 @@ if start:
         runs.launch(run_dir)
         select_run(run_dir.name)
         st.rerun()
-
-
-def loss_figure(tail: runs.MetricsTail) -> go.Figure:
-    figure = go.Figure()
-    figure.add_scatter(x=[r["step"] for r in tail.steps], y=[r["loss"] for r in tail.steps], name="train loss (step)",
-                       mode="lines", line=dict(width=1.5))
-    figure.add_scatter(x=[r["step"] for r in tail.epochs], y=[r["valid_loss"] for r in tail.epochs],
-                       name="valid loss (epoch)", mode="lines+markers", marker=dict(size=8))
-    figure.update_layout(title="Loss", xaxis_title="step", height=320, margin=dict(l=0, r=0, t=40, b=0),
-                         legend=dict(orientation="h", y=-0.25), uirevision="keep")
-    return figure
-
-
-def lr_figure(tail: runs.MetricsTail) -> go.Figure:
-    figure = go.Figure(go.Scatter(x=[r["step"] for r in tail.steps], y=[r["lr"] for r in tail.steps], mode="lines",
-                                  name="learning rate"))
-    figure.update_layout(title="Learning rate (one-cycle, per phase)", xaxis_title="step", height=320,
-                         margin=dict(l=0, r=0, t=40, b=0), yaxis_exponentformat="e", uirevision="keep")
-    return figure
 
 
 def epoch_table(tail: runs.MetricsTail) -> list[dict]:

@@ -1,11 +1,13 @@
 """One real browser: Debian's Chromium, driven by Playwright, against `streamlit run app.py`.
 
 What only a browser shows: a run started from the Train page keeps drawing its live chart, fills its epoch
-table, and is still there after a refresh; the analysis pages open on it.
+table, and is still there after a refresh; the analysis pages open on it, and an uploaded photo gets a heat map.
 """
 import pytest
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
+from core.attribution import METHODS
 from tests.browser_support import launch_chromium, streamlit_server
 
 
@@ -21,7 +23,7 @@ def plotted_points(page) -> int:
                          "return p && p.data ? p.data[0].x.length : 0; }")
 
 
-def test_train_watch_refresh_and_look_inside(server):
+def test_train_watch_refresh_and_look_inside(server, tmp_path):
     url, runs_dir = server
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
@@ -63,6 +65,17 @@ def test_train_watch_refresh_and_look_inside(server):
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Interpret").click()
         expect(page.get_by_role("heading", name="Confusion matrix")).to_be_visible()
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Layers").click()
-        expect(page.get_by_role("heading", name="Filters of the first layer")).to_be_visible()
+        expect(page.get_by_role("heading", name="Layers")).to_be_visible()
         assert f"run={run_id}" in page.url  # the run stays in the address across page switches
+
+        # upload a picture of one's own and ask the model why it sees what it sees
+        picture = tmp_path / "my photo.png"
+        Image.new("RGB", (300, 200), (250, 250, 250)).save(picture)
+        page.get_by_text("Upload my own").click()
+        page.locator("input[type=file]").set_input_files(picture)
+        expect(page.get_by_text("my photo.png").first).to_be_visible()
+        page.get_by_test_id("stRadio").filter(has_text="View").get_by_text("Attributions").click()
+        expect(page.get_by_text(METHODS["grad_cam"].explanation)).to_be_visible()
+        expect(page.locator(".js-plotly-plot")).to_have_count(1)
+        expect(page.get_by_test_id("stException")).to_have_count(0)
         browser.close()

@@ -79,27 +79,64 @@ def test_start_launches_one_run_process_and_a_second_start_is_refused(tmp_path, 
     assert runs.read_status(run.path)["state"] == "completed", (run.path / "log.txt").read_text()
 
 
-def test_interpret_shows_the_confusion_matrix_and_most_confused_pairs(runs_env):
+def test_interpret_shows_matrix_cells_pairs_top_losses_metrics_and_report(runs_env):
     app = open_page("pages/interpret.py")
     assert by_label(app.selectbox, "Run").value == "tiny"
-    assert len(app.get("plotly_chart")) == 1
+    assert [h.value for h in app.subheader] == ["Confusion matrix", "Most confused", "Top losses", "Per-class metrics",
+                                                "Share this run"]
+    metrics = {m.label: m.value for m in app.metric}
+    assert set(metrics) == {"Validation accuracy", "Error rate", "Mistakes"}
+    pairs = app.dataframe[0].value
+    assert list(pairs.columns) == ["actual", "predicted", "count"] and len(pairs) > 0
+    # the cell chooser starts on the most confused pair and shows its images
+    actual, predicted = by_label(app.selectbox, "Actual class"), by_label(app.selectbox, "Predicted as")
+    assert (actual.value, predicted.value) == (pairs.iloc[0]["actual"], pairs.iloc[0]["predicted"])
+    assert any(f"{pairs.iloc[0]['count']} validation images of **{actual.value}**" in c.value for c in app.caption)
+    assert len(app.expander) == min(5, len(pairs))
+    per_class = app.dataframe[1].value
+    assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support"] and len(per_class) == 10
+    assert per_class["f1"].is_monotonic_increasing  # worst first
+    assert app.get("download_button")
+    by_label(app.toggle, "Show each row as shares of its class").set_value(True).run()
+    by_label(app.slider, "Images").set_value(4).run()
+    by_label(app.toggle, "Grad-CAM heat map").set_value(False).run()
+    assert not app.exception
     slider = by_label(app.slider, "Show pairs confused at least this many times (min_val)")
-    rows_at_one = len(app.dataframe[0].value)
-    assert rows_at_one > 0 and list(app.dataframe[0].value.columns) == ["actual", "predicted", "count"]
     slider.set_value(slider.max).run()
     assert not app.exception
-    remaining = app.dataframe[0].value if app.dataframe else []
-    assert len(remaining) < rows_at_one
+    remaining = app.dataframe[0].value if len(app.dataframe) == 2 else []
+    assert len(remaining) < len(pairs)
 
 
-def test_layers_shows_filters_and_activations_of_a_chosen_layer(runs_env):
+@pytest.mark.parametrize("view", ["Filters", "Activations", "Attributions", "What excites a channel", "Basics"])
+def test_layers_views_of_a_trained_run(runs_env, view):
     app = open_page("pages/layers.py")
-    assert len(app.get("plotly_chart")) == 3  # filters, the image, its activation maps
-    layer = by_label(app.selectbox, "Convolution layer")
-    layer.set_value(layer.options[0]).run()
+    by_label(app.radio, "View").set_value(view).run()
+    assert not app.exception and app.get("plotly_chart")
+    if view == "Filters":  # a deeper layer is shown input channel by input channel
+        layer = by_label(app.selectbox, "Convolution layer")
+        layer.set_value(layer.options[3]).run()
+        assert not app.exception and any(n.label.startswith("Filter (output channel") for n in app.number_input)
+    if view == "Attributions":
+        for method in ["integrated_gradients", "saliency", "occlusion", "grad_cam"]:
+            by_label(app.radio, "Method").set_value(method).run()
+            assert not app.exception, method
+        by_label(app.selectbox, "Explain the class").set_value("3").run()
+        assert not app.exception and len(app.dataframe[0].value) == 5  # top-5 predictions
+    if view == "Basics":
+        by_label(app.selectbox, "Filter").set_value("One the network learned (first layer)").run()
+        assert not app.exception
+
+
+def test_layers_on_the_pretrained_network_alone(runs_env):
+    app = open_page("pages/layers.py")
+    by_label(app.radio, "Look inside").set_value("The pretrained network alone (ImageNet)").run()
+    by_label(app.select_slider, "Image size (pixels)").set_value(64).run()
+    by_label(app.radio, "View").set_value("Attributions").run()
     assert not app.exception
-    by_label(app.number_input, "Validation image (0–358)").set_value(5).run()
-    assert not app.exception and len(app.get("plotly_chart")) == 3
+    assert len(by_label(app.selectbox, "Explain the class").options) == 1000
+    by_label(app.radio, "View").set_value("What excites a channel").run()
+    assert not app.exception and app.get("plotly_chart")
 
 
 @pytest.mark.parametrize("page", ["pages/interpret.py", "pages/layers.py"])

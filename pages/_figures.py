@@ -1,0 +1,102 @@
+"""Plotly figures the pages (and the HTML report) draw from what core/ returns. No streamlit here."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.runs import MetricsTail
+
+HEAT_SCALE = "Inferno"
+
+
+def to_hwc(images) -> np.ndarray:
+    """(N, 3, H, W) -> (N, H, W, 3)."""
+    return np.ascontiguousarray(np.asarray(images).transpose(0, 2, 3, 1))
+
+
+def _scale_each(images: np.ndarray) -> np.ndarray:
+    flat = images.reshape(len(images), -1)
+    low, high = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
+    return (images - low) / np.maximum(high - low, 1e-12)
+
+
+def image_grid(images: np.ndarray, titles: list[str], columns: int = 8, height_per_row: int = 120) -> go.Figure:
+    """A grid of images (N, H, W, 3) uint8, or maps (N, H, W) each scaled to its own range, with titles."""
+    rgb = images.ndim == 4
+    if not rgb:  # each map scaled to its own range, so a weak channel's pattern still shows
+        images = _scale_each(images.astype(float))
+    columns = max(1, min(columns, len(images)))
+    figure = px.imshow(images, facet_col=0, facet_col_wrap=columns, binary_string=rgb,
+                       color_continuous_scale=None if rgb else "Viridis", facet_col_spacing=0.01,
+                       facet_row_spacing=0.08)
+    # px names facets "facet_col=0", "facet_col=1", ...: replace each by its title
+    for annotation in figure.layout.annotations:
+        annotation.text = titles[int(annotation.text.split("=")[1])]
+    rows = -(-len(images) // columns)
+    figure.update_xaxes(visible=False).update_yaxes(visible=False)
+    figure.update_layout(height=60 + rows * height_per_row, margin=dict(l=0, r=0, t=30, b=0),
+                         coloraxis_showscale=False)
+    return figure
+
+
+def overlay_grid(images: np.ndarray, heats, titles: list[str], columns: int = 6, opacity: float = 0.5,
+                 height_per_row: int = 200) -> go.Figure:
+    """Images (N, H, W, 3) uint8 with heat maps (N, H, W) in 0..1 laid over them at `opacity`.
+
+    `heats` may be None (no heat at all) or hold None for an image drawn without one.
+    """
+    columns = max(1, min(columns, len(images)))
+    rows = -(-len(images) // columns)
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.01,
+                           vertical_spacing=0.12 / max(rows, 1))
+    for i, image in enumerate(images):
+        row, col = i // columns + 1, i % columns + 1
+        figure.add_trace(go.Image(z=image, hoverinfo="skip"), row=row, col=col)
+        if heats is not None and heats[i] is not None:
+            figure.add_trace(go.Heatmap(z=heats[i], opacity=opacity, colorscale=HEAT_SCALE, zmin=0, zmax=1,
+                                        showscale=False, hovertemplate="heat %{z:.2f}<extra></extra>"),
+                             row=row, col=col)
+    figure.update_xaxes(visible=False).update_yaxes(visible=False, autorange="reversed")
+    figure.update_layout(height=40 + rows * height_per_row, margin=dict(l=0, r=0, t=30, b=0))
+    figure.update_annotations(font_size=11)
+    return figure
+
+
+def loss_figure(tail: MetricsTail) -> go.Figure:
+    figure = go.Figure()
+    figure.add_scatter(x=[r["step"] for r in tail.steps], y=[r["loss"] for r in tail.steps], name="train loss (step)",
+                       mode="lines", line=dict(width=1.5))
+    figure.add_scatter(x=[r["step"] for r in tail.epochs], y=[r["valid_loss"] for r in tail.epochs],
+                       name="valid loss (epoch)", mode="lines+markers", marker=dict(size=8))
+    figure.update_layout(title="Loss", xaxis_title="step", height=320, margin=dict(l=0, r=0, t=40, b=0),
+                         legend=dict(orientation="h", y=-0.25), uirevision="keep")
+    return figure
+
+
+def lr_figure(tail: MetricsTail) -> go.Figure:
+    figure = go.Figure(go.Scatter(x=[r["step"] for r in tail.steps], y=[r["lr"] for r in tail.steps], mode="lines",
+                                  name="learning rate"))
+    figure.update_layout(title="Learning rate (one-cycle, per phase)", xaxis_title="step", height=320,
+                         margin=dict(l=0, r=0, t=40, b=0), yaxis_exponentformat="e", uirevision="keep")
+    return figure
+
+
+def confusion_figure(matrix: np.ndarray, class_names: list[str], normalized: bool = False) -> go.Figure:
+    """Heatmap of a confusion matrix, rows actual and columns predicted, each cell labelled."""
+    figure = px.imshow(matrix, x=class_names, y=class_names, text_auto=".2f" if normalized else True,
+                       color_continuous_scale="Blues", aspect="equal",
+                       labels={"x": "Predicted", "y": "Actual", "color": "share" if normalized else "images"})
+    figure.update_xaxes(type="category", side="top").update_yaxes(type="category")
+    figure.update_layout(height=140 + 36 * len(class_names), margin=dict(l=0, r=0, t=40, b=0))
+    return figure
+
+
+def pixel_figure(values: np.ndarray, title: str, colorscale: str = "gray", value_format: str | None = ".0f") -> go.Figure:
+    """A matrix (H, W) drawn cell by cell; each cell labelled with its number unless value_format is None."""
+    figure = px.imshow(values, color_continuous_scale=colorscale, text_auto=value_format or False,
+                       aspect="equal", title=title)
+    figure.update_xaxes(visible=False).update_yaxes(visible=False)
+    figure.update_layout(height=360, margin=dict(l=0, r=0, t=40, b=0), coloraxis_showscale=False)
+    return figure
