@@ -108,7 +108,7 @@ elif view == "Attributions":
     picture.plotly_chart(overlay_grid(to_hwc(np.stack([image.numpy(), image.numpy()])), [None, heat[0]],
                                       [caption, f"{METHODS[method].label}: {target}"], columns=2, opacity=opacity,
                                       height_per_row=380))
-    table.dataframe([{"class": c, "probability": round(p, 3)} for c, p in ranked], hide_index=True)
+    table.dataframe([{"class": c, "probability": f"{p:.1%}"} for c, p in ranked], hide_index=True)
 
 elif view == "What excites a channel":
     st.caption("The images that make one channel respond most, as in Zeiler & Fergus's views of a network: "
@@ -127,10 +127,11 @@ else:
                "from 0 to 255. Hover over the grids to read the values; zoom by dragging.")
     gray = grayscale(image)
     small = gray[::max(1, size // 24), ::max(1, size // 24)]
-    left, right = st.columns([1, 2])
-    left.plotly_chart(pixel_figure(small, f"Brightness, every {max(1, size // 24)}th pixel"))
-    channels = image.numpy().astype(float)
-    right.plotly_chart(image_grid(channels, ["red", "green", "blue"], columns=3, height_per_row=260))
+    columns = st.columns(4)
+    columns[0].plotly_chart(pixel_figure(small, f"Brightness, every {max(1, size // 24)}th pixel"))
+    for column, values, name, scale in zip(columns[1:], image.numpy(), ["Red", "Green", "Blue"],
+                                           ["Reds_r", "Greens_r", "Blues_r"]):
+        column.plotly_chart(pixel_figure(values, f"{name} channel", colorscale=scale, value_format=None))
     st.markdown("**A convolution at work.** A 3×3 filter slides over the image; at each place it multiplies the 9 "
                 "pixels under it by its 9 weights and adds them up. The result is a new image that is bright where "
                 "the pattern the filter describes is found.")
