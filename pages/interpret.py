@@ -29,7 +29,7 @@ def images_at(positions: np.ndarray) -> np.ndarray:
     return to_hwc(data.images[predictions.item_ids[positions]].numpy())
 
 
-def gallery(positions: np.ndarray, empty: str, limit: int = 24, columns: int = 8, key: str = "") -> None:
+def gallery(positions: np.ndarray, empty: str, limit: int = 16, columns: int = 8, key: str = "") -> None:
     if len(positions) == 0:
         st.caption(empty)
         return
@@ -72,18 +72,20 @@ largest = max((count for *_, count in pairs), default=1)
 min_val = st.slider("Show pairs confused at least this many times (min_val)", 1, max(2, largest), 1)
 shown = most_confused(matrix, class_names, min_val)
 if shown:
-    st.dataframe([{"actual": a, "predicted": p, "count": n} for a, p, n in shown], hide_index=True, width="content")
-    for a, p, n in shown[:5]:
-        with st.expander(f"{a} mistaken for {p} — {n} times"):
-            mistaken, typical = st.columns(2)
-            with mistaken:
-                st.caption(f"**{a}** images the model called **{p}**")
-                gallery(pair_positions(predictions, class_names.index(a), class_names.index(p)), "", limit=8,
-                        columns=4, key=f"mistaken:{a}:{p}")
-            with typical:
-                st.caption(f"Typical **{p}** images, as the model sees them")
-                gallery(typical_positions(predictions, class_names.index(p), 8), f"No {p} image was predicted right.",
-                        limit=8, columns=4, key=f"typical:{a}:{p}")
+    table = st.dataframe([{"actual": a, "predicted": p, "count": n} for a, p, n in shown], hide_index=True,
+                         width="content", on_select="rerun", selection_mode="single-row", key="most_confused")
+    rows = table.selection.rows if table else []
+    a, p, n = shown[rows[0] if rows and rows[0] < len(shown) else 0]
+    st.markdown(f"**{a}** mistaken for **{p}**, {n} times" + ("" if rows else " (click a row to open another pair)"))
+    mistaken, typical = st.columns(2)
+    with mistaken:
+        st.caption(f"**{a}** images the model called **{p}**")
+        gallery(pair_positions(predictions, class_names.index(a), class_names.index(p)), "", limit=8, columns=4,
+                key="mistaken")
+    with typical:
+        st.caption(f"Typical **{p}** images, as the model sees them")
+        gallery(typical_positions(predictions, class_names.index(p), 8), f"No {p} image was predicted right.",
+                limit=8, columns=4, key="typical")
 else:
     st.success(f"No pair of classes is confused {min_val} times or more.")
 
