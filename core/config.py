@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "builtin:digits"  # dataset source: "builtin:NAME" or a folder of class-per-folder images
+    data: str = "builtin:digits"  # dataset source: "builtin:NAME", a folder of images, or a .zip of one
+    label_regex: str = ""  # file-name layouts: a regex whose first group is the label ("" finds the layout itself)
+    resize: str = "squish"  # how images become square: squish (stretch), crop (centre) or pad (black borders)
     arch: str = "efficientnet_lite0"  # backbone key in core.models.ARCHS
     pretrained: bool = True  # start from ImageNet weights; False trains every layer from random init
     size: int = 64  # square side in pixels of the images the network sees (small is fast on a CPU)
@@ -19,6 +21,14 @@ class TrainConfig:
     wd: float = 0.01  # AdamW weight decay
     valid_pct: float = 0.2  # share of each class held out for validation (stratified, seeded)
     seed: int = 42  # seeds the split, the weights of the new head and the batch order
+    flip: bool = False  # random horizontal flips (wrong for digits and text; right for most photos)
+    rotate: float = 0.0  # random rotation up to this many degrees (fastai's aug_transforms: 10)
+    zoom: float = 1.0  # random zoom in up to this factor (fastai: 1.1)
+    lighting: float = 0.0  # random brightness and contrast change up to this fraction (fastai: 0.2)
+
+    @property
+    def augments(self) -> bool:
+        return self.flip or self.rotate > 0 or self.zoom > 1 or self.lighting > 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -36,6 +46,16 @@ class TrainConfig:
                 "--wd", repr(self.wd), "--valid-pct", repr(self.valid_pct), "--seed", str(self.seed)]
         if not self.pretrained:
             args.append("--no-pretrained")
+        if self.label_regex:
+            args += ["--label-regex", self.label_regex]
+        if self.resize != "squish":
+            args += ["--resize", self.resize]
+        if self.flip:
+            args.append("--flip")
+        for flag, value, neutral in (("--rotate", self.rotate, 0.0), ("--zoom", self.zoom, 1.0),
+                                     ("--lighting", self.lighting, 0.0)):
+            if value != neutral:
+                args += [flag, repr(value)]
         return args
 
     def cli_command(self) -> str:

@@ -16,13 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.errors import DataError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used, with a sentence a person can act on."""
+RESIZE_METHODS = ("squish", "crop", "pad")  # fastai's ResizeMethod: stretch, centre crop, or letterbox
+MEMORY_BUDGET = 6 << 30  # decoded uint8 images kept in memory; past this, ask for a smaller image size
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,7 @@ class LabeledImages:
     labels: torch.Tensor  # (N,) int64 class indices
     class_names: tuple[str, ...]
     item_names: tuple[str, ...]  # where each image came from, for people (file name or "digits #12")
+    valid_mask: torch.Tensor | None = None  # (N,) bool when the data brings its own validation split
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -77,78 +77,188 @@ class BuiltinDataset:
     load: Callable[[int], LabeledImages]  # image size -> decoded dataset
 
 
+def _download(label: str, megabytes: int, factory: Callable):
+    """Run a torchvision dataset constructor that downloads on first use, with a bounded wait and a plain reason."""
+    import socket
+
+    from core.archive import data_root
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)  # a blocked network fails in seconds instead of hanging the page
+    try:
+        return factory(str(data_root() / "torchvision"))
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a failed checksum a RuntimeError
+        reason = getattr(error, "reason", None) or "no connection"
+        raise DataError(f"{label} is downloaded once (about {megabytes} MB) and then kept under the data folder, "
+                        f"but the download server could not be reached ({reason}). Without a network, use the "
+                        "handwritten digits or your own images.") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _from_arrays(pixels: np.ndarray, targets, class_names, n_train: int, size: int, prefix: str) -> LabeledImages:
+    """(N, H, W) or (N, H, W, 3) uint8 arrays, the first n_train for training -> LabeledImages at `size`."""
+    check_memory(len(pixels), size)
+    images = torch.from_numpy(np.ascontiguousarray(pixels))
+    images = images[:, None].expand(-1, 3, -1, -1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    valid = torch.arange(len(images)) >= n_train
+    return LabeledImages(resize_uint8(images, size), torch.as_tensor(np.asarray(targets)).long(),
+                         tuple(class_names), tuple(f"{prefix} #{i}" for i in range(len(images))), valid)
+
+
+def _load_torchvision_arrays(name: str, label: str, megabytes: int, size: int) -> LabeledImages:
+    from torchvision import datasets
+
+    cls = {"cifar10": datasets.CIFAR10, "fashion_mnist": datasets.FashionMNIST}[name]
+    train = _download(label, megabytes, lambda root: cls(root, train=True, download=True))
+    test = _download(label, megabytes, lambda root: cls(root, train=False, download=True))
+    pixels = np.concatenate([np.asarray(train.data), np.asarray(test.data)])
+    targets = np.concatenate([np.asarray(train.targets), np.asarray(test.targets)])
+    return _from_arrays(pixels, targets, train.classes, len(train.data), size, label)
+
+
+def _load_pets(size: int, resize: str = "squish") -> LabeledImages:
+    """Oxford-IIIT Pets, fastai lesson 1's dataset: 37 breeds, its own trainval/test split as train/valid."""
+    from torchvision.datasets import OxfordIIITPet
+
+    parts = [_download("Oxford-IIIT Pets", 800, lambda root, s=split: OxfordIIITPet(root, split=s, download=True))
+             for split in ("trainval", "test")]
+    paths = [p for part in parts for p in part._images]
+    check_memory(len(paths), size)
+    images = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
+    for i, path in enumerate(paths):
+        images[i] = _open_rgb(path, size, resize)
+    labels = torch.tensor([label for part in parts for label in part._labels], dtype=torch.long)
+    valid = torch.arange(len(paths)) >= len(parts[0]._images)
+    return LabeledImages(images, labels, tuple(parts[0].classes), tuple(Path(p).name for p in paths), valid)
+
+
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "digits": BuiltinDataset(
         "Handwritten digits (offline)",
         "1,797 real 8x8 handwritten digits 0-9 from scikit-learn; ships with the install, needs no network.",
         _load_digits,
     ),
+    "pets": BuiltinDataset(
+        "Oxford-IIIT Pets (download, 800 MB)",
+        "fastai lesson 1's dataset: 7,349 photos of 37 cat and dog breeds, with its own train/test split. "
+        "Downloaded once where a network exists.", _load_pets),
+    "cifar10": BuiltinDataset(
+        "CIFAR-10 (download, 170 MB)",
+        "60,000 32x32 colour photos in 10 classes (planes, cars, birds, cats…), 10,000 kept for validation. "
+        "Downloaded once where a network exists.",
+        lambda size: _load_torchvision_arrays("cifar10", "CIFAR-10", 170, size)),
+    "fashion_mnist": BuiltinDataset(
+        "Fashion-MNIST (download, 30 MB)",
+        "70,000 28x28 greyscale photos of 10 kinds of clothing, 10,000 kept for validation. Downloaded once "
+        "where a network exists.", lambda size: _load_torchvision_arrays("fashion_mnist", "Fashion-MNIST", 30, size)),
 }
 
 
-def _open_rgb(path, size: int) -> torch.Tensor:
-    """Decode one image file into (3, size, size) uint8: EXIF orientation applied, every mode made RGB."""
+def _fit(image, size: int, resize: str):
+    """Make a PIL image square at `size`: squish (stretch), crop (centre square) or pad (black borders)."""
+    from PIL import Image, ImageOps
+
+    if resize == "crop":
+        return ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
+    if resize == "pad":
+        return ImageOps.pad(image, (size, size), Image.Resampling.BILINEAR, color=(0, 0, 0))
+    return image.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _open_rgb(path, size: int, resize: str = "squish") -> torch.Tensor:
+    """Decode one image file into (3, size, size) uint8: EXIF orientation applied, every mode made RGB the same
+    way (transparency onto white, 16-bit scaled, CMYK converted), GIFs at their first frame."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
         image.draft("RGB", (size * 2, size * 2))  # JPEG decodes at reduced scale: big photos stay cheap
         image = ImageOps.exif_transpose(image)
-        if image.mode in ("RGBA", "LA", "P") or "transparency" in image.info:
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            pixels = np.asarray(image, dtype=np.float64)
+            peak = 65535.0 if pixels.max() > 255 else 255.0
+            image = Image.fromarray(np.clip(pixels * (255.0 / peak), 0, 255).astype(np.uint8))
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             image = image.convert("RGBA")
             background = Image.new("RGBA", image.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, image)
-        image = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        image = _fit(image.convert("RGB"), size, resize)
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
 
-def decode_image(data: bytes, size: int) -> torch.Tensor:
+def decode_image(data: bytes, size: int, resize: str = "squish") -> torch.Tensor:
     """An uploaded file's bytes -> (3, size, size) uint8, or a DataError saying why it is not usable."""
     import io
 
     from PIL import Image
 
     try:
-        return _open_rgb(io.BytesIO(data), size)
+        return _open_rgb(io.BytesIO(data), size, resize)
     except Image.DecompressionBombError:
         raise DataError("That image has too many pixels to open safely; use a smaller copy.") from None
     except (OSError, ValueError, SyntaxError):
         raise DataError("That file is not an image this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF).") from None
 
 
-def _load_folder(root: Path, size: int) -> LabeledImages:
-    """One sub-folder per class, images inside (torchvision's ImageFolder layout)."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
-    images, labels, names = [], [], []
-    for index, class_dir in enumerate(class_dirs):
-        for path in sorted(class_dir.rglob("*")):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-                continue
-            try:
-                images.append(_open_rgb(path, size))
-            except (OSError, ValueError):
-                continue  # unreadable files are left out; the Data issue's health report lists them
-            labels.append(index)
-            names.append(str(path.relative_to(root)))
-    present = sorted(set(labels))
-    if len(present) < 2:
-        raise DataError(f"{root} needs at least two sub-folders of images, one per class; found {len(present)}.")
-    return LabeledImages(torch.stack(images), torch.tensor(labels, dtype=torch.long),
-                         tuple(d.name for d in class_dirs), tuple(names))
+def check_memory(n_images: int, size: int) -> None:
+    needed = n_images * 3 * size * size
+    if needed > MEMORY_BUDGET:
+        raise DataError(f"{n_images:,} images at {size} px need {needed / 2**30:.1f} GB of memory once decoded; "
+                        f"choose an image size of {int((MEMORY_BUDGET / (3 * n_images)) ** 0.5)} px or less.")
 
 
-def load_source(source: str, size: int) -> LabeledImages:
-    """Load a dataset by its source string ("builtin:digits" or a folder path) at `size` pixels."""
+def resolve_folder(source: str) -> Path:
+    """The folder a path source stands for: the folder itself (no copy), or a zip extracted once under data/."""
+    from core.archive import archive_name, data_root, extract_zip
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if not path.exists():
+        raise DataError(f"'{source}' does not exist. Give a folder of images, a .zip of one, or a built-in "
+                        "dataset such as builtin:digits.")
+    folder = data_root() / "uploads" / archive_name(path.stem, path=path)
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        extract_zip(path, folder)
+    return folder
+
+
+def inspect_source(source: str, label_regex: str | None = None):
+    """The health report (core.health.HealthReport) of a folder or zip source."""
+    from core.health import inspect_scan
+    from core.layouts import scan_folder
+
+    return inspect_scan(scan_folder(resolve_folder(source), label_regex), source)
+
+
+def load_report(report, size: int, resize: str = "squish") -> LabeledImages:
+    """Decode exactly the images a health report accepted, at `size`."""
+    if not report.ok:
+        raise DataError(report.problems[0])
+    check_memory(len(report.accepted), size)
+    class_names = tuple(report.class_counts)
+    index = {name: i for i, name in enumerate(class_names)}
+    images = torch.empty(len(report.accepted), 3, size, size, dtype=torch.uint8)
+    for i, item in enumerate(report.accepted):
+        images[i] = _open_rgb(item.path, size, resize)
+    labels = torch.tensor([index[item.label] for item in report.accepted], dtype=torch.long)
+    names = tuple(str(item.path.relative_to(report.root)) for item in report.accepted)
+    valid = torch.tensor([bool(item.valid) for item in report.accepted]) if report.own_split else None
+    return LabeledImages(images, labels, class_names, names, valid)
+
+
+def load_source(source: str, size: int, *, label_regex: str | None = None, resize: str = "squish") -> LabeledImages:
+    """Load a dataset by its source string ("builtin:NAME", a folder or a .zip) at `size` pixels."""
+    if resize not in RESIZE_METHODS:
+        raise DataError(f"Resize method must be one of {', '.join(RESIZE_METHODS)}.")
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         if name not in BUILTIN_DATASETS:
             raise DataError(f"There is no built-in dataset called '{name}'. "
                             f"Choose one of: {', '.join(BUILTIN_DATASETS)}.")
         return BUILTIN_DATASETS[name].load(size)
-    root = Path(source).expanduser()
-    if not root.is_dir():
-        raise DataError(f"'{source}' is not a folder. Give a folder with one sub-folder of images per class, "
-                        "or a built-in dataset such as builtin:digits.")
-    return _load_folder(root, size)
+    return load_report(inspect_source(source, label_regex), size, resize)
 
 
 def source_label(source: str) -> str:
@@ -188,8 +298,11 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
 
 def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, shuffle: bool,
                     generator: torch.Generator | None = None, drop_last: bool = False,
-                    device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    device: torch.device | str = "cpu",
+                    augment: Callable | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (normalized float images (B, 3, S, S), labels (B,)) from in-memory uint8 tensors.
+
+    `augment`, when given, maps float (B, 3, S, S) in 0..255 to the same, drawing from `generator`.
 
     Indexing one tensor is far cheaper than a DataLoader with per-item collation for data that is already
     decoded; on CUDA the uint8 batch is copied from pinned memory and normalized on the GPU.
@@ -203,4 +316,67 @@ def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
         x, y = images[index], labels[index]
         if device.type == "cuda":
             x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        yield normalize(x), y
+        yield normalize(augment(x.float(), generator) if augment is not None else x), y
+
+
+def builtin_report(source: str):
+    """A health report of a built-in dataset (curated: nothing to skip), for `inspect` and the Data page."""
+    from core.health import IMBALANCE, HealthReport
+
+    data = load_source(source, 32)
+    counts = data.class_counts()
+    largest = max(counts.values())
+    return HealthReport(source=source, root="(built in)", layout="built-in dataset", class_counts=counts,
+                        sizes={}, skipped=[], duplicates=[], conflicts=[], too_small=[],
+                        imbalanced=sorted(c for c, n in counts.items() if n * IMBALANCE <= largest),
+                        own_split=data.valid_mask is not None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m core.data inspect PATH_OR_ZIP [--json]`: the health report; exit 0 if trainable, else 2."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m core.data")
+    commands = parser.add_subparsers(dest="command", required=True)
+    inspect = commands.add_parser("inspect", help="check a dataset before training")
+    inspect.add_argument("source", help="a folder, a .zip, or builtin:NAME")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    inspect.add_argument("--label-regex", default=None, help="labels from file names: a regex with one group")
+    args = parser.parse_args(argv)
+    try:
+        if args.source.startswith("builtin:"):
+            report = builtin_report(args.source)
+        else:
+            report = inspect_source(args.source, args.label_regex)
+    except DataError as error:
+        print(json.dumps({"ok": False, "verdict": str(error)}) if args.json else str(error))
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+    else:
+        print(f"{report.source}: {report.layout}, in {report.root}")
+        width = max(len(name) for name in report.class_counts) if report.class_counts else 0
+        for name, count in report.class_counts.items():
+            flag = "  (few: imbalanced)" if name in report.imbalanced else ""
+            print(f"  {name:<{width}}  {count:>6}{flag}")
+        if report.sizes.get("width"):
+            w, h = report.sizes["width"], report.sizes["height"]
+            print(f"image sizes: width {w['min']}–{w['max']} (median {w['median']}), "
+                  f"height {h['min']}–{h['max']} (median {h['median']})")
+        for file, reason in report.skipped:
+            print(f"skipped {file}: {reason}")
+        for group in report.duplicates:
+            print(f"identical files: {', '.join(group)}")
+        for group in report.conflicts:
+            print(f"the same image under different labels: {', '.join(group)}")
+        if report.too_small:
+            print(f"too few images to split: {', '.join(report.too_small)}")
+        print(report.verdict())
+    return 0 if report.ok else 2
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import runs
+from core.augment import Augment
 from core.config import TrainConfig
-from core.data import DataError, LabeledImages, iterate_batches, load_source, stratified_split
+from core.data import RESIZE_METHODS, DataError, LabeledImages, iterate_batches, load_source, stratified_split
 from core.models import ARCHS, Classifier, WeightsUnavailable, build_classifier, freeze_body, unfreeze
 
 
@@ -66,7 +67,12 @@ class Split:
 
     @classmethod
     def from_dataset(cls, data: LabeledImages, valid_pct: float, seed: int) -> "Split":
-        train, valid = stratified_split(data.labels, valid_pct, seed)
+        """The data's own split when it brings one (train/ and valid/ folders), else a seeded stratified one."""
+        if data.valid_mask is not None:
+            valid = np.flatnonzero(data.valid_mask.numpy())
+            train = np.flatnonzero(~data.valid_mask.numpy())
+        else:
+            train, valid = stratified_split(data.labels, valid_pct, seed)
         images = data.images.pin_memory() if torch.cuda.is_available() else data.images
         return cls(images[train], data.labels[train], images[valid], data.labels[valid], valid)
 
@@ -156,13 +162,15 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
         final_div_factor=1e5, base_momentum=0.85, max_momentum=0.95)
     loop.optimizer, loop.scheduler, loop.phase = optimizer, scheduler, phase
     generator = torch.Generator().manual_seed(config.seed + loop.epoch)
+    augment = Augment.from_config(config)
     split = loop.split
     drop_last = len(split.train_labels) >= config.bs
     for _ in range(epochs):
         model.train()
         started, seen, loss_sum, batch_start = time.perf_counter(), 0, 0.0, time.perf_counter()
         for x, y in iterate_batches(split.train_images, split.train_labels, config.bs, shuffle=True,
-                                    generator=generator, drop_last=drop_last, device=device):
+                                    generator=generator, drop_last=drop_last, device=device,
+                                    augment=augment if augment.active else None):
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device):
@@ -333,7 +341,7 @@ def run_training(run_dir: Path) -> str:
     writer = None
     try:
         torch.manual_seed(config.seed)
-        data = load_source(config.data, config.size)
+        data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
         split = Split.from_dataset(data, config.valid_pct, config.seed)
         runs.update_config(run_dir, class_names=list(data.class_names), data_fingerprint=data.fingerprint(),
                            n_train=len(split.train_labels), n_valid=len(split.valid_labels))
@@ -399,6 +407,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wd", type=float, default=defaults.wd, help="AdamW weight decay")
     parser.add_argument("--valid-pct", type=float, default=defaults.valid_pct, help="validation share")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--label-regex", default=defaults.label_regex,
+                        help="labels from file names: a regex whose first group is the label")
+    parser.add_argument("--resize", default=defaults.resize, choices=RESIZE_METHODS,
+                        help="make images square by squish, crop or pad")
+    parser.add_argument("--flip", action="store_true", help="augment: random horizontal flips")
+    parser.add_argument("--rotate", type=float, default=defaults.rotate, help="augment: max rotation, degrees")
+    parser.add_argument("--zoom", type=float, default=defaults.zoom, help="augment: max zoom factor (>= 1)")
+    parser.add_argument("--lighting", type=float, default=defaults.lighting, help="augment: max lighting change")
+    parser.add_argument("--aug", action="store_true",
+                        help="fastai's aug_transforms set: --flip --rotate 10 --zoom 1.1 --lighting 0.2")
     parser.add_argument("--runs-dir", type=Path, default=None, help="folder of runs ($STUDIO_RUNS_DIR or runs/)")
     parser.add_argument("--name", default=None, help="run folder name (made unique)")
     parser.add_argument("--run-dir", type=Path, default=None,
@@ -407,9 +425,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.aug:
+        args.flip, args.rotate, args.zoom, args.lighting = True, 10.0, 1.1, 0.2
     config = TrainConfig(data=args.data, arch=args.arch, pretrained=not args.no_pretrained, size=args.size,
                          bs=args.bs, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, wd=args.wd,
-                         valid_pct=args.valid_pct, seed=args.seed)
+                         valid_pct=args.valid_pct, seed=args.seed, label_regex=args.label_regex,
+                         resize=args.resize, flip=args.flip, rotate=args.rotate, zoom=args.zoom,
+                         lighting=args.lighting)
     problems = []
     if config.arch not in ARCHS:
         problems.append(f"--arch must be one of {', '.join(ARCHS)}")
@@ -419,6 +441,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         problems.append("--bs must be positive and epochs not negative")
     if not 0 < config.valid_pct < 1:
         problems.append("--valid-pct must be between 0 and 1")
+    if config.zoom < 1 or config.rotate < 0 or not 0 <= config.lighting < 1:
+        problems.append("--zoom must be at least 1, --rotate not negative, --lighting between 0 and 1")
     if not (config.lr > 0 and math.isfinite(config.lr)):
         problems.append("--lr must be a positive number")
     if problems:

@@ -19,7 +19,7 @@ def test_digits_are_real_and_complete():
 def test_unknown_builtin_and_missing_folder_say_what_to_do(tmp_path):
     with pytest.raises(DataError, match="digits"):
         load_source("builtin:nope", 32)
-    with pytest.raises(DataError, match="not a folder"):
+    with pytest.raises(DataError, match="does not exist"):
         load_source(str(tmp_path / "missing"), 32)
 
 
