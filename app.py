@@ -17,7 +17,7 @@ navigation = st.navigation([
 
 with st.sidebar:
     st.logo("assets/logo.svg", size="large")
-    st.caption(f"**Dataset** · {dataset_label(st.session_state['dataset'])}")
+    dataset_slot = st.empty()  # filled after the page ran: the Data page may change the dataset
     run_ids = [run.run_id for run in runs.list_runs()]
     current = st.session_state.get("run_id")
     if run_ids:
@@ -29,4 +29,7 @@ with st.sidebar:
         st.query_params["run"] = st.session_state["run_id"]  # keep the run in the address across page switches
     st.caption(f"**Device** · {device_label()}")
 
-navigation.run()
+try:
+    navigation.run()
+finally:  # also when the page stopped early (st.stop)
+    dataset_slot.caption(f"**Dataset** · {dataset_label(st.session_state['dataset'])}")

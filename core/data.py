@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -262,9 +263,12 @@ def load_source(source: str, size: int, *, label_regex: str | None = None, resiz
 
 
 def source_label(source: str) -> str:
+    """How a source is named to people: the built-in dataset's label, an uploaded zip's name, a folder's name."""
     if source.startswith("builtin:") and source[8:] in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[source[8:]].label
-    return os.path.basename(os.path.normpath(source)) or source
+    name = os.path.basename(os.path.normpath(source)) or source
+    uploaded = re.fullmatch(r"(.+)-[0-9a-f]{10}", name)
+    return f"{uploaded.group(1)}.zip (uploaded)" if uploaded and "uploads" in Path(source).parts else name
 
 
 def stratified_split(labels: torch.Tensor, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

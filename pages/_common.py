@@ -10,7 +10,7 @@ import torch
 
 from core import runs
 from core.config import TrainConfig
-from core.data import LabeledImages, load_source, source_label
+from core.data import LabeledImages, builtin_report, inspect_source, load_source, source_label
 from core.interpret import Predictions, load_predictions
 from core.train import describe_device, pick_device
 from core.attribution import attribute
@@ -37,10 +37,17 @@ def route_through_app() -> None:
         st.stop()
 
 
+AUGMENT_KEYS = ("flip", "rotate", "zoom", "lighting")
+
+
 def init_session() -> None:
-    """Shared choices live under named keys, so every page sees the same dataset, size and run."""
+    """Shared choices live under named keys, so every page sees the same dataset, size, augmentation and run."""
     st.session_state.setdefault("dataset", DEFAULTS.data)
+    st.session_state.setdefault("label_regex", DEFAULTS.label_regex)
+    st.session_state.setdefault("resize", DEFAULTS.resize)
     st.session_state.setdefault("image_size", DEFAULTS.size)
+    for key in AUGMENT_KEYS:
+        st.session_state.setdefault(key, getattr(DEFAULTS, key))
     if "run_id" not in st.session_state:
         st.session_state["run_id"] = st.query_params.get("run")
 
@@ -67,9 +74,28 @@ def device_label() -> str:
 
 
 @st.cache_resource(show_spinner="Loading images…", max_entries=4)
-def dataset(source: str, size: int) -> LabeledImages:
-    """Decoded once per (source, size) and shared by every session; never mutated."""
-    return load_source(source, size)
+def dataset(source: str, size: int, label_regex: str = "", resize: str = "squish") -> LabeledImages:
+    """Decoded once per (source, size, labels, resize) and shared by every session; never mutated."""
+    return load_source(source, size, label_regex=label_regex or None, resize=resize)
+
+
+def run_dataset(config: TrainConfig) -> LabeledImages:
+    """The images a run trained on, decoded the way it decoded them."""
+    return dataset(config.data, config.size, config.label_regex, config.resize)
+
+
+def current_dataset(size: int) -> LabeledImages:
+    """The dataset chosen on the Data page, at `size`."""
+    state = st.session_state
+    return dataset(state["dataset"], size, state.get("label_regex", ""), state.get("resize", "squish"))
+
+
+@st.cache_data(show_spinner="Checking every image…", ttl=120, max_entries=8)
+def health_report(source: str, label_regex: str = ""):
+    """core.data's health report of a folder or zip (or a built-in set), rechecked at most every two minutes."""
+    if source.startswith("builtin:"):
+        return builtin_report(source)
+    return inspect_source(source, label_regex or None)
 
 
 def dataset_label(source: str) -> str:

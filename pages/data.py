@@ -1,51 +1,150 @@
-"""Data: the classes, how many images each has, and sample images at the chosen size."""
+"""Data: choose or bring a dataset, see its health report, and preview what the network will see."""
+import io
+from pathlib import Path
+
 import numpy as np
 import plotly.express as px
 import streamlit as st
 
-from core.data import BUILTIN_DATASETS, DataError
-from pages._common import IMAGE_SIZES, dataset, route_through_app
+from core.archive import archive_name, data_root, extract_zip
+from core.augment import Augment, preview
+from core.data import BUILTIN_DATASETS, RESIZE_METHODS, DataError
+from core.layouts import PETS_REGEX
+from pages._common import AUGMENT_KEYS, IMAGE_SIZES, dataset, health_report, route_through_app
 from pages._figures import image_grid, to_hwc
 
 route_through_app()
+state = st.session_state
+SOURCES = ["Built-in dataset", "Upload a .zip", "A folder on this machine"]
+RESIZE_HELP = {"squish": "stretch the whole image to a square", "crop": "cut the centre square out",
+               "pad": "fit it whole and fill the rest with black"}
 
 st.title("Data")
+current = state["dataset"]
+if "data_source_kind" not in state:  # the widget keeps its own state while the page is shown
+    state["data_source_kind"] = SOURCES[0 if current.startswith("builtin:") else
+                                        1 if current.startswith(str(data_root())) else 2]
+kind = st.radio("Images from", SOURCES, horizontal=True, key="data_source_kind")
 
-sources = [f"builtin:{name}" for name in BUILTIN_DATASETS]
-current = st.session_state["dataset"]
-source = st.selectbox("Dataset", sources, index=sources.index(current) if current in sources else 0,
-                      format_func=lambda s: BUILTIN_DATASETS[s.split(":", 1)[1]].label)
-st.session_state["dataset"] = source
-st.caption(BUILTIN_DATASETS[source.split(":", 1)[1]].description)
+source = current
+if kind == SOURCES[0]:
+    names = list(BUILTIN_DATASETS)
+    name = st.selectbox("Dataset", names, format_func=lambda n: BUILTIN_DATASETS[n].label,
+                        index=names.index(current[8:]) if current[8:] in names else 0)
+    st.caption(BUILTIN_DATASETS[name].description)
+    source = f"builtin:{name}"
+elif kind == SOURCES[1]:
+    upload = st.file_uploader("A .zip of your images: one folder per class, train/ and valid/ folders, a CSV of "
+                              "file,label, or names like great_pyrenees_173.jpg", type=["zip"])
+    if upload is None:
+        st.info("Drop a .zip here. It is unpacked once under the data folder; nothing outside it is ever written.")
+        st.stop()
+    data = upload.getvalue()
+    folder = data_root() / "uploads" / archive_name(Path(upload.name).stem, data=data)
+    if not folder.exists():
+        try:
+            extraction = extract_zip(io.BytesIO(data), folder)
+        except DataError as error:
+            st.error(f"{error}")
+            st.stop()
+        state["extraction_skipped"] = extraction.skipped
+    for entry, reason in state.get("extraction_skipped", []):
+        st.warning(f"Not unpacked: `{entry}` — {reason}.")
+    source = str(folder)
+else:
+    typed = st.text_input("Folder path", value="" if current.startswith(("builtin:", str(data_root()))) else current,
+                          placeholder="/home/me/pictures/my_dataset",
+                          help="Used where it is: nothing is copied or changed in it.")
+    if not typed:
+        st.stop()
+    source = typed.strip()
 
-size = st.select_slider("Image size (pixels)", IMAGE_SIZES, value=st.session_state["image_size"],
-                        help="The network sees every image resized to this square. Small is fast on a CPU; "
-                             "pretrained networks see most at 128–224 px.")
-st.session_state["image_size"] = size
+label_regex = ""
+if not source.startswith("builtin:"):
+    with st.expander("Labels from file names", expanded=bool(state["label_regex"])):
+        use_names = st.toggle("Take each image's label from its file name", value=bool(state["label_regex"]))
+        pattern = st.text_input("Pattern (a regular expression; its first group is the label)",
+                                value=state["label_regex"] or PETS_REGEX, disabled=not use_names,
+                                help="The Oxford pets pattern turns great_pyrenees_173.jpg into great_pyrenees.")
+        label_regex = pattern if use_names else ""
 
 try:
-    data = dataset(source, size)
+    report = health_report(source, label_regex)
 except DataError as error:
     st.error(str(error))
     st.stop()
+(st.success if report.ok else st.error)(report.verdict())
+if not report.ok:
+    st.caption(f"The dataset in use stays **{current}** until this one can be trained on.")
+    st.stop()
+state["dataset"], state["label_regex"] = source, label_regex
 
-counts = data.class_counts()
+counts = report.class_counts
 left, middle, right = st.columns(3)
-left.metric("Images", f"{len(data):,}")
+left.metric("Images", f"{report.n_images:,}")
 middle.metric("Classes", len(counts))
-right.metric("Smallest class", f"{min(counts.values())} images")
+right.metric("Skipped files", len(report.skipped))
+split = "its own train/validation split" if report.own_split else \
+    "a random 20% of each class held out for validation"
+st.caption(f"Layout: {report.layout}. Validation: {split}.")
 
 st.subheader("Images per class")
-figure = px.bar(x=list(counts), y=list(counts.values()), labels={"x": "class", "y": "images"})
-figure.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0), xaxis_type="category")
+figure = px.bar(x=list(counts), y=list(counts.values()), labels={"x": "class", "y": "images", "color": ""},
+                color=["much smaller than the largest" if c in report.imbalanced else "balanced" for c in counts],
+                color_discrete_map={"balanced": "#1f4e79", "much smaller than the largest": "#d62728"})
+figure.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0), xaxis_type="category", showlegend=bool(
+    report.imbalanced))
 st.plotly_chart(figure, key="class_counts")
+if report.sizes.get("width"):
+    w, h = report.sizes["width"], report.sizes["height"]
+    st.caption(f"Image sizes: width {w['min']}–{w['max']} px (median {w['median']}), "
+               f"height {h['min']}–{h['max']} px (median {h['median']}).")
+for title, rows in [("Skipped files", [{"file": f, "reason": r} for f, r in report.skipped]),
+                    ("Identical files", [{"files": ", ".join(g)} for g in report.duplicates]),
+                    ("The same image under two labels", [{"files": ", ".join(g)} for g in report.conflicts]),
+                    ("Classes too small to split", [{"class": c} for c in report.too_small])]:
+    if rows:
+        with st.expander(f"{title} ({len(rows)})"):
+            st.dataframe(rows, hide_index=True, width="stretch")
 
-st.subheader(f"Samples at {size}×{size} px")
+st.subheader("What the network will see")
+left, right = st.columns(2)
+size = left.select_slider("Image size (pixels)", IMAGE_SIZES, value=state["image_size"],
+                          help="The network sees every image resized to this square. Small is fast on a CPU; "
+                               "pretrained networks see most at 128–224 px.")
+resize = right.radio("Make images square by", RESIZE_METHODS, index=RESIZE_METHODS.index(state["resize"]),
+                     horizontal=True, format_func=lambda m: f"{m} ({RESIZE_HELP[m]})")
+state["image_size"], state["resize"] = size, resize
+try:
+    data = dataset(source, size, label_regex, resize)
+except DataError as error:
+    st.error(str(error))
+    st.stop()
 rng = np.random.default_rng(0)
-per_class = 2
+labels = data.labels.numpy()
 picks = [int(i) for label in range(len(data.class_names))
-         for i in rng.choice(np.flatnonzero(data.labels.numpy() == label), size=per_class, replace=False)]
-st.plotly_chart(image_grid(to_hwc(data.images[picks].numpy()),
-                           [data.class_names[data.labels[i]] for i in picks], columns=10), key="samples")
-st.caption("The network is given each image normalized with ImageNet's channel mean and standard deviation, "
-           "the statistics its pretrained layers were trained on; the app does this for you.")
+         for i in rng.choice(np.flatnonzero(labels == label), size=min(2, int((labels == label).sum())), replace=False)]
+picks = picks[:20]
+st.plotly_chart(image_grid(to_hwc(data.images[picks].numpy()), [data.class_names[labels[i]] for i in picks],
+                           columns=10), key="samples")
+st.caption("Each image is then normalized with ImageNet's channel mean and standard deviation — the statistics the "
+           "pretrained layers learned with — so the app does that for you.")
+
+st.subheader("Augmentation")
+st.caption("Random changes to each training image, new every epoch, so the model learns the object rather than the "
+           "exact pixels. Validation images are never changed. Flipping is wrong for digits and text.")
+if st.button("Use fastai's standard set (flip, rotate 10°, zoom 1.1, lighting 0.2)"):
+    state["flip"], state["rotate"], state["zoom"], state["lighting"] = True, 10.0, 1.1, 0.2
+columns = st.columns(4)
+state["flip"] = columns[0].toggle("Flip left-right", value=state["flip"])
+state["rotate"] = columns[1].slider("Rotate up to (degrees)", 0.0, 30.0, float(state["rotate"]), 1.0)
+state["zoom"] = columns[2].slider("Zoom in up to", 1.0, 1.5, float(state["zoom"]), 0.05)
+state["lighting"] = columns[3].slider("Lighting change up to", 0.0, 0.5, float(state["lighting"]), 0.05)
+augment = Augment(*(state[key] for key in AUGMENT_KEYS))
+if augment.active:
+    shown = preview(augment, data.images[picks[:4]], copies=6)
+    st.plotly_chart(image_grid(to_hwc(shown.numpy()), [data.class_names[labels[i]] for i in picks[:4] for _ in
+                                                       range(6)], columns=6), key="augmented")
+    st.caption("Six random versions of each of four images, as the network will see them in training.")
+else:
+    st.caption("No augmentation: every epoch shows the images as they are (fastest, and right for digits).")

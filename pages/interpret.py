@@ -5,7 +5,7 @@ import streamlit as st
 from core import runs
 from core.interpret import (confusion_matrix, most_confused, normalize_rows, pair_positions, per_class_metrics,
                             top_losses, typical_positions)
-from pages._common import (cached_attribution, dataset, model_key, pick_finished_run, route_through_app, run_model,
+from pages._common import (cached_attribution, model_key, pick_finished_run, route_through_app, run_dataset, run_model,
                            run_predictions)
 from pages._figures import confusion_figure, image_grid, overlay_grid, to_hwc
 from pages._report import run_report_html
@@ -20,7 +20,7 @@ if run_dir is None:
 class_names = [str(name) for name in runs.read_json(run_dir / "config.json").get("class_names", [])]
 config = runs.load_config(run_dir)
 predictions = run_predictions(run_dir)
-data = dataset(config.data, config.size)
+data = run_dataset(config)
 matrix = confusion_matrix(predictions.targets, predictions.predicted, len(class_names))
 
 

@@ -10,8 +10,8 @@ from core.data import DataError, decode_image
 from core.models import conv_layers, describe_layer
 from core.visualize import (KERNELS, activations, apply_learned_filter, conv_filters, convolve, filter_slices, first_conv,
                             grayscale, top_images_for_channel)
-from pages._common import (IMAGE_SIZES, cached_attribution, cached_channel_maxima, dataset, imagenet_model, model_key,
-                           pick_finished_run, route_through_app, run_model, run_predictions)
+from pages._common import (IMAGE_SIZES, cached_attribution, cached_channel_maxima, current_dataset, imagenet_model,
+                           model_key, pick_finished_run, route_through_app, run_dataset, run_model, run_predictions)
 from pages._figures import image_grid, overlay_grid, pixel_figure, to_hwc
 
 route_through_app()
@@ -25,7 +25,7 @@ if pretrained_only:
     size = st.select_slider("Image size (pixels)", IMAGE_SIZES, value=128)
     model, class_names = imagenet_model("efficientnet_lite0", size)
     key = f"imagenet/efficientnet_lite0/{size}"
-    data = dataset(st.session_state["dataset"], size)
+    data = current_dataset(size)
     picks = np.random.default_rng(0).permutation(len(data))[:MAX_CANDIDATES]
     candidates, captions = data.images[picks], [data.class_names[data.labels[i]] for i in picks]
 else:
@@ -35,7 +35,7 @@ else:
     model, class_names, config = run_model(run_dir)
     key, size = model_key(run_dir), config.size
     predictions = run_predictions(run_dir)
-    data = dataset(config.data, size)
+    data = run_dataset(config)
     candidates = data.images[predictions.item_ids]
     captions = [class_names[t] for t in predictions.targets]
 

@@ -4,10 +4,11 @@ from pathlib import Path
 import streamlit as st
 
 from core import runs
+from core.augment import Augment
 from core.config import TrainConfig
 from core.models import ARCHS
 from core.train import format_seconds
-from pages._common import DEFAULTS, IMAGE_SIZES, current_run_dir, dataset_label, route_through_app, select_run
+from pages._common import AUGMENT_KEYS, DEFAULTS, IMAGE_SIZES, current_run_dir, dataset_label, route_through_app, select_run
 from pages._figures import loss_figure, lr_figure
 
 route_through_app()
@@ -19,7 +20,10 @@ st.title("Train")
 runs_dir = runs.runs_root()
 
 with st.form("settings"):
-    st.caption(f"Dataset: **{dataset_label(st.session_state['dataset'])}** (change it on the Data page)")
+    state = st.session_state
+    augment = Augment(*(state[key] for key in AUGMENT_KEYS))
+    st.caption(f"Dataset: **{dataset_label(state['dataset'])}**, images made square by {state['resize']}, "
+               f"{'with augmentation' if augment.active else 'no augmentation'} (change these on the Data page)")
     left, right = st.columns(2)
     arch = left.selectbox("Backbone", list(ARCHS), format_func=lambda key: ARCHS[key].label,
                           help="EfficientNet-Lite0's ImageNet weights ship with the app and work offline; "
@@ -41,8 +45,9 @@ with st.form("settings"):
 
 if start:
     st.session_state["image_size"] = size
-    config = TrainConfig(data=st.session_state["dataset"], arch=arch, pretrained=pretrained, size=size, bs=bs,
-                         epochs=int(epochs), freeze_epochs=int(freeze_epochs), lr=lr)
+    config = TrainConfig(data=state["dataset"], label_regex=state["label_regex"], resize=state["resize"], arch=arch,
+                         pretrained=pretrained, size=size, bs=bs, epochs=int(epochs), freeze_epochs=int(freeze_epochs),
+                         lr=lr, flip=augment.flip, rotate=augment.rotate, zoom=augment.zoom, lighting=augment.lighting)
     busy = runs.active_run(runs_dir)
     if busy:
         st.warning(f"Run **{busy}** is training on this device. Stop it or wait for it to finish, then start again.")

@@ -1,8 +1,11 @@
 """One real browser: Debian's Chromium, driven by Playwright, against `streamlit run app.py`.
 
-What only a browser shows: a run started from the Train page keeps drawing its live chart, fills its epoch
+What only a browser shows: a zip dropped on the Data page is checked; a run started from the Train page keeps drawing its live chart, fills its epoch
 table, and is still there after a refresh; the analysis pages open on it, and an uploaded photo gets a heat map.
 """
+import io
+import zipfile
+
 import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
@@ -12,7 +15,8 @@ from tests.browser_support import launch_chromium, streamlit_server
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
     with streamlit_server(tmp_path / "runs") as url:
         yield url, tmp_path / "runs"
 
@@ -30,7 +34,22 @@ def test_train_watch_refresh_and_look_inside(server, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(90_000)
         expect.set_options(timeout=90_000)
-        page.goto(f"{url}/train")
+        # bring your own images: drop a zip on the Data page and read its health report
+        archive = tmp_path / "pets.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            for label, colour in (("cat", (200, 120, 40)), ("dog", (40, 90, 200))):
+                for i in range(6):
+                    buffer = io.BytesIO()
+                    Image.new("RGB", (24, 24), colour).save(buffer, format="PNG")
+                    zf.writestr(f"pets/{label}/{i}.png", buffer.getvalue())
+        page.goto(f"{url}/data")
+        page.get_by_text("Upload a .zip").click()
+        page.locator("input[type=file]").set_input_files(archive)
+        expect(page.get_by_text("Ready: 12 images in 2 classes.")).to_be_visible()
+        page.get_by_text("Built-in dataset").click()
+        expect(page.get_by_text("Ready: 1,797 images in 10 classes.")).to_be_visible()
+
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()
         expect(page.get_by_role("heading", name="Train")).to_be_visible()
 
         page.get_by_test_id("stSelectbox").filter(has_text="Backbone").click()

@@ -5,7 +5,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import runs
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_image_folder
 
 TIMEOUT = 120  # the first run imports torch and builds caches
 
@@ -36,13 +36,48 @@ def test_home_explains_and_shows_where_the_user_is(runs_env):
 
 def test_data_shows_classes_counts_and_samples_at_the_chosen_size(runs_env):
     app = open_page("pages/data.py")
+    assert app.success[0].value == "Ready: 1,797 images in 10 classes."
     metrics = {m.label: m.value for m in app.metric}
-    assert metrics["Images"] == "1,797" and metrics["Classes"] == "10"
+    assert metrics == {"Images": "1,797", "Classes": "10", "Skipped files": "0"}
     assert len(app.get("plotly_chart")) == 2  # counts bar chart and sample grid
     by_label(app.select_slider, "Image size (pixels)").set_value(32).run()
+    assert not app.exception and app.session_state["image_size"] == 32
+    by_label(app.radio, "Make images square by").set_value("pad").run()
+    assert not app.exception and app.session_state["resize"] == "pad"
+
+
+def test_data_checks_a_folder_lists_what_it_skipped_and_previews_augmentation(runs_env, tmp_path):
+    folder = write_image_folder(tmp_path / "photos", {"cat": 6, "dog": 6})
+    (folder / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    app = open_page("pages/data.py")
+    by_label(app.radio, "Images from").set_value("A folder on this machine").run()
+    by_label(app.text_input, "Folder path").set_value(str(folder)).run()
     assert not app.exception
-    assert any(h.value == "Samples at 32×32 px" for h in app.subheader)
-    assert app.session_state["image_size"] == 32
+    assert app.success[0].value == "Ready: 12 images in 2 classes (1 file(s) skipped)."
+    assert app.session_state["dataset"] == str(folder)
+    assert app.expander[-1].label == "Skipped files (1)"
+    assert app.dataframe[0].value.to_dict("records") == [{"file": "dog/broken.jpg", "reason": "not a readable image"}]
+    next(b for b in app.button if b.label.startswith("Use fastai")).click().run()
+    assert not app.exception and app.session_state["flip"] and app.session_state["rotate"] == 10.0
+    assert len(app.get("plotly_chart")) == 3  # counts, samples, augmented batch
+
+
+def test_data_refuses_an_unusable_folder_and_keeps_the_dataset(runs_env, tmp_path):
+    write_image_folder(tmp_path / "one", {"only": 3})
+    app = open_page("pages/data.py")
+    by_label(app.radio, "Images from").set_value("A folder on this machine").run()
+    by_label(app.text_input, "Folder path").set_value(str(tmp_path / "one" / "only" / "..")).run()
+    assert not app.exception and "Only one class" in app.error[0].value
+    assert app.session_state["dataset"] == "builtin:digits"
+
+
+def test_downloadable_datasets_explain_themselves_without_a_network(runs_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path))
+    app = open_page("pages/data.py")
+    by_label(app.selectbox, "Dataset").set_value("cifar10").run()
+    assert not app.exception
+    if app.error:  # no network here: a sentence, not a traceback
+        assert "downloaded once" in app.error[0].value
 
 
 def test_train_shows_a_finished_run_with_curves_and_epoch_table(runs_env):
