@@ -54,6 +54,12 @@ def test_class_folders_inside_wrapping_folders_with_junk_ignored(tmp_path):
     assert scan.skipped == [("dog/notes.txt", "not an image file (.txt)")]
 
 
+def test_class_names_keep_unicode_spaces_and_quotes(tmp_path):
+    names = {'chat "noir"': 2, "Ünïcødé ñame": 2, "it's a dog": 2}
+    data = load_source(str(write_image_folder(tmp_path / "set", names)), 8)
+    assert sorted(data.class_names) == sorted(names)
+
+
 def test_train_and_valid_folders_are_the_split(tmp_path):
     write_image_folder(tmp_path / "train", {"a": 4, "b": 4})
     write_image_folder(tmp_path / "val", {"a": 2, "b": 1}, seed=1)
