@@ -1,8 +1,11 @@
 """Dataset sources, decoding once into uint8 tensors, stratified splits, normalization and batching.
 
+Sources: "builtin:NAME" (digits offline; pets, cifar10, fashion_mnist downloaded once), a folder, or a .zip.
 Every source becomes a `LabeledImages`: all images decoded and resized once to the training size and kept as
 one uint8 tensor, so epochs after the first do no decoding at all (a CPU spends most of a small model's time
-there otherwise).
+there otherwise). Folders and zips go through core.layouts (what is where) and core.health (what is usable):
+
+    python -m core.data inspect PATH_OR_ZIP [--json] [--label-regex REGEX]
 """
 from __future__ import annotations
 

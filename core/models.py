@@ -155,7 +155,26 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     return [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
 
 
-def describe_layer(module: nn.Conv2d) -> str:
+BLOCK_TYPES = {"BasicBlock", "Bottleneck", "MBConvBlock"}  # residual (ResNet) and inverted-residual blocks
+
+
+def feature_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every layer whose output is a stack of feature maps, in forward order: each convolution, and each block
+    (its output after the skip connection: what the next block sees)."""
+    modules = list(model.named_modules())
+    last = {}  # module name -> index of its last descendant: a block's output comes after all of its layers
+    for index, (name, _) in enumerate(modules):
+        parts = name.split(".")
+        for depth in range(len(parts) + 1):
+            last[".".join(parts[:depth])] = index
+    chosen = [(name, module) for name, module in modules
+              if isinstance(module, nn.Conv2d) or type(module).__name__ in BLOCK_TYPES]
+    return sorted(chosen, key=lambda pair: (last[pair[0]], not isinstance(pair[1], nn.Conv2d)))
+
+
+def describe_layer(module: nn.Module) -> str:
+    if not isinstance(module, nn.Conv2d):
+        return f"{type(module).__name__}, output after its skip connection"
     groups = f", groups {module.groups}" if module.groups > 1 else ""
     return (f"{module.in_channels}→{module.out_channels} channels, {module.kernel_size[0]}x{module.kernel_size[1]}"
             f", stride {module.stride[0]}{groups}")

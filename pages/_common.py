@@ -49,7 +49,8 @@ def init_session() -> None:
     for key in AUGMENT_KEYS:
         st.session_state.setdefault(key, getattr(DEFAULTS, key))
     if "run_id" not in st.session_state:
-        st.session_state["run_id"] = st.query_params.get("run")
+        # the address names the run; a new tab without one shows the run that is training, if any
+        st.session_state["run_id"] = st.query_params.get("run") or runs.active_run()
 
 
 def current_run_dir() -> Path | None:

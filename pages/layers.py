@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.attribution import METHODS, top_predictions
 from core.data import DataError, decode_image
-from core.models import conv_layers, describe_layer
+from core.models import conv_layers, describe_layer, feature_layers
 from core.visualize import (KERNELS, activations, apply_learned_filter, conv_filters, convolve, filter_slices, first_conv,
                             grayscale, top_images_for_channel)
 from pages._common import (IMAGE_SIZES, cached_attribution, cached_channel_maxima, current_dataset, imagenet_model,
@@ -54,14 +54,14 @@ if image is None:
     position = right.number_input(f"Image number (0–{len(candidates) - 1})", 0, len(candidates) - 1, 0)
     image, caption = candidates[position], captions[position]
 image_key = hashlib.sha1(image.numpy().tobytes()).hexdigest()
-layers = conv_layers(model)
-layer_names = [name for name, _ in layers]
-layer_by_name = dict(layers)
+layer_by_name = dict(feature_layers(model))
+conv_names = [name for name, _ in conv_layers(model)]
+feature_names = list(layer_by_name)
 
 
-def pick_layer(label: str, default: int, key: str) -> str:
-    return st.selectbox(label, layer_names, index=default, key=key,
-                        format_func=lambda n: f"{layer_names.index(n) + 1}. {n} — {describe_layer(layer_by_name[n])}")
+def pick_layer(label: str, names: list[str], default: int, key: str) -> str:
+    return st.selectbox(label, names, index=min(default, len(names) - 1), key=key,
+                        format_func=lambda n: f"{names.index(n) + 1}. {n} — {describe_layer(layer_by_name[n])}")
 
 
 view = st.radio("View", ["Filters", "Activations", "Attributions", "What excites a channel", "Basics"],
@@ -71,7 +71,7 @@ if view == "Filters":
     st.caption("A filter is a small grid of weights the network slides over its input, answering strongly where the "
                "input looks like it. First-layer filters see pixels, so they are drawn in colour: edges, colour "
                "blobs. Deeper filters see the previous layer's channels and are drawn one input channel at a time.")
-    name = pick_layer("Convolution layer", 0, "filters_layer")
+    name = pick_layer("Convolution layer", conv_names, 0, "filters_layer")
     conv = layer_by_name[name]
     if conv.weight.shape[1] == 3:
         tiles = (conv_filters(conv) * 255).astype(np.uint8)
@@ -86,7 +86,7 @@ elif view == "Activations":
     st.caption("An activation map shows where in the image one channel responds: bright where its pattern is "
                "found. Early layers respond to edges at full detail; deeper layers to larger, more abstract parts "
                "at coarser resolution.")
-    name = pick_layer("Layer", min(len(layer_names) - 1, len(layer_names) // 3), "activations_layer")
+    name = pick_layer("Layer", feature_names, len(feature_names) // 3, "activations_layer")
     maps, channels = activations(model, name, image, top=16)
     picture, grid = st.columns([1, 4])
     picture.image(to_hwc(image[None].numpy())[0], caption=caption, width="stretch")
@@ -113,7 +113,7 @@ elif view == "Attributions":
 elif view == "What excites a channel":
     st.caption("The images that make one channel respond most, as in Zeiler & Fergus's views of a network: "
                "first-layer channels find colours and edges, deeper ones textures and object parts.")
-    name = pick_layer("Layer", min(len(layer_names) - 1, len(layer_names) // 3), "excite_layer")
+    name = pick_layer("Layer", feature_names, len(feature_names) // 3, "excite_layer")
     maxima = cached_channel_maxima(f"{key}/{len(candidates)}", name, model, candidates)
     channel = st.number_input(f"Channel (0–{maxima.shape[1] - 1})", 0, maxima.shape[1] - 1,
                               int(maxima.mean(0).argmax()), help="Starts at the channel with the strongest responses.")

@@ -229,3 +229,12 @@ def test_the_html_report_stands_alone(trained_run):
         assert f"<h2>{heading}" in html
     assert "python -m core.train --data builtin:digits" in html
     assert "<script src=" not in html and html.count("Plotly.newPlot") == 4  # plotly.js inlined, four charts
+
+
+def test_feature_layers_list_convolutions_and_blocks_in_forward_order():
+    from core.models import build_classifier, feature_layers
+
+    names = [name for name, _ in feature_layers(build_classifier("resnet18", 2, pretrained=False, size=32).model)]
+    assert names[:4] == ["0.0", "0.4.0.conv1", "0.4.0.conv2", "0.4.0"]  # a block's output after its convolutions
+    assert names.index("0.5.0") == names.index("0.5.0.downsample.0") + 1
+    assert "0.7.1" in names and len(names) == 20 + 8  # 20 convolutions (3 downsample) and 8 residual blocks

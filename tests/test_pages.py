@@ -108,6 +108,8 @@ def test_start_launches_one_run_process_and_a_second_start_is_refused(tmp_path, 
     by_label(app.button, "Start training").click().run()  # a second Start while the first is queued or training
     assert "is training on this device" in app.warning[0].value
     assert len(runs.list_runs(tmp_path)) == 1
+    second_tab = open_page("pages/train.py", run_id=None)  # no ?run= in its address
+    assert any(h.value.startswith(f"Run {run.run_id} · ") for h in second_tab.subheader)
     deadline = time.time() + 180
     while runs.is_active(runs.read_status(run.path)) and time.time() < deadline:
         time.sleep(0.5)
