@@ -84,12 +84,30 @@ def lr_figure(tail: MetricsTail) -> go.Figure:
 
 
 def confusion_figure(matrix: np.ndarray, class_names: list[str], normalized: bool = False) -> go.Figure:
-    """Heatmap of a confusion matrix, rows actual and columns predicted, each cell labelled."""
-    figure = px.imshow(matrix, x=class_names, y=class_names, text_auto=".2f" if normalized else True,
-                       color_continuous_scale="Blues", aspect="equal",
-                       labels={"x": "Predicted", "y": "Actual", "color": "share" if normalized else "images"})
-    figure.update_xaxes(type="category", side="top").update_yaxes(type="category")
-    figure.update_layout(height=140 + 36 * len(class_names), margin=dict(l=0, r=0, t=40, b=0))
+    """A confusion matrix, rows actual and columns predicted, each cell labelled and clickable.
+
+    Drawn as square markers rather than a heatmap: Streamlit reports clicks on scatter points, not on heatmap
+    cells (streamlit/streamlit#8760), and a click here opens the cell's images.
+    """
+    n = len(class_names)
+    cell = max(18, min(48, 560 // max(n, 1)))  # pixels per cell
+    actual, predicted = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    values = matrix.ravel()
+    labels = [f"{v:.2f}" if normalized else str(int(v)) for v in values]
+    bright = values > (values.max() if len(values) else 0) * 0.5
+    figure = go.Figure(go.Scatter(
+        x=[class_names[j] for j in predicted.ravel()], y=[class_names[i] for i in actual.ravel()],
+        mode="markers+text", text=labels, textfont=dict(color=["white" if b else "#333" for b in bright], size=11),
+        marker=dict(symbol="square", size=cell - 2, color=values, colorscale="Blues", line=dict(width=0),
+                    colorbar=dict(title="share" if normalized else "images", thickness=12)),
+        hovertemplate="actual %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
+    figure.update_xaxes(type="category", side="top", title="Predicted", categoryorder="array",
+                        categoryarray=class_names, showgrid=False)
+    figure.update_yaxes(type="category", title="Actual", categoryorder="array", categoryarray=class_names[::-1],
+                        showgrid=False)
+    side = 120 + cell * n
+    figure.update_layout(width=side + 80, height=side, margin=dict(l=0, r=0, t=40, b=0),
+                         plot_bgcolor="white", clickmode="event+select")
     return figure
 
 

@@ -50,7 +50,7 @@ st.caption("Each row is the actual class, each column what the model predicted: 
 normalized = st.toggle("Show each row as shares of its class", help="Divides each row by the number of images of "
                        "that class, so small classes' mistakes stand out as much as big ones'.")
 event = st.plotly_chart(confusion_figure(normalize_rows(matrix) if normalized else matrix, class_names, normalized),
-                        key="confusion", on_select="rerun", selection_mode="points")
+                        key="confusion", on_select="rerun", selection_mode="points", width="content")
 clicked = [(str(p["y"]), str(p["x"])) for p in (event.selection.points if event else []) if "x" in p and "y" in p]
 if clicked and clicked[-1] != st.session_state.get("last_clicked_cell"):
     st.session_state["last_clicked_cell"] = clicked[-1]

@@ -83,6 +83,14 @@ def test_train_watch_refresh_and_look_inside(server, tmp_path):
 
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Interpret").click()
         expect(page.get_by_role("heading", name="Confusion matrix")).to_be_visible()
+        cells = page.locator(".js-plotly-plot").first.locator(".scatterlayer .point")
+        expect(cells).to_have_count(100)
+        cells.nth(3 * 10 + 8).click(force=True)  # row: actual 3, column: predicted 8
+        expect(page.get_by_text("validation images of 3 predicted as 8")).to_be_visible()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download an HTML report").click()
+        report = download.value.path().read_text(encoding="utf-8")
+        assert "<h2>Top losses, with Grad-CAM" in report and "Plotly.newPlot" in report
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Layers").click()
         expect(page.get_by_role("heading", name="Layers")).to_be_visible()
         assert f"run={run_id}" in page.url  # the run stays in the address across page switches
