@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -194,6 +195,8 @@ class RunSummary:
     created: float
     best_accuracy: float | None
     has_predictions: bool
+    seconds: float | None  # wall time from start to finish (or to the last heartbeat)
+    command: str  # the command line that reproduces it
 
 
 def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
@@ -210,9 +213,12 @@ def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
             continue
         epochs = read_metrics(path).epochs
         best = max((row["accuracy"] for row in epochs), default=None)
-        found.append(RunSummary(path.name, path, read_status(path).get("state", "unknown"),
+        status = read_status(path)
+        started = status.get("started")
+        seconds = (status.get("finished") or status.get("heartbeat", 0)) - started if started else None
+        found.append(RunSummary(path.name, path, status.get("state", "unknown"),
                                 TrainConfig.from_dict(meta.get("config", {})), meta.get("created", 0.0), best,
-                                (path / "predictions.npz").exists()))
+                                (path / "predictions.npz").exists(), seconds, meta.get("command", "")))
     return sorted(found, key=lambda run: run.created, reverse=True)
 
 
@@ -288,6 +294,28 @@ def launch(run_dir: Path) -> subprocess.Popen:
     # Reap the child when it exits, so a finished process never lingers as a zombie that looks alive.
     threading.Thread(target=process.wait, daemon=True).start()
     return process
+
+
+def delete_run(run_dir: Path, runs_dir: Path | None = None) -> None:
+    """Remove a finished run's folder. Refuses anything that is not a run folder directly in runs_dir, and runs
+    that are still active (stop them first)."""
+    runs_dir = Path(runs_dir or runs_root()).resolve()
+    run_dir = Path(run_dir)
+    if run_dir.resolve().parent != runs_dir or run_dir.is_symlink() or not (run_dir / "config.json").is_file():
+        raise ValueError(f"{run_dir} is not a run folder in {runs_dir}.")
+    if is_active(read_status(run_dir)):
+        raise ValueError(f"Run {run_dir.name} is still {read_status(run_dir)['state']}; stop it before deleting it.")
+    shutil.rmtree(run_dir)
+
+
+def config_differences(configs: dict[str, TrainConfig]) -> list[dict]:
+    """The settings that differ between runs: one row per setting, one column per run id."""
+    rows = []
+    for name in TrainConfig.__dataclass_fields__:
+        values = {run_id: getattr(config, name) for run_id, config in configs.items()}
+        if len({repr(v) for v in values.values()}) > 1:
+            rows.append({"setting": name, **{run_id: str(v) for run_id, v in values.items()}})
+    return rows
 
 
 def request_stop(run_dir: Path) -> None:

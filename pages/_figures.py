@@ -83,6 +83,17 @@ def lr_figure(tail: MetricsTail) -> go.Figure:
     return figure
 
 
+def compare_figure(series: dict[str, tuple[list, list]], title: str, x_title: str, y_title: str,
+                   markers: bool = False) -> go.Figure:
+    """One line per run: {run id: (x values, y values)}."""
+    figure = go.Figure()
+    for name, (x, y) in series.items():
+        figure.add_scatter(x=x, y=y, name=name, mode="lines+markers" if markers else "lines")
+    figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=320,
+                         margin=dict(l=0, r=0, t=40, b=0), legend=dict(orientation="h", y=-0.3))
+    return figure
+
+
 def confusion_figure(matrix: np.ndarray, class_names: list[str], normalized: bool = False) -> go.Figure:
     """A confusion matrix, rows actual and columns predicted, each cell labelled and clickable.
 

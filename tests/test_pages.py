@@ -182,3 +182,30 @@ def test_analysis_pages_without_runs_point_to_training(page, tmp_path, monkeypat
     monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path))
     app = open_page(page, run_id=None)
     assert "No finished run yet" in app.info[0].value
+
+
+def test_runs_lists_every_run_compares_and_deletes_with_confirmation(trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(trained_run, runs_dir / "tiny")
+    shutil.copytree(trained_run, runs_dir / "other")
+    meta = runs.read_json(runs_dir / "other" / "config.json")
+    meta["config"]["size"], meta["created"] = 24, meta["created"] + 1
+    runs.write_json_atomic(runs_dir / "other" / "config.json", meta)
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(runs_dir))
+    app = open_page("pages/runs.py")
+    table = app.dataframe[0].value
+    assert list(table["run"]) == ["other", "tiny"] and set(table["state"]) == {"completed"}
+    assert len(app.get("plotly_chart")) == 3  # accuracy, validation loss, training loss
+    assert any(h.value == "Run tiny" for h in app.subheader)  # the current run, from the address
+    assert app.code[0].value.startswith("python -m core.train --data builtin:digits --arch resnet18")
+    by_label(app.button, "Yes, delete it").click().run()
+    assert not app.exception and not (runs_dir / "tiny").exists() and (runs_dir / "other").exists()
+
+
+def test_settings_that_differ_between_runs():
+    from core.config import TrainConfig
+
+    rows = runs.config_differences({"a": TrainConfig(size=32), "b": TrainConfig(size=64, lr=1e-3)})
+    assert rows == [{"setting": "size", "a": "32", "b": "64"}, {"setting": "lr", "a": "0.002", "b": "0.001"}]

@@ -49,3 +49,20 @@ def test_status_is_replaced_atomically_without_temporary_files_left(tmp_path):
     assert runs.read_json(run_dir / "status.json")["step"] == 19
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.json", "status.json"]
     assert time.time() - runs.read_json(run_dir / "status.json")["heartbeat"] < 5
+
+
+def test_delete_refuses_active_runs_and_folders_that_are_not_runs(tmp_path):
+    import pytest
+
+    run_dir = runs.create_run(TrainConfig(), tmp_path, "busy")
+    runs.write_status(run_dir, state="running", pid=os.getpid())
+    with pytest.raises(ValueError, match="stop it before deleting"):
+        runs.delete_run(run_dir, tmp_path)
+    (tmp_path / "precious").mkdir()
+    with pytest.raises(ValueError, match="not a run folder"):
+        runs.delete_run(tmp_path / "precious", tmp_path)
+    with pytest.raises(ValueError, match="not a run folder"):
+        runs.delete_run(tmp_path / ".." / tmp_path.name / "busy" / "checkpoints", tmp_path)
+    runs.write_status(run_dir, state="completed")
+    runs.delete_run(run_dir, tmp_path)
+    assert not run_dir.exists() and (tmp_path / "precious").exists()

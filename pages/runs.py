@@ -1,0 +1,68 @@
+"""Runs: every run with its settings and result; compare several; reproduce or delete one."""
+import time
+
+import streamlit as st
+
+from core import runs
+from core.train import format_seconds
+from pages._common import route_through_app, select_run
+from pages._figures import compare_figure
+
+route_through_app()
+
+st.title("Runs")
+found = runs.list_runs()
+if not found:
+    st.info("No runs yet. Start one on the **Train** page or with `python -m core.train`.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+rows = [{"run": r.run_id, "state": r.state, "backbone": r.config.arch, "pretrained": r.config.pretrained,
+         "size": r.config.size, "epochs": r.config.epochs + (r.config.freeze_epochs if r.config.pretrained else 0),
+         "best accuracy": None if r.best_accuracy is None else round(r.best_accuracy, 4),
+         "duration": format_seconds(r.seconds) if r.seconds else "",
+         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))} for r in found]
+st.caption("Select one run or several (click the rows' left edge) to compare their curves and settings.")
+table = st.dataframe(rows, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+                     key="runs_table")
+picked = [found[i] for i in (table.selection.rows if table else [])]
+if not picked:
+    current = st.session_state.get("run_id")
+    picked = [r for r in found if r.run_id == current] or found[:1]
+
+if len(picked) == 1 and picked[0].run_id != st.session_state.get("run_id"):
+    select_run(picked[0].run_id)
+metrics = {r.run_id: runs.read_metrics(r.path) for r in picked}
+left, right = st.columns(2)
+left.plotly_chart(compare_figure({rid: ([e["epoch"] for e in m.epochs], [e["accuracy"] for e in m.epochs])
+                                  for rid, m in metrics.items()}, "Validation accuracy", "epoch", "accuracy",
+                                 markers=True), key="compare_accuracy")
+right.plotly_chart(compare_figure({rid: ([e["epoch"] for e in m.epochs], [e["valid_loss"] for e in m.epochs])
+                                   for rid, m in metrics.items()}, "Validation loss", "epoch", "loss", markers=True),
+                   key="compare_valid_loss")
+st.plotly_chart(compare_figure({rid: ([s["step"] for s in m.steps], [s["loss"] for s in m.steps])
+                                for rid, m in metrics.items()}, "Training loss", "step", "loss"),
+                key="compare_train_loss")
+
+if len(picked) > 1:
+    st.subheader("Settings that differ")
+    differences = runs.config_differences({r.run_id: r.config for r in picked})
+    if differences:
+        st.dataframe(differences, hide_index=True, width="stretch", key="differences")
+    else:
+        st.caption("These runs used the same settings.")
+
+for run in picked:
+    st.subheader(f"Run {run.run_id}")
+    st.caption(f"{run.state} · {run.config.arch}, {run.config.size} px · best accuracy "
+               f"{'—' if run.best_accuracy is None else f'{run.best_accuracy:.1%}'}")
+    st.code(run.command or "(no command recorded)", language="bash")
+    active = runs.is_active(runs.read_status(run.path))
+    with st.popover("Delete this run", icon=":material/delete:", disabled=active, key=f"popover:{run.run_id}",
+                    help="Stop it first" if active else "Removes the run's folder: curves, checkpoints, predictions."):
+        st.write(f"Delete **{run.run_id}** and everything in its folder? This cannot be undone.")
+        if st.button("Yes, delete it", key=f"delete:{run.run_id}", type="primary"):
+            runs.delete_run(run.path)
+            if st.session_state.get("run_id") == run.run_id:
+                select_run(None)
+            st.rerun()
