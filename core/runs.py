@@ -180,6 +180,20 @@ class MetricsTail:
         return rows
 
 
+def truncate_metrics(run_dir: Path, step: int, epoch: int) -> None:
+    """Keep only the rows up to a checkpoint (step rows <= step, epoch rows <= epoch): a resume redoes the rest."""
+    path = Path(run_dir) / "metrics.jsonl"
+    tail = read_metrics(run_dir)
+    rows = [r for r in tail.steps if r.get("step", 0) <= step] + [r for r in tail.epochs if r.get("epoch", 0) <= epoch]
+    rows.sort(key=lambda r: (r.get("step", 0), r.get("kind") == "epoch"))
+    tmp = path.with_name(".metrics.jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def read_metrics(run_dir: Path) -> MetricsTail:
     tail = MetricsTail(Path(run_dir) / "metrics.jsonl")
     tail.poll()
@@ -268,6 +282,12 @@ class TrainingLock:
         return None
 
 
+def can_resume(run_dir: Path) -> bool:
+    """A run that ended before finishing and saved a checkpoint to continue from."""
+    state = read_status(run_dir).get("state")
+    return state in ("stopped", "interrupted", "failed") and (Path(run_dir) / "checkpoints" / "last.pt").exists()
+
+
 def active_run(runs_dir: Path | None = None) -> str | None:
     """The id of the run now queued or training in runs_dir, if any."""
     runs_dir = Path(runs_dir or runs_root())
@@ -280,14 +300,18 @@ def active_run(runs_dir: Path | None = None) -> str | None:
     return None
 
 
-def launch(run_dir: Path) -> subprocess.Popen:
-    """Start `python -m core.train --run-dir RUN_DIR` as its own process session, output to log.txt."""
+def launch(run_dir: Path, resume: bool = False) -> subprocess.Popen:
+    """Start `python -m core.train --run-dir RUN_DIR` (or `--resume RUN_DIR`) as its own process session,
+    output appended to log.txt."""
     run_dir = Path(run_dir)
     log = open(run_dir / "log.txt", "ab")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
                                                                      os.environ.get("PYTHONPATH")])),
            "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "core.train", "--run-dir", str(run_dir)], cwd=PROJECT_ROOT,
+    if resume:  # shown as queued until the process takes over, like a new run
+        write_status(run_dir, state="queued", message="Resuming")
+    process = subprocess.Popen([sys.executable, "-m", "core.train", "--resume" if resume else "--run-dir",
+                                str(run_dir)], cwd=PROJECT_ROOT,
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                start_new_session=True)
     log.close()

@@ -106,6 +106,9 @@ class Loop:
     total_steps: int = 0
     total_epochs: int = 0
     phase: str = ""
+    phase_epoch: int = 0  # epochs finished in the current phase
+    batch_in_epoch: int = 0  # batches finished in the current epoch
+    resume: dict | None = None  # a checkpoint to continue from, consumed by the phase it was saved in
 
     def batches_per_epoch(self) -> int:
         n, bs = len(self.split.train_labels), self.config.bs
@@ -160,17 +163,28 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=peaks, total_steps=epochs * n_batches, pct_start=pct_start, div_factor=div,
         final_div_factor=1e5, base_momentum=0.85, max_momentum=0.95)
-    loop.optimizer, loop.scheduler, loop.phase = optimizer, scheduler, phase
-    generator = torch.Generator().manual_seed(config.seed + loop.epoch)
+    loop.optimizer, loop.scheduler, loop.phase, loop.phase_epoch = optimizer, scheduler, phase, 0
+    skip = 0  # batches of the first epoch already trained before a resume
+    if loop.resume is not None and loop.resume["phase"] == phase:
+        optimizer.load_state_dict(loop.resume["optimizer"])
+        scheduler.load_state_dict(loop.resume["scheduler"])
+        torch.set_rng_state(loop.resume["rng"])
+        loop.phase_epoch, skip = loop.resume["phase_epoch"], loop.resume["batch_in_epoch"]
+        loop.resume = None
     augment = Augment.from_config(config)
     split = loop.split
     drop_last = len(split.train_labels) >= config.bs
-    for _ in range(epochs):
+    while loop.phase_epoch < epochs:
         model.train()
+        # Seeded per epoch, so a resumed epoch sees its batches in the same order as it would have.
+        generator = torch.Generator().manual_seed(config.seed + loop.epoch)
         started, seen, loss_sum, batch_start = time.perf_counter(), 0, 0.0, time.perf_counter()
-        for x, y in iterate_batches(split.train_images, split.train_labels, config.bs, shuffle=True,
-                                    generator=generator, drop_last=drop_last, device=device,
-                                    augment=augment if augment.active else None):
+        batches = iterate_batches(split.train_images, split.train_labels, config.bs, shuffle=True,
+                                  generator=generator, drop_last=drop_last, device=device,
+                                  augment=augment if augment.active else None)
+        for index, (x, y) in enumerate(batches):
+            if index < skip:
+                continue  # trained before the resume; drawn anyway, so the random stream stays the same
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device):
@@ -181,6 +195,7 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
             lr = optimizer.param_groups[-1]["lr"]  # the head's rate: the schedule's shape is the same for all
             scheduler.step()
             loop.step += 1
+            loop.batch_in_epoch = index + 1
             loss_value = loss.item()
             loss_sum += loss_value * len(y)
             seen += len(y)
@@ -190,8 +205,11 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
             batch_start = now
             for callback in loop.callbacks:
                 callback.on_batch_end(loop.step, logs)
+        skip = 0
         evaluation = evaluate(model, split.valid_images, split.valid_labels, batch_size=config.bs, device=device)
         loop.epoch += 1
+        loop.phase_epoch += 1
+        loop.batch_in_epoch = 0
         logs = {"phase": phase, "train_loss": loss_sum / max(seen, 1), "valid_loss": evaluation.loss,
                 "accuracy": evaluation.accuracy, "error_rate": 1 - evaluation.accuracy,
                 "seconds": time.perf_counter() - started, "step": loop.step}
@@ -212,7 +230,8 @@ def fine_tune(loop: Loop) -> None:
         params = [p for group in classifier.groups for p in group]
         fit_one_cycle(loop, config.epochs, [{"params": params, "lr": config.lr}], phase="scratch")
         return
-    if config.freeze_epochs > 0:
+    resuming_unfrozen = loop.resume is not None and loop.resume["phase"] == "unfrozen"
+    if config.freeze_epochs > 0 and not resuming_unfrozen:
         freeze_body(classifier)
         trainable = [p for p in classifier.model.parameters() if p.requires_grad]
         fit_one_cycle(loop, config.freeze_epochs, [{"params": trainable, "lr": config.lr}], pct_start=0.99,
@@ -236,7 +255,8 @@ def save_checkpoint(path: Path, loop: Loop, class_names: tuple[str, ...]) -> Non
         "optimizer": loop.optimizer.state_dict() if loop.optimizer else {},
         "scheduler": loop.scheduler.state_dict() if loop.scheduler else {},
         "rng": torch.get_rng_state(),
-        "epoch": loop.epoch, "step": loop.step, "phase": loop.phase,
+        "epoch": loop.epoch, "step": loop.step, "phase": loop.phase, "phase_epoch": loop.phase_epoch,
+        "batch_in_epoch": loop.batch_in_epoch,
         "config": loop.config.to_dict(), "class_names": list(class_names),
     }
     tmp = path.with_name(f".{path.name}.tmp")
@@ -322,8 +342,12 @@ def save_predictions(run_dir: Path, loop: Loop) -> Evaluation:
     return evaluation
 
 
-def run_training(run_dir: Path) -> str:
-    """Train the run whose folder (with config.json) exists; returns the final state."""
+def run_training(run_dir: Path, resume: bool = False) -> str:
+    """Train the run whose folder (with config.json) exists; returns the final state.
+
+    With resume, continue from checkpoints/last.pt exactly where it was saved (mid-epoch too): model,
+    optimizer, schedule, RNG and position; metric rows written after that checkpoint are dropped and redone.
+    """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
     lock = runs.TrainingLock(run_dir.parent)
@@ -336,10 +360,21 @@ def run_training(run_dir: Path) -> str:
     # SIGTERM (a `kill`, a logout) is a stop request: finish the batch, keep what was learned.
     signal.signal(signal.SIGTERM, lambda *_: (run_dir / "STOP").touch())
     device = pick_device()
-    runs.write_status(run_dir, state="running", pid=os.getpid(), started=time.time(), device=describe_device(device),
+    previous = runs.read_json(run_dir / "status.json")
+    runs.write_status(run_dir, state="running", pid=os.getpid(), device=describe_device(device),
+                      started=previous.get("started") if resume else time.time(), finished=None,
                       message="Loading data and weights")
     writer = None
     try:
+        checkpoint = None
+        if resume:
+            path = run_dir / "checkpoints" / "last.pt"
+            if not path.exists():
+                raise DataError("This run saved no checkpoint before it ended, so there is nothing to resume; "
+                                "start it again instead.")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            (run_dir / "STOP").unlink(missing_ok=True)
+            runs.truncate_metrics(run_dir, checkpoint["step"], checkpoint["epoch"])
         torch.manual_seed(config.seed)
         data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
         split = Split.from_dataset(data, config.valid_pct, config.seed)
@@ -355,8 +390,13 @@ def run_training(run_dir: Path) -> str:
         loop = Loop(classifier, split, config, device, callbacks=[writer, TerminalProgress()])
         loop.total_epochs = total_epochs(config)
         loop.total_steps = loop.total_epochs * loop.batches_per_epoch()
+        if checkpoint is not None:
+            classifier.model.load_state_dict(checkpoint["model"])
+            loop.step, loop.epoch, loop.resume = checkpoint["step"], checkpoint["epoch"], checkpoint
+            writer.best_accuracy = max((row["accuracy"] for row in runs.read_metrics(run_dir).epochs), default=-1.0)
+            print(f"Resuming at epoch {loop.epoch + 1}, step {loop.step}.", flush=True)
         runs.write_status(run_dir, state="running", message="", total_steps=loop.total_steps,
-                          total_epochs=loop.total_epochs, step=0, epoch=0)
+                          total_epochs=loop.total_epochs, step=loop.step, epoch=loop.epoch)
         for callback in loop.callbacks:
             callback.on_fit_start(loop)
         state = "completed"
@@ -421,6 +461,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", default=None, help="run folder name (made unique)")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="train an existing run folder whose config.json is written (the dashboard uses this)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                        help="continue a stopped, interrupted or crashed run from its last checkpoint")
     return parser.parse_args(argv)
 
 
@@ -452,6 +494,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.resume is not None:
+        return 0 if run_training(args.resume, resume=True) in ("completed", "stopped") else 1
     if args.run_dir is not None:
         run_dir = args.run_dir
     else:

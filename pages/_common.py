@@ -1,6 +1,7 @@
 """What several pages share: session defaults, cached loaders, the current run, and plotly figure builders."""
 from __future__ import annotations
 
+import pickle
 import runpy
 from pathlib import Path
 
@@ -113,8 +114,15 @@ def _model(run_dir: str, _key: str):
 
 
 def run_model(run_dir: Path):
-    """(model in eval mode, class names, config) of a run, reloaded only when its checkpoint changes."""
-    return _model(str(run_dir), model_key(run_dir))
+    """(model in eval mode, class names, config) of a run, reloaded only when its checkpoint changes.
+
+    A checkpoint that is missing, damaged or carries anything but weights stops the page with a sentence."""
+    try:
+        return _model(str(run_dir), model_key(run_dir))
+    except (FileNotFoundError, RuntimeError, pickle.UnpicklingError, KeyError) as error:
+        st.error(f"The model of run {run_dir.name} could not be loaded: {error}. Only plain weights are ever "
+                 "loaded from a checkpoint, so a damaged or foreign file is refused.")
+        st.stop()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -81,6 +81,15 @@ def show_run(run_dir: Path) -> None:
                          help="Finish the current batch, save the model, and end the run."):
             runs.request_stop(run_dir)
             st.rerun(scope="fragment")
+    elif runs.can_resume(run_dir):
+        if button.button("Resume", icon=":material/resume:", key=f"resume:{run_dir}",
+                         help="Continue from the last checkpoint: model, optimizer, schedule and position."):
+            busy = runs.active_run(run_dir.parent)
+            if busy:
+                st.warning(f"Run **{busy}** is training on this device. Stop it or wait for it to finish first.")
+            else:
+                runs.launch(run_dir, resume=True)
+                st.rerun()
     message = status.get("message")
     if state == "failed":
         st.error(message or "The run failed; its log.txt has the details.")

@@ -209,3 +209,21 @@ def test_settings_that_differ_between_runs():
 
     rows = runs.config_differences({"a": TrainConfig(size=32), "b": TrainConfig(size=64, lr=1e-3)})
     assert rows == [{"setting": "size", "a": "32", "b": "64"}, {"setting": "lr", "a": "0.002", "b": "0.001"}]
+
+
+def test_a_stopped_run_offers_resume_and_finishes(trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(trained_run, runs_dir / "paused")
+    (runs_dir / "paused" / "predictions.npz").unlink()
+    runs.write_status(runs_dir / "paused", state="stopped", message="Stopped by hand.")
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(runs_dir))
+    app = open_page("pages/train.py", run_id="paused")
+    by_label(app.button, "Resume").click().run()
+    assert not app.exception
+    deadline = time.time() + 180
+    while runs.read_status(runs_dir / "paused").get("state") != "completed" and time.time() < deadline:
+        time.sleep(0.5)
+    assert runs.read_status(runs_dir / "paused")["state"] == "completed"
+    assert (runs_dir / "paused" / "predictions.npz").exists()

@@ -1,5 +1,8 @@
 """The training engine: the schedule's shape, freezing, the recipe, and the run folder a run leaves."""
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +15,7 @@ from torch import nn
 from core import runs
 from core.config import TrainConfig
 from core.models import Classifier, build_classifier, freeze_body, unfreeze
-from core.train import Callback, Loop, Split, even_mults, fine_tune, fit_one_cycle, run_training
+from core.train import Callback, Loop, Split, even_mults, fine_tune, fit_one_cycle, main, run_training
 from tests.conftest import ROOT
 
 
@@ -168,3 +171,76 @@ def test_core_never_imports_streamlit():
     code = ("import sys, core.data, core.models, core.train, core.runs, core.interpret, core.visualize; "
             "sys.exit('streamlit' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def wait_for(condition, timeout=240):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+RESUME_CONFIG = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64, epochs=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    run_dir = runs.create_run(RESUME_CONFIG, tmp_path_factory.mktemp("whole"), "whole")
+    assert run_training(run_dir) == "completed"
+    return runs.read_metrics(run_dir).epochs[-1]
+
+
+def test_a_run_killed_mid_epoch_shows_interrupted_keeps_its_metrics_and_resumes(tmp_path, uninterrupted):
+    run_dir = runs.create_run(RESUME_CONFIG, tmp_path, "killed")
+    process = runs.launch(run_dir)
+    wait_for(lambda: len(runs.read_metrics(run_dir).steps) >= 30)  # well into the second epoch (22 steps each)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = runs.read_metrics(run_dir)
+    assert runs.read_status(run_dir)["state"] == "interrupted" and runs.can_resume(run_dir)
+    assert len(before.steps) >= 30 and [row["epoch"] for row in before.epochs] == [1]
+    # a checkpoint write cut short leaves only a temporary file, never a broken last.pt
+    (run_dir / "checkpoints" / ".last.pt.tmp").write_bytes(b"half a checkpoint")
+    assert main(["--resume", str(run_dir)]) == 0
+    after = runs.read_metrics(run_dir)
+    assert runs.read_status(run_dir)["state"] == "completed"
+    assert [row["step"] for row in after.steps] == list(range(1, 67))  # every step once, none lost or doubled
+    assert [row["epoch"] for row in after.epochs] == [1, 2, 3]
+    assert abs(after.epochs[-1]["accuracy"] - uninterrupted["accuracy"]) <= 0.02
+
+
+def test_a_stopped_run_resumes_mid_epoch_where_it_stopped(tmp_path, uninterrupted):
+    run_dir = runs.create_run(RESUME_CONFIG, tmp_path, "stopped")
+
+    process = runs.launch(run_dir)
+    wait_for(lambda: len(runs.read_metrics(run_dir).steps) >= 27)
+    runs.request_stop(run_dir)
+    process.wait(timeout=120)
+    status = runs.read_status(run_dir)
+    assert status["state"] == "stopped" and 27 <= status["step"] < 66
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["step"] == status["step"] and checkpoint["batch_in_epoch"] == status["step"] - 22
+    assert run_training(run_dir, resume=True) == "completed"
+    after = runs.read_metrics(run_dir)
+    assert [row["step"] for row in after.steps] == list(range(1, 67))
+    assert abs(after.epochs[-1]["accuracy"] - uninterrupted["accuracy"]) <= 0.02
+
+
+def test_checkpoints_load_weights_only_and_a_pickle_payload_never_runs(tmp_path, trained_run):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": Payload()}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(evil, weights_only=True)
+    assert not (tmp_path / "pwned").exists()
+    shutil.copytree(trained_run, tmp_path / "run")
+    shutil.copyfile(evil, tmp_path / "run" / "checkpoints" / "best.pt")
+    from core.visualize import load_model
+    with pytest.raises(pickle.UnpicklingError):
+        load_model(tmp_path / "run")
+    assert not (tmp_path / "pwned").exists()
