@@ -19,6 +19,9 @@ class TrainConfig:
     freeze_epochs: int = 1  # epochs with the pretrained body frozen first, as fastai's fine_tune
     lr: float = 2e-3  # peak learning rate of the head (fastai's fine_tune base_lr)
     wd: float = 0.01  # AdamW weight decay
+    label_smoothing: float = 0.0  # share of each target spread over the other classes (fastai suggests 0.1)
+    patience: int = 0  # stop early after this many epochs without a better validation loss (0: never)
+    keep_best: bool = False  # finish with the weights of the epoch with the best validation accuracy
     valid_pct: float = 0.2  # share of each class held out for validation (stratified, seeded)
     seed: int = 42  # seeds the split, the weights of the new head and the batch order
     flip: bool = False  # random horizontal flips (wrong for digits and text; right for most photos)
@@ -46,6 +49,12 @@ class TrainConfig:
                 "--wd", repr(self.wd), "--valid-pct", repr(self.valid_pct), "--seed", str(self.seed)]
         if not self.pretrained:
             args.append("--no-pretrained")
+        for flag, value, neutral in (("--label-smoothing", self.label_smoothing, 0.0),
+                                     ("--patience", self.patience, 0)):
+            if value != neutral:
+                args += [flag, repr(value)]
+        if self.keep_best:
+            args.append("--keep-best")
         if self.label_regex:
             args += ["--label-regex", self.label_regex]
         if self.resize != "squish":

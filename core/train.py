@@ -81,6 +81,14 @@ class StopTraining(Exception):
     """Raised between batches when a stop was requested; the loop ends cleanly."""
 
 
+class EarlyStop(Exception):
+    """Raised after an epoch when the validation loss stopped improving; the run counts as completed."""
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN or infinite; the weights are left as they were before that batch."""
+
+
 class Callback:
     """Four hooks, as Keras has them; `logs` is a plain dict."""
 
@@ -188,7 +196,9 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device):
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):  # checked before backward: the weights stay as the last good step left them
+                raise NonFiniteLoss(f"The loss became {loss.item()} at step {loop.step + 1} (epoch {loop.epoch + 1}).")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -303,6 +313,22 @@ class RunFolderWriter(Callback):
         runs.write_status(self.run_dir, state="running", epoch=epoch, step=self.loop.step)
 
 
+class EarlyStopping(Callback):
+    """Ends training after `patience` epochs in a row without a lower validation loss."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.waited = patience, float("inf"), 0
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if logs["valid_loss"] < self.best:
+            self.best, self.waited = logs["valid_loss"], 0
+            return
+        self.waited += 1
+        if self.waited >= self.patience:
+            raise EarlyStop(f"Stopped early after epoch {epoch}: the validation loss had not improved for "
+                            f"{self.patience} epoch(s).")
+
+
 class TerminalProgress(Callback):
     """A tqdm bar when attached to a terminal; plain epoch lines (fastai's table) in a log file."""
 
@@ -387,7 +413,8 @@ def run_training(run_dir: Path, resume: bool = False) -> str:
             classifier.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
         writer = RunFolderWriter(run_dir, data.class_names)
-        loop = Loop(classifier, split, config, device, callbacks=[writer, TerminalProgress()])
+        callbacks = [writer, TerminalProgress()] + ([EarlyStopping(config.patience)] if config.patience > 0 else [])
+        loop = Loop(classifier, split, config, device, callbacks=callbacks)
         loop.total_epochs = total_epochs(config)
         loop.total_steps = loop.total_epochs * loop.batches_per_epoch()
         if checkpoint is not None:
@@ -399,17 +426,33 @@ def run_training(run_dir: Path, resume: bool = False) -> str:
                           total_epochs=loop.total_epochs, step=loop.step, epoch=loop.epoch)
         for callback in loop.callbacks:
             callback.on_fit_start(loop)
-        state = "completed"
+        state, note = "completed", ""
         try:
             fine_tune(loop)
         except StopTraining:
             state = "stopped"
             if loop.optimizer is not None:
                 save_checkpoint(run_dir / "checkpoints" / "last.pt", loop, data.class_names)
+        except EarlyStop as early:
+            note = f"{early} "
+        except NonFiniteLoss as bad:  # the weights that produced it are already broken: go back to an epoch's end
+            state = "failed"
+            note = f"{bad} The learning rate is probably too high: try one about 10 times lower. "
+        last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+        restore = best if config.keep_best and state == "completed" else last if state == "failed" else None
+        if restore is not None and restore.exists():
+            classifier.model.load_state_dict(torch.load(restore, map_location="cpu", weights_only=True)["model"])
+            note += (f"Kept the weights of the best epoch ({writer.best_accuracy:.1%}). " if restore == best else
+                     "The model of the last checkpoint is kept. ")
+        elif state == "failed":
+            note += "No epoch had finished, so there is no model to keep."
+            runs.write_status(run_dir, state=state, finished=time.time(), message=note.strip())
+            print(note, flush=True)
+            return state
         evaluation = save_predictions(run_dir, loop)
         for callback in loop.callbacks:
             callback.on_fit_end({"accuracy": evaluation.accuracy})
-        message = f"Validation accuracy {evaluation.accuracy:.1%} after {loop.epoch} epochs."
+        message = f"{note}Validation accuracy {evaluation.accuracy:.1%} after {loop.epoch} epochs."
         if state == "stopped":
             message = f"Stopped at epoch {loop.epoch + 1}, step {loop.step}. " + message
         runs.write_status(run_dir, state=state, finished=time.time(), message=message, step=loop.step,
@@ -445,6 +488,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="epochs with the pretrained body frozen first")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of the head")
     parser.add_argument("--wd", type=float, default=defaults.wd, help="AdamW weight decay")
+    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
+                        help="spread this share of each target over the other classes (e.g. 0.1)")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="stop after this many epochs without a better validation loss (0: never)")
+    parser.add_argument("--keep-best", action="store_true", help="finish with the best epoch's weights")
     parser.add_argument("--valid-pct", type=float, default=defaults.valid_pct, help="validation share")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--label-regex", default=defaults.label_regex,
@@ -473,7 +521,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                          bs=args.bs, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, wd=args.wd,
                          valid_pct=args.valid_pct, seed=args.seed, label_regex=args.label_regex,
                          resize=args.resize, flip=args.flip, rotate=args.rotate, zoom=args.zoom,
-                         lighting=args.lighting)
+                         lighting=args.lighting, label_smoothing=args.label_smoothing, patience=args.patience,
+                         keep_best=args.keep_best)
     problems = []
     if config.arch not in ARCHS:
         problems.append(f"--arch must be one of {', '.join(ARCHS)}")
@@ -483,6 +532,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         problems.append("--bs must be positive and epochs not negative")
     if not 0 < config.valid_pct < 1:
         problems.append("--valid-pct must be between 0 and 1")
+    if not 0 <= config.label_smoothing < 1 or config.patience < 0:
+        problems.append("--label-smoothing must be between 0 and 1 and --patience not negative")
     if config.zoom < 1 or config.rotate < 0 or not 0 <= config.lighting < 1:
         problems.append("--zoom must be at least 1, --rotate not negative, --lighting between 0 and 1")
     if not (config.lr > 0 and math.isfinite(config.lr)):

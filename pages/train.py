@@ -41,13 +41,27 @@ with st.form("settings"):
                              help="Images per step. Larger is faster per image if memory allows.")
     lr = right.select_slider("Learning rate", LEARNING_RATES, value=DEFAULTS.lr, format_func=lambda v: f"{v:g}",
                              help="The peak rate of the one-cycle schedule for the new head; earlier layers get less.")
+    with st.expander("More settings"):
+        left, right = st.columns(2)
+        wd = left.select_slider("Weight decay", [0.0, 1e-4, 1e-3, 1e-2, 0.05, 0.1], value=DEFAULTS.wd,
+                                format_func=lambda v: f"{v:g}",
+                                help="Pulls weights towards zero a little every step, against over-fitting.")
+        smoothing = left.slider("Label smoothing", 0.0, 0.3, DEFAULTS.label_smoothing, 0.05,
+                                help="Teaches the model to be a little less sure: often better on noisy labels. "
+                                     "0.1 is a common choice.")
+        patience = right.number_input("Stop early after epochs without improvement (0: never)", 0, 50,
+                                      DEFAULTS.patience, help="Ends the run when the validation loss has not "
+                                                              "improved for this many epochs in a row.")
+        keep_best = right.toggle("Keep the best epoch's weights", value=DEFAULTS.keep_best,
+                                 help="At the end, go back to the epoch with the best validation accuracy.")
     start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
 
 if start:
     st.session_state["image_size"] = size
     config = TrainConfig(data=state["dataset"], label_regex=state["label_regex"], resize=state["resize"], arch=arch,
                          pretrained=pretrained, size=size, bs=bs, epochs=int(epochs), freeze_epochs=int(freeze_epochs),
-                         lr=lr, flip=augment.flip, rotate=augment.rotate, zoom=augment.zoom, lighting=augment.lighting)
+                         lr=lr, flip=augment.flip, rotate=augment.rotate, zoom=augment.zoom, lighting=augment.lighting,
+                         wd=wd, label_smoothing=smoothing, patience=int(patience), keep_best=keep_best)
     busy = runs.active_run(runs_dir)
     if busy:
         st.warning(f"Run **{busy}** is training on this device. Stop it or wait for it to finish, then start again.")

@@ -83,7 +83,7 @@ def test_downloadable_datasets_explain_themselves_without_a_network(runs_env, mo
 def test_train_shows_a_finished_run_with_curves_and_epoch_table(runs_env):
     app = open_page("pages/train.py")
     assert by_label(app.selectbox, "Backbone").value == "efficientnet_lite0"
-    assert {s.label for s in app.select_slider} == {"Image size (pixels)", "Batch size", "Learning rate"}
+    assert {s.label for s in app.select_slider} == {"Image size (pixels)", "Batch size", "Learning rate", "Weight decay"}
     assert any(h.value == "Run tiny · completed" for h in app.subheader)
     assert len(app.get("plotly_chart")) == 2  # loss and learning rate
     table = app.table[0].value

@@ -244,3 +244,43 @@ def test_checkpoints_load_weights_only_and_a_pickle_payload_never_runs(tmp_path,
     with pytest.raises(pickle.UnpicklingError):
         load_model(tmp_path / "run")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_nan_loss_stops_the_run_with_a_sentence_and_keeps_the_last_good_epoch(tmp_path):
+    config = TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=1, lr=1e9)
+    early = runs.create_run(config, tmp_path, "early")
+    assert run_training(early) == "failed"
+    status = runs.read_status(early)
+    assert status["message"].startswith("The loss became nan") and "10 times lower" in status["message"]
+    assert "no model to keep" in status["message"] and not (early / "predictions.npz").exists()
+    # a blow-up after a checkpoint (here: optimizer state poisoned so the first resumed step breaks the weights)
+    later = runs.create_run(TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=2), tmp_path, "later")
+    (later / "STOP").touch()  # stops after its first batch, saving a good checkpoint
+    assert run_training(later) == "stopped"
+    checkpoint = torch.load(later / "checkpoints" / "last.pt", weights_only=True)
+    for state in checkpoint["optimizer"]["state"].values():
+        state["exp_avg_sq"].fill_(-1.0)  # sqrt of a negative: the next update is NaN
+    torch.save(checkpoint, later / "checkpoints" / "last.pt")
+    assert run_training(later, resume=True) == "failed"
+    assert "last checkpoint is kept" in runs.read_status(later)["message"]
+    with np.load(later / "predictions.npz") as predictions:
+        assert np.isfinite(predictions["probs"]).all()
+
+
+def test_early_stopping_waits_patience_epochs_without_improvement():
+    from core.train import EarlyStop, EarlyStopping
+
+    callback = EarlyStopping(patience=2)
+    for epoch, loss in enumerate([1.0, 0.8, 0.9], start=1):
+        callback.on_epoch_end(epoch, {"valid_loss": loss})
+    with pytest.raises(EarlyStop, match="after epoch 4"):
+        callback.on_epoch_end(4, {"valid_loss": 0.85})
+
+
+def test_keep_best_finishes_with_the_best_epoch_and_label_smoothing_trains(tmp_path):
+    config = TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=3, keep_best=True, label_smoothing=0.1)
+    run_dir = runs.create_run(config, tmp_path)
+    assert run_training(run_dir) == "completed"
+    best = max(row["accuracy"] for row in runs.read_metrics(run_dir).epochs)
+    assert runs.read_status(run_dir)["final_accuracy"] == pytest.approx(best)
+    assert "--keep-best" in runs.read_json(run_dir / "config.json")["command"]
