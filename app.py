@@ -13,6 +13,7 @@ navigation = st.navigation([
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/interpret.py", title="Interpret", icon=":material/grid_on:"),
     st.Page("pages/layers.py", title="Layers", icon=":material/layers:"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
 ])
 

@@ -227,3 +227,11 @@ def test_a_stopped_run_offers_resume_and_finishes(trained_run, tmp_path, monkeyp
         time.sleep(0.5)
     assert runs.read_status(runs_dir / "paused")["state"] == "completed"
     assert (runs_dir / "paused" / "predictions.npz").exists()
+
+
+@pytest.mark.parametrize("model", ["A trained run", "The pretrained network alone (ImageNet, 1,000 classes)"])
+def test_predict_asks_for_images_from_either_model(runs_env, model):
+    app = open_page("pages/predict.py")
+    by_label(app.radio, "Model").set_value(model).run()
+    assert not app.exception and "Drop one or more images" in app.info[0].value
+    assert by_label(app.slider, "Classes to show").max == 10
