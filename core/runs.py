@@ -71,16 +71,20 @@ def versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
-def create_run(config: TrainConfig, runs_dir: Path | None = None, name: str | None = None) -> Path:
-    """Make a new run folder holding config.json and a queued status; returns its path."""
+def create_run(config: TrainConfig, runs_dir: Path | None = None, name: str | None = None,
+               task: str = "train") -> Path:
+    """Make a new run folder holding config.json and a queued status; returns its path.
+
+    `task` is "train" or "lr_find" (a learning-rate sweep that trains nothing it keeps)."""
     runs_dir = Path(runs_dir or runs_root())
     runs_dir.mkdir(parents=True, exist_ok=True)
-    default_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.arch}"
+    default_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.arch}" + ("-lr-find" if task == "lr_find" else "")
     run_dir = _unique_run_dir(runs_dir, name or default_name)
     run_dir.mkdir()
     (run_dir / "checkpoints").mkdir()
-    command = f"{config.cli_command()} --runs-dir {runs_dir} --name {run_dir.name}"
-    write_json_atomic(run_dir / "config.json", {"config": config.to_dict(), "command": command,
+    lr_find = " --lr-find" if task == "lr_find" else ""
+    command = f"{config.cli_command()}{lr_find} --runs-dir {runs_dir} --name {run_dir.name}"
+    write_json_atomic(run_dir / "config.json", {"config": config.to_dict(), "command": command, "task": task,
                                                 "created": time.time(), "versions": versions()})
     write_status(run_dir, state="queued")
     return run_dir
@@ -211,6 +215,7 @@ class RunSummary:
     has_predictions: bool
     seconds: float | None  # wall time from start to finish (or to the last heartbeat)
     command: str  # the command line that reproduces it
+    task: str  # "train" or "lr_find"
 
 
 def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
@@ -232,7 +237,8 @@ def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
         seconds = (status.get("finished") or status.get("heartbeat", 0)) - started if started else None
         found.append(RunSummary(path.name, path, status.get("state", "unknown"),
                                 TrainConfig.from_dict(meta.get("config", {})), meta.get("created", 0.0), best,
-                                (path / "predictions.npz").exists(), seconds, meta.get("command", "")))
+                                (path / "predictions.npz").exists(), seconds, meta.get("command", ""),
+                                meta.get("task", "train")))
     return sorted(found, key=lambda run: run.created, reverse=True)
 
 
@@ -310,8 +316,10 @@ def launch(run_dir: Path, resume: bool = False) -> subprocess.Popen:
            "PYTHONUNBUFFERED": "1"}
     if resume:  # shown as queued until the process takes over, like a new run
         write_status(run_dir, state="queued", message="Resuming")
-    process = subprocess.Popen([sys.executable, "-m", "core.train", "--resume" if resume else "--run-dir",
-                                str(run_dir)], cwd=PROJECT_ROOT,
+    command = [sys.executable, "-m", "core.train", "--resume" if resume else "--run-dir", str(run_dir)]
+    if read_json(run_dir / "config.json").get("task") == "lr_find":
+        command.append("--lr-find")
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT,
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                start_new_session=True)
     log.close()

@@ -368,6 +368,21 @@ def save_predictions(run_dir: Path, loop: Loop) -> Evaluation:
     return evaluation
 
 
+def prepare(run_dir: Path, config: TrainConfig, device: torch.device) -> tuple[LabeledImages, Split, Classifier]:
+    """Load the data, split it, build the model on the device, and note class names and sizes in config.json."""
+    torch.manual_seed(config.seed)
+    data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
+    split = Split.from_dataset(data, config.valid_pct, config.seed)
+    runs.update_config(run_dir, class_names=list(data.class_names), data_fingerprint=data.fingerprint(),
+                       n_train=len(split.train_labels), n_valid=len(split.valid_labels))
+    classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained, size=config.size)
+    classifier.model.to(device)
+    if device.type == "cuda":
+        classifier.model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    return data, split, classifier
+
+
 def run_training(run_dir: Path, resume: bool = False) -> str:
     """Train the run whose folder (with config.json) exists; returns the final state.
 
@@ -401,17 +416,7 @@ def run_training(run_dir: Path, resume: bool = False) -> str:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
             (run_dir / "STOP").unlink(missing_ok=True)
             runs.truncate_metrics(run_dir, checkpoint["step"], checkpoint["epoch"])
-        torch.manual_seed(config.seed)
-        data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
-        split = Split.from_dataset(data, config.valid_pct, config.seed)
-        runs.update_config(run_dir, class_names=list(data.class_names), data_fingerprint=data.fingerprint(),
-                           n_train=len(split.train_labels), n_valid=len(split.valid_labels))
-        classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained,
-                                      size=config.size)
-        classifier.model.to(device)
-        if device.type == "cuda":
-            classifier.model.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True
+        data, split, classifier = prepare(run_dir, config, device)
         writer = RunFolderWriter(run_dir, data.class_names)
         callbacks = [writer, TerminalProgress()] + ([EarlyStopping(config.patience)] if config.patience > 0 else [])
         loop = Loop(classifier, split, config, device, callbacks=callbacks)
@@ -509,6 +514,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", default=None, help="run folder name (made unique)")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="train an existing run folder whose config.json is written (the dashboard uses this)")
+    parser.add_argument("--lr-find", action="store_true",
+                        help="sweep the learning rate instead of training; writes lr_find.json with suggestions")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                         help="continue a stopped, interrupted or crashed run from its last checkpoint")
     return parser.parse_args(argv)
@@ -550,8 +557,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_dir is not None:
         run_dir = args.run_dir
     else:
-        run_dir = runs.create_run(config_from_args(args), args.runs_dir, args.name)
+        run_dir = runs.create_run(config_from_args(args), args.runs_dir, args.name,
+                                  task="lr_find" if args.lr_find else "train")
         print(f"Run folder: {run_dir}", flush=True)
+    if args.lr_find:
+        from core.lr_find import run_lr_find
+
+        return 0 if run_lr_find(run_dir) == "completed" else 1
     state = run_training(run_dir)
     return 0 if state in ("completed", "stopped") else 1
 

@@ -83,6 +83,18 @@ def lr_figure(tail: MetricsTail) -> go.Figure:
     return figure
 
 
+def lr_find_figure(lrs: list[float], losses: list[float], suggestions: dict[str, float]) -> go.Figure:
+    """Loss against learning rate on a log axis, each suggestion marked where it falls on the curve."""
+    figure = go.Figure(go.Scatter(x=lrs, y=losses, mode="lines", name="loss"))
+    for (name, lr), colour in zip(suggestions.items(), ["#d62728", "#2ca02c"]):
+        loss = float(np.interp(np.log10(lr), np.log10(lrs), losses))
+        figure.add_scatter(x=[lr], y=[loss], mode="markers+text", marker=dict(size=12, color=colour),
+                           text=[f"{name} {lr:.1e}"], textposition="top right", name=name)
+    figure.update_layout(title="Loss while the learning rate grows", xaxis_type="log", xaxis_title="learning rate",
+                         yaxis_title="loss (smoothed)", height=340, margin=dict(l=0, r=0, t=40, b=0))
+    return figure
+
+
 def compare_figure(series: dict[str, tuple[list, list]], title: str, x_title: str, y_title: str,
                    markers: bool = False) -> go.Figure:
     """One line per run: {run id: (x values, y values)}."""

@@ -9,7 +9,7 @@ from core.config import TrainConfig
 from core.models import ARCHS
 from core.train import format_seconds
 from pages._common import AUGMENT_KEYS, DEFAULTS, IMAGE_SIZES, current_run_dir, dataset_label, route_through_app, select_run
-from pages._figures import loss_figure, lr_figure
+from pages._figures import loss_figure, lr_figure, lr_find_figure
 
 route_through_app()
 
@@ -39,8 +39,10 @@ with st.form("settings"):
                                help="Every image is resized to this square. 64 px trains in seconds on a CPU.")
     bs = right.select_slider("Batch size", BATCH_SIZES, value=DEFAULTS.bs,
                              help="Images per step. Larger is faster per image if memory allows.")
-    lr = right.select_slider("Learning rate", LEARNING_RATES, value=DEFAULTS.lr, format_func=lambda v: f"{v:g}",
-                             help="The peak rate of the one-cycle schedule for the new head; earlier layers get less.")
+    chosen_lr = state.get("lr", DEFAULTS.lr)
+    lr = right.select_slider("Learning rate", sorted(set(LEARNING_RATES) | {chosen_lr}), value=chosen_lr,
+                             format_func=lambda v: f"{v:.2g}", help="The peak rate of the one-cycle schedule for "
+                             "the new head; earlier layers get less. The finder below suggests one.")
     with st.expander("More settings"):
         left, right = st.columns(2)
         wd = left.select_slider("Weight decay", [0.0, 1e-4, 1e-3, 1e-2, 0.05, 0.1], value=DEFAULTS.wd,
@@ -54,10 +56,15 @@ with st.form("settings"):
                                                               "improved for this many epochs in a row.")
         keep_best = right.toggle("Keep the best epoch's weights", value=DEFAULTS.keep_best,
                                  help="At the end, go back to the epoch with the best validation accuracy.")
-    start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+    start_column, find_column = st.columns([1, 3])
+    start = start_column.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+    find = find_column.form_submit_button("Find a learning rate", icon=":material/query_stats:",
+                                          help="Sweeps the rate from tiny to huge over ~100 batches and suggests "
+                                               "one where the loss falls fastest without blowing up (fastai's "
+                                               "lr_find). Trains nothing it keeps.")
 
-if start:
-    st.session_state["image_size"] = size
+if start or find:
+    st.session_state["image_size"], st.session_state["lr"] = size, lr
     config = TrainConfig(data=state["dataset"], label_regex=state["label_regex"], resize=state["resize"], arch=arch,
                          pretrained=pretrained, size=size, bs=bs, epochs=int(epochs), freeze_epochs=int(freeze_epochs),
                          lr=lr, flip=augment.flip, rotate=augment.rotate, zoom=augment.zoom, lighting=augment.lighting,
@@ -66,7 +73,7 @@ if start:
     if busy:
         st.warning(f"Run **{busy}** is training on this device. Stop it or wait for it to finish, then start again.")
     else:
-        run_dir = runs.create_run(config, runs_dir)
+        run_dir = runs.create_run(config, runs_dir, task="lr_find" if find else "train")
         runs.launch(run_dir)
         select_run(run_dir.name)
         st.rerun()
@@ -121,6 +128,13 @@ def show_run(run_dir: Path) -> None:
     elif runs.is_active(status):
         st.progress(0.0, text="Starting: loading data and weights…")
 
+    found = runs.read_json(run_dir / "lr_find.json")
+    if found:
+        st.plotly_chart(lr_find_figure(found["lrs"], found["losses"], found["suggestions"]), key=f"lrfind:{run_dir}")
+        for column, (name, value) in zip(st.columns(4), found["suggestions"].items()):
+            if column.button(f"Use {name}: {value:.1e}", key=f"use:{name}:{run_dir}"):
+                st.session_state["lr"] = float(f"{value:.1e}")
+                st.rerun()
     if tail.steps:
         left, right = st.columns(2)
         left.plotly_chart(loss_figure(tail), key=f"loss:{run_dir}")

@@ -235,3 +235,23 @@ def test_predict_asks_for_images_from_either_model(runs_env, model):
     by_label(app.radio, "Model").set_value(model).run()
     assert not app.exception and "Drop one or more images" in app.info[0].value
     assert by_label(app.slider, "Classes to show").max == 10
+
+
+def test_the_lr_finder_runs_from_the_train_page_and_its_suggestion_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path))
+    app = open_page("pages/train.py", run_id=None)
+    by_label(app.selectbox, "Backbone").set_value("resnet18")
+    by_label(app.toggle, "Start from ImageNet weights").set_value(False)
+    by_label(app.select_slider, "Image size (pixels)").set_value(16)
+    by_label(app.button, "Find a learning rate").click().run()
+    [run] = runs.list_runs(tmp_path)
+    assert run.task == "lr_find"
+    deadline = time.time() + 180
+    while runs.read_status(run.path).get("state") != "completed" and time.time() < deadline:
+        time.sleep(0.5)
+    app.run()
+    use = next(b for b in app.button if b.label.startswith("Use valley"))
+    suggested = float(use.label.split(": ")[1])
+    use.click().run()
+    assert not app.exception and app.session_state["lr"] == suggested
+    assert by_label(app.select_slider, "Learning rate").value == suggested

@@ -284,3 +284,40 @@ def test_keep_best_finishes_with_the_best_epoch_and_label_smoothing_trains(tmp_p
     best = max(row["accuracy"] for row in runs.read_metrics(run_dir).epochs)
     assert runs.read_status(run_dir)["final_accuracy"] == pytest.approx(best)
     assert "--keep-best" in runs.read_json(run_dir / "config.json")["command"]
+
+
+def test_lr_suggestions_are_pure_functions_of_the_curve():
+    from core.lr_find import suggest_steep, suggest_valley
+
+    lrs = np.logspace(-6, 0, 61)
+    # flat, then a long smooth fall from 1e-5 to 1e-2, then an explosion
+    logs = np.log10(lrs)
+    fall = 2.0 - 0.5 * np.clip(logs + 5, 0, 3) ** 1.5
+    losses = np.where(logs < -2, fall, fall + 5 * (logs + 2))
+    assert suggest_steep(lrs, losses) == pytest.approx(1e-2, rel=0.3)  # where the fall is steepest
+    valley = suggest_valley(lrs, losses)
+    assert 1e-5 < valley < 1e-2  # inside the falling stretch, before the bottom
+    assert suggest_valley(lrs, losses) == suggest_valley(lrs.copy(), losses.copy())
+
+
+def test_the_lr_sweep_grows_exponentially_stops_on_explosion_and_restores_the_weights():
+    from core.lr_find import sweep
+
+    classifier = build_classifier("resnet18", 2, pretrained=False, size=16)
+    before = {k: v.clone() for k, v in classifier.model.state_dict().items()}
+    lrs, losses = sweep(classifier, tiny_split(64, 16), batch_size=8, device=torch.device("cpu"), pretrained=False,
+                        start_lr=1e-6, end_lr=1e3, steps=60)
+    assert np.allclose(np.diff(np.log(lrs)), np.log(1e9) / 59)  # one exponential step per batch
+    assert len(lrs) < 60 or losses[-1] > 4 * losses.min()  # it stopped at the explosion (or the end)
+    after = classifier.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.requires_grad for p in classifier.model.parameters())
+
+
+def test_lr_find_from_the_command_line_writes_its_curve_and_suggestion(tmp_path):
+    assert main(["--lr-find", "--arch", "resnet18", "--no-pretrained", "--size", "16", "--runs-dir", str(tmp_path),
+                 "--name", "sweep"]) == 0
+    found = runs.read_json(tmp_path / "sweep" / "lr_find.json")
+    assert len(found["lrs"]) == len(found["losses"]) > 10 and set(found["suggestions"]) == {"valley", "steep"}
+    assert runs.read_status(tmp_path / "sweep")["state"] == "completed"
+    assert "--lr-find" in runs.read_json(tmp_path / "sweep" / "config.json")["command"]
