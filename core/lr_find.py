@@ -124,7 +124,8 @@ def run_lr_find(run_dir: Path) -> str:
         runs.write_json_atomic(run_dir / "lr_find.json", {"lrs": lrs.tolist(), "losses": losses.tolist(),
                                                           "suggestions": suggestions})
         message = f"Suggested learning rate {suggestions['valley']:.1e} (valley); steepest {suggestions['steep']:.1e}."
-        runs.write_status(run_dir, state="completed", finished=time.time(), message=message)
+        runs.write_status(run_dir, state="completed", finished=time.time(), message=message, step=len(lrs),
+                          total_steps=len(lrs))
         print(message, flush=True)
         return "completed"
     except Exception as error:  # a sentence for the page, the traceback for the log

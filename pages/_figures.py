@@ -90,8 +90,11 @@ def lr_find_figure(lrs: list[float], losses: list[float], suggestions: dict[str,
         loss = float(np.interp(np.log10(lr), np.log10(lrs), losses))
         figure.add_scatter(x=[lr], y=[loss], mode="markers+text", marker=dict(size=12, color=colour),
                            text=[f"{name} {lr:.1e}"], textposition="top right", name=name)
+    low = min(losses)
+    top = max(losses[0] * 1.25, low + (losses[0] - low) * 1.5)  # the explosion at the end would flatten the rest
     figure.update_layout(title="Loss while the learning rate grows", xaxis_type="log", xaxis_title="learning rate",
-                         yaxis_title="loss (smoothed)", height=340, margin=dict(l=0, r=0, t=40, b=0))
+                         yaxis_title="loss (smoothed)", yaxis_range=[low - 0.05 * (top - low), top], height=340,
+                         margin=dict(l=0, r=0, t=40, b=0))
     return figure
 
 

@@ -121,7 +121,8 @@ def show_run(run_dir: Path) -> None:
 
     total, step = status.get("total_steps") or 0, status.get("step") or 0
     if total:
-        parts = [f"epoch {status.get('epoch', 0)}/{status.get('total_epochs', '?')}", f"step {step}/{total}"]
+        parts = [f"epoch {status.get('epoch', 0)}/{status['total_epochs']}"] if status.get("total_epochs") else []
+        parts.append(f"step {step}/{total}")
         if runs.is_active(status) and status.get("imgs_per_s"):
             parts += [f"{status['imgs_per_s']:.0f} images/s", f"{format_seconds(status.get('eta_s', 0))} left"]
         st.progress(min(step / total, 1.0), text=" · ".join(parts))
