@@ -4,6 +4,7 @@ import time
 import streamlit as st
 
 from core import runs
+from core.export import export_zip
 from core.train import format_seconds
 from pages._common import route_through_app, select_run
 from pages._figures import compare_figure
@@ -57,6 +58,12 @@ for run in picked:
     st.caption(f"{run.state} · {run.config.arch}, {run.config.size} px · best accuracy "
                f"{'—' if run.best_accuracy is None else f'{run.best_accuracy:.1%}'}")
     st.code(run.command or "(no command recorded)", language="bash")
+    if run.has_predictions:
+        st.download_button("Export the model (TorchScript, ONNX, weights, classes)",
+                           lambda run_dir=run.path: export_zip(run_dir), file_name=f"{run.run_id}-export.zip",
+                           mime="application/zip", on_click="ignore", icon=":material/download:",
+                           key=f"export:{run.run_id}", help="A zip with model.torchscript.pt, model.onnx, "
+                           "weights.safetensors, classes.json and preprocessing.json; the README shows how to use it.")
     active = runs.is_active(runs.read_status(run.path))
     with st.popover("Delete this run", icon=":material/delete:", disabled=active, key=f"popover:{run.run_id}",
                     help="Stop it first" if active else "Removes the run's folder: curves, checkpoints, predictions."):
