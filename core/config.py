@@ -18,6 +18,8 @@ class TrainConfig:
     epochs: int = 3  # one-cycle epochs with every layer trainable (after the frozen ones, if pretrained)
     freeze_epochs: int = 1  # epochs with the pretrained body frozen first, as fastai's fine_tune
     lr: float = 2e-3  # peak learning rate of the head (fastai's fine_tune base_lr)
+    unfrozen_lr_min: float = 0.0  # unfrozen phase, earliest layers' peak rate (0: unfrozen_lr_max / 100)
+    unfrozen_lr_max: float = 0.0  # unfrozen phase, head's peak rate (0: lr / 2, as fine_tune halves it)
     wd: float = 0.01  # AdamW weight decay
     label_smoothing: float = 0.0  # share of each target spread over the other classes (fastai suggests 0.1)
     patience: int = 0  # stop early after this many epochs without a better validation loss (0: never)
@@ -49,6 +51,9 @@ class TrainConfig:
                 "--wd", repr(self.wd), "--valid-pct", repr(self.valid_pct), "--seed", str(self.seed)]
         if not self.pretrained:
             args.append("--no-pretrained")
+        if self.unfrozen_lr_max:
+            args += ["--unfrozen-lr", repr(self.unfrozen_lr_min or self.unfrozen_lr_max / 100),
+                     repr(self.unfrozen_lr_max)]
         for flag, value, neutral in (("--label-smoothing", self.label_smoothing, 0.0),
                                      ("--patience", self.patience, 0)):
             if value != neutral:
@@ -69,3 +74,11 @@ class TrainConfig:
 
     def cli_command(self) -> str:
         return shlex.join(["python", "-m", "core.train", *self.cli_args()])
+
+
+# Named starting points. Lesson 1 is fastai's course-v3 lesson 1 on the Oxford pets: resnet34 at 224 px, batch
+# 64, four frozen epochs (fit_one_cycle(4)), then unfreeze and two epochs at max_lr=slice(1e-6, 1e-4).
+PRESETS: dict[str, dict] = {
+    "lesson1": dict(data="builtin:pets", arch="resnet34", pretrained=True, size=224, bs=64, freeze_epochs=4,
+                    epochs=2, lr=1e-3, unfrozen_lr_min=1e-6, unfrozen_lr_max=1e-4, resize="crop"),
+}

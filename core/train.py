@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import shutil
@@ -26,7 +27,7 @@ from torch import nn
 
 from core import runs
 from core.augment import Augment
-from core.config import TrainConfig
+from core.config import PRESETS, TrainConfig
 from core.data import RESIZE_METHODS, DataError, LabeledImages, iterate_batches, load_source, stratified_split
 from core.models import ARCHS, Classifier, WeightsUnavailable, build_classifier, freeze_body, unfreeze
 
@@ -83,6 +84,10 @@ class StopTraining(Exception):
 
 class EarlyStop(Exception):
     """Raised after an epoch when the validation loss stopped improving; the run counts as completed."""
+
+
+class OutOfMemory(Exception):
+    """The GPU ran out of memory; the message says which batch size to try."""
 
 
 class NonFiniteLoss(Exception):
@@ -195,8 +200,12 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
                 continue  # trained before the resume; drawn anyway, so the random stream stays the same
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_for(device):
-                loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+            try:
+                with autocast_for(device):
+                    loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+            except torch.OutOfMemoryError:
+                raise OutOfMemory(f"The GPU ran out of memory at batch size {config.bs} and {config.size} px. Try "
+                                  f"batch size {max(config.bs // 2, 1)}, or a smaller image size.") from None
             if not torch.isfinite(loss):  # checked before backward: the weights stay as the last good step left them
                 raise NonFiniteLoss(f"The loss became {loss.item()} at step {loop.step + 1} (epoch {loop.epoch + 1}).")
             optimizer.zero_grad(set_to_none=True)
@@ -232,7 +241,8 @@ def fine_tune(loop: Loop) -> None:
 
     With pretrained weights: `freeze_epochs` one-cycle epochs at lr with the body frozen (pct_start 0.99),
     then halve lr and train `epochs` epochs unfrozen, layer groups at lr/100 .. lr spaced geometrically,
-    with pct_start 0.3 and div 5. From scratch there is nothing to protect: `epochs` epochs at lr.
+    with pct_start 0.3 and div 5 (or the slice unfrozen_lr_min .. unfrozen_lr_max when given). From scratch
+    there is nothing to protect: `epochs` epochs at lr.
     """
     config, classifier = loop.config, loop.classifier
     if not config.pretrained:
@@ -248,8 +258,8 @@ def fine_tune(loop: Loop) -> None:
                       phase="frozen")
     if config.epochs > 0:
         unfreeze(classifier)
-        base_lr = config.lr / 2
-        lrs = even_mults(base_lr / 100, base_lr, len(classifier.groups))
+        top = config.unfrozen_lr_max or config.lr / 2
+        lrs = even_mults(config.unfrozen_lr_min or top / 100, top, len(classifier.groups))
         groups = [{"params": params, "lr": lr} for params, lr in zip(classifier.groups, lrs)]
         fit_one_cycle(loop, config.epochs, groups, pct_start=0.3, div=5.0, phase="unfrozen")
 
@@ -443,6 +453,11 @@ def run_training(run_dir: Path, resume: bool = False) -> str:
         except NonFiniteLoss as bad:  # the weights that produced it are already broken: go back to an epoch's end
             state = "failed"
             note = f"{bad} The learning rate is probably too high: try one about 10 times lower. "
+        except OutOfMemory as full:
+            state = "failed"
+            note = f"{full} "
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
         restore = best if config.keep_best and state == "completed" else last if state == "failed" else None
         if restore is not None and restore.exists():
@@ -492,6 +507,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--freeze-epochs", type=int, default=defaults.freeze_epochs,
                         help="epochs with the pretrained body frozen first")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of the head")
+    parser.add_argument("--unfrozen-lr", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                        help="unfrozen phase: peak rates from the earliest layers to the head (fastai's slice)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="start from a named recipe (lesson1: fastai lesson 1 on the Oxford pets)")
     parser.add_argument("--wd", type=float, default=defaults.wd, help="AdamW weight decay")
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
                         help="spread this share of each target over the other classes (e.g. 0.1)")
@@ -518,18 +537,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="sweep the learning rate instead of training; writes lr_find.json with suggestions")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                         help="continue a stopped, interrupted or crashed run from its last checkpoint")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for action in parser._actions:  # parse again with every default hidden: what remains was typed
+        action.default = argparse.SUPPRESS
+    args.explicit = set(vars(parser.parse_args(argv)))
+    return args
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.aug:
         args.flip, args.rotate, args.zoom, args.lighting = True, 10.0, 1.1, 0.2
+    low, high = args.unfrozen_lr or (0.0, 0.0)
     config = TrainConfig(data=args.data, arch=args.arch, pretrained=not args.no_pretrained, size=args.size,
                          bs=args.bs, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, wd=args.wd,
                          valid_pct=args.valid_pct, seed=args.seed, label_regex=args.label_regex,
                          resize=args.resize, flip=args.flip, rotate=args.rotate, zoom=args.zoom,
                          lighting=args.lighting, label_smoothing=args.label_smoothing, patience=args.patience,
-                         keep_best=args.keep_best)
+                         keep_best=args.keep_best, unfrozen_lr_min=low, unfrozen_lr_max=high)
+    if args.preset:  # the preset replaces defaults; a setting typed on the command line still wins
+        typed = {"unfrozen_lr_min", "unfrozen_lr_max"} if "unfrozen_lr" in args.explicit else set()
+        typed |= {"pretrained"} if "no_pretrained" in args.explicit else set()
+        typed |= args.explicit
+        config = dataclasses.replace(config, **{k: v for k, v in PRESETS[args.preset].items() if k not in typed})
     problems = []
     if config.arch not in ARCHS:
         problems.append(f"--arch must be one of {', '.join(ARCHS)}")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from core import runs
 from core.augment import Augment
-from core.config import TrainConfig
+from core.config import PRESETS, TrainConfig
 from core.models import ARCHS
 from core.train import format_seconds
 from pages._common import AUGMENT_KEYS, DEFAULTS, IMAGE_SIZES, current_run_dir, dataset_label, route_through_app, select_run
@@ -18,26 +18,41 @@ LEARNING_RATES = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2]
 
 st.title("Train")
 runs_dir = runs.runs_root()
+state = st.session_state
+PRESET_LABELS = {"": "Your own settings", "lesson1": "fastai lesson 1: Oxford pets, ResNet-34, 224 px, 4 + 2 epochs"}
+preset_name = st.selectbox("Start from", list(PRESET_LABELS), format_func=PRESET_LABELS.get,
+                           index=list(PRESET_LABELS).index(state.get("preset", "")),
+                           help="A preset fills in the settings below; change any of them before starting.")
+if preset_name != state.get("preset", ""):
+    state["preset"] = preset_name
+    for key, value in PRESETS.get(preset_name, {}).items():  # dataset, size and resize live on the Data page
+        if key in ("data", "size", "resize", "lr"):
+            state[{"data": "dataset", "size": "image_size"}.get(key, key)] = value
+preset = {**DEFAULTS.to_dict(), **PRESETS.get(preset_name, {})}
+if preset_name == "lesson1":
+    st.caption("Four epochs training the new head, then two with every layer at rates from 1e-6 to 1e-4 "
+               "(fastai's `slice(1e-6, 1e-4)`). The pets download once (800 MB) and ResNet-34's weights too: "
+               "this needs a network the first time.")
 
 with st.form("settings"):
-    state = st.session_state
     augment = Augment(*(state[key] for key in AUGMENT_KEYS))
     st.caption(f"Dataset: **{dataset_label(state['dataset'])}**, images made square by {state['resize']}, "
                f"{'with augmentation' if augment.active else 'no augmentation'} (change these on the Data page)")
     left, right = st.columns(2)
     arch = left.selectbox("Backbone", list(ARCHS), format_func=lambda key: ARCHS[key].label,
+                          index=list(ARCHS).index(preset["arch"]),
                           help="EfficientNet-Lite0's ImageNet weights ship with the app and work offline; "
                                "ResNet weights download once from torchvision, then are cached.")
-    pretrained = left.toggle("Start from ImageNet weights", value=DEFAULTS.pretrained,
+    pretrained = left.toggle("Start from ImageNet weights", value=preset["pretrained"],
                              help="Off trains every layer from random weights (from scratch), with no frozen phase.")
-    epochs = left.number_input("Epochs", min_value=1, max_value=200, value=DEFAULTS.epochs,
+    epochs = left.number_input("Epochs", min_value=1, max_value=200, value=preset["epochs"],
                                help="Passes over the training images with every layer learning.")
-    freeze_epochs = left.number_input("Frozen epochs first", min_value=0, max_value=20, value=DEFAULTS.freeze_epochs,
+    freeze_epochs = left.number_input("Frozen epochs first", min_value=0, max_value=20, value=preset["freeze_epochs"],
                                       help="With pretrained weights: epochs that train only the new head "
                                            "before the whole network is fine-tuned.")
     size = right.select_slider("Image size (pixels)", IMAGE_SIZES, value=st.session_state["image_size"],
                                help="Every image is resized to this square. 64 px trains in seconds on a CPU.")
-    bs = right.select_slider("Batch size", BATCH_SIZES, value=DEFAULTS.bs,
+    bs = right.select_slider("Batch size", BATCH_SIZES, value=preset["bs"],
                              help="Images per step. Larger is faster per image if memory allows.")
     chosen_lr = state.get("lr", DEFAULTS.lr)
     lr = right.select_slider("Learning rate", sorted(set(LEARNING_RATES) | {chosen_lr}), value=chosen_lr,
@@ -68,7 +83,8 @@ if start or find:
     config = TrainConfig(data=state["dataset"], label_regex=state["label_regex"], resize=state["resize"], arch=arch,
                          pretrained=pretrained, size=size, bs=bs, epochs=int(epochs), freeze_epochs=int(freeze_epochs),
                          lr=lr, flip=augment.flip, rotate=augment.rotate, zoom=augment.zoom, lighting=augment.lighting,
-                         wd=wd, label_smoothing=smoothing, patience=int(patience), keep_best=keep_best)
+                         wd=wd, label_smoothing=smoothing, patience=int(patience), keep_best=keep_best,
+                         unfrozen_lr_min=preset["unfrozen_lr_min"], unfrozen_lr_max=preset["unfrozen_lr_max"])
     busy = runs.active_run(runs_dir)
     if busy:
         st.warning(f"Run **{busy}** is training on this device. Stop it or wait for it to finish, then start again.")

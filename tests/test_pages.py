@@ -255,3 +255,14 @@ def test_the_lr_finder_runs_from_the_train_page_and_its_suggestion_is_used(tmp_p
     use.click().run()
     assert not app.exception and app.session_state["lr"] == suggested
     assert by_label(app.select_slider, "Learning rate").value == suggested
+
+
+def test_the_lesson_one_preset_fills_in_fastais_recipe(runs_env):
+    app = open_page("pages/train.py")
+    by_label(app.selectbox, "Start from").set_value("lesson1").run()
+    assert not app.exception
+    assert by_label(app.selectbox, "Backbone").value == "resnet34"
+    assert by_label(app.number_input, "Frozen epochs first").value == 4
+    assert by_label(app.number_input, "Epochs").value == 2
+    assert by_label(app.select_slider, "Image size (pixels)").value == 224
+    assert app.session_state["dataset"] == "builtin:pets" and app.session_state["lr"] == 1e-3

@@ -1,4 +1,5 @@
 """The training engine: the schedule's shape, freezing, the recipe, and the run folder a run leaves."""
+import dataclasses
 import json
 import os
 import shutil
@@ -321,3 +322,31 @@ def test_lr_find_from_the_command_line_writes_its_curve_and_suggestion(tmp_path)
     assert len(found["lrs"]) == len(found["losses"]) > 10 and set(found["suggestions"]) == {"valley", "steep"}
     assert runs.read_status(tmp_path / "sweep")["state"] == "completed"
     assert "--lr-find" in runs.read_json(tmp_path / "sweep" / "config.json")["command"]
+
+
+def test_the_lesson_one_preset_and_explicit_unfrozen_rates():
+    from core.train import config_from_args, parse_args
+
+    config = config_from_args(parse_args(["--preset", "lesson1", "--epochs", "3"]))
+    assert (config.data, config.arch, config.size, config.bs, config.freeze_epochs) == \
+        ("builtin:pets", "resnet34", 224, 64, 4)
+    assert config.epochs == 3  # typed on the command line: wins over the preset
+    assert (config.unfrozen_lr_min, config.unfrozen_lr_max) == (1e-6, 1e-4)
+    classifier = build_classifier("resnet18", 2, pretrained=False, size=16)
+    loop = Loop(classifier, tiny_split(16, 16), dataclasses.replace(config, bs=8, freeze_epochs=1, epochs=1),
+                torch.device("cpu"))
+    fine_tune(loop)
+    assert [g["max_lr"] for g in loop.optimizer.param_groups] == pytest.approx([1e-6, 1e-5, 1e-4])
+
+
+def test_running_out_of_gpu_memory_says_which_batch_size_to_try():
+    from core.train import OutOfMemory
+
+    class Greedy(nn.Module):
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    classifier = Classifier(nn.Sequential(nn.Identity(), Greedy()), [[], []])
+    loop = Loop(classifier, tiny_split(), TrainConfig(bs=8, size=8), torch.device("cpu"))
+    with pytest.raises(OutOfMemory, match="at batch size 8 and 8 px. Try batch size 4"):
+        fit_one_cycle(loop, 2, [{"params": [nn.Parameter(torch.zeros(1))], "lr": 1e-3}])
