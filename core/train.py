@@ -29,13 +29,14 @@ from core import runs
 from core.augment import Augment
 from core.config import PRESETS, TrainConfig
 from core.data import RESIZE_METHODS, DataError, LabeledImages, iterate_batches, load_source, stratified_split
+from core.distributed import World, init_from_env, shutdown
 from core.models import ARCHS, Classifier, WeightsUnavailable, build_classifier, freeze_body, unfreeze
 
 
-def pick_device() -> torch.device:
-    """CUDA, then Apple MPS, then the CPU."""
+def pick_device(world: World = World()) -> torch.device:
+    """CUDA (this process's GPU under torchrun), then Apple MPS, then the CPU."""
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", world.local_rank)
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -122,10 +123,13 @@ class Loop:
     phase_epoch: int = 0  # epochs finished in the current phase
     batch_in_epoch: int = 0  # batches finished in the current epoch
     resume: dict | None = None  # a checkpoint to continue from, consumed by the phase it was saved in
+    world: World = field(default_factory=World)  # the processes training together (one, unless torchrun)
+    run_dir: Path | None = None  # where a stop request appears (every rank looks, all agree)
 
     def batches_per_epoch(self) -> int:
+        """Steps each process takes per epoch: the full batches, shared out between the processes."""
         n, bs = len(self.split.train_labels), self.config.bs
-        return n // bs if n >= bs else 1
+        return max((n // bs if n >= bs else 1) // self.world.size, 1)
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,10 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
     augment = Augment.from_config(config)
     split = loop.split
     drop_last = len(split.train_labels) >= config.bs
+    world = loop.world
+    # Under torchrun, wrap per phase: DDP syncs the parameters that are trainable when it is built.
+    train_model = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None) if world.active else model
     while loop.phase_epoch < epochs:
         model.train()
         # Seeded per epoch, so a resumed epoch sees its batches in the same order as it would have.
@@ -195,18 +203,21 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
         batches = iterate_batches(split.train_images, split.train_labels, config.bs, shuffle=True,
                                   generator=generator, drop_last=drop_last, device=device,
                                   augment=augment if augment.active else None)
-        for index, (x, y) in enumerate(batches):
+        # Every process draws the same order; process r takes batches r, r + size, ... (equal counts for all).
+        mine = ((i // world.size, batch) for i, batch in enumerate(batches)
+                if i % world.size == world.rank and i // world.size < n_batches)
+        for index, (x, y) in mine:
             if index < skip:
                 continue  # trained before the resume; drawn anyway, so the random stream stays the same
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             try:
                 with autocast_for(device):
-                    loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+                    loss = F.cross_entropy(train_model(x), y, label_smoothing=config.label_smoothing)
             except torch.OutOfMemoryError:
                 raise OutOfMemory(f"The GPU ran out of memory at batch size {config.bs} and {config.size} px. Try "
                                   f"batch size {max(config.bs // 2, 1)}, or a smaller image size.") from None
-            if not torch.isfinite(loss):  # checked before backward: the weights stay as the last good step left them
+            if world.any(not torch.isfinite(loss)):  # before backward, and agreed by every process
                 raise NonFiniteLoss(f"The loss became {loss.item()} at step {loop.step + 1} (epoch {loop.epoch + 1}).")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -224,6 +235,8 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
             batch_start = now
             for callback in loop.callbacks:
                 callback.on_batch_end(loop.step, logs)
+            if loop.run_dir is not None and world.any(runs.stop_requested(loop.run_dir)):
+                raise StopTraining
         skip = 0
         evaluation = evaluate(model, split.valid_images, split.valid_labels, batch_size=config.bs, device=device)
         loop.epoch += 1
@@ -285,7 +298,7 @@ def save_checkpoint(path: Path, loop: Loop, class_names: tuple[str, ...]) -> Non
 
 
 class RunFolderWriter(Callback):
-    """Writes metrics.jsonl rows, status.json heartbeats and checkpoints; raises StopTraining on request."""
+    """Writes metrics.jsonl rows, status.json heartbeats and checkpoints (rank 0 only under torchrun)."""
 
     def __init__(self, run_dir: Path, class_names: tuple[str, ...]):
         self.run_dir = run_dir
@@ -309,8 +322,6 @@ class RunFolderWriter(Callback):
                               epoch=logs["epoch"], total_epochs=self.loop.total_epochs, phase=self.loop.phase,
                               imgs_per_s=speed, eta_s=steps_left * self.loop.config.bs / max(speed, 1e-9))
             self.last_status = now
-        if runs.stop_requested(self.run_dir):
-            raise StopTraining
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         self.metrics.write({"kind": "epoch", "epoch": epoch, **logs})
@@ -378,13 +389,15 @@ def save_predictions(run_dir: Path, loop: Loop) -> Evaluation:
     return evaluation
 
 
-def prepare(run_dir: Path, config: TrainConfig, device: torch.device) -> tuple[LabeledImages, Split, Classifier]:
+def prepare(run_dir: Path, config: TrainConfig, device: torch.device,
+            world: World = World()) -> tuple[LabeledImages, Split, Classifier]:
     """Load the data, split it, build the model on the device, and note class names and sizes in config.json."""
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same new head on every process
     data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
     split = Split.from_dataset(data, config.valid_pct, config.seed)
-    runs.update_config(run_dir, class_names=list(data.class_names), data_fingerprint=data.fingerprint(),
-                       n_train=len(split.train_labels), n_valid=len(split.valid_labels))
+    if world.is_main:
+        runs.update_config(run_dir, class_names=list(data.class_names), data_fingerprint=data.fingerprint(),
+                           n_train=len(split.train_labels), n_valid=len(split.valid_labels))
     classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained, size=config.size)
     classifier.model.to(device)
     if device.type == "cuda":
@@ -393,26 +406,33 @@ def prepare(run_dir: Path, config: TrainConfig, device: torch.device) -> tuple[L
     return data, split, classifier
 
 
-def run_training(run_dir: Path, resume: bool = False) -> str:
+def run_training(run_dir: Path, resume: bool = False, world: World = World()) -> str:
     """Train the run whose folder (with config.json) exists; returns the final state.
 
     With resume, continue from checkpoints/last.pt exactly where it was saved (mid-epoch too): model,
     optimizer, schedule, RNG and position; metric rows written after that checkpoint are dropped and redone.
+    Under torchrun every process calls this; only rank 0 holds the lock and writes to the run folder.
     """
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
+    main_rank = world.is_main
+    status = (lambda **fields: runs.write_status(run_dir, **fields)) if main_rank else (lambda **fields: None)
     lock = runs.TrainingLock(run_dir.parent)
-    try:
-        lock.acquire(run_dir.name)
-    except runs.DeviceBusy as busy:
-        runs.write_status(run_dir, state="failed", pid=os.getpid(), message=str(busy))
-        print(busy, flush=True)
+    busy = None
+    if main_rank:
+        try:
+            lock.acquire(run_dir.name)
+        except runs.DeviceBusy as error:
+            busy = error
+    if world.any(busy is not None):
+        status(state="failed", pid=os.getpid(), message=str(busy))
+        print(busy or "Rank 0 could not take the training lock.", flush=True)
         return "failed"
     # SIGTERM (a `kill`, a logout) is a stop request: finish the batch, keep what was learned.
     signal.signal(signal.SIGTERM, lambda *_: (run_dir / "STOP").touch())
-    device = pick_device()
+    device = pick_device(world)
     previous = runs.read_json(run_dir / "status.json")
-    runs.write_status(run_dir, state="running", pid=os.getpid(), device=describe_device(device),
+    status(state="running", pid=os.getpid(), device=describe_device(device),
                       started=previous.get("started") if resume else time.time(), finished=None,
                       message="Loading data and weights")
     writer = None
@@ -424,20 +444,25 @@ def run_training(run_dir: Path, resume: bool = False) -> str:
                 raise DataError("This run saved no checkpoint before it ended, so there is nothing to resume; "
                                 "start it again instead.")
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            (run_dir / "STOP").unlink(missing_ok=True)
-            runs.truncate_metrics(run_dir, checkpoint["step"], checkpoint["epoch"])
-        data, split, classifier = prepare(run_dir, config, device)
-        writer = RunFolderWriter(run_dir, data.class_names)
-        callbacks = [writer, TerminalProgress()] + ([EarlyStopping(config.patience)] if config.patience > 0 else [])
-        loop = Loop(classifier, split, config, device, callbacks=callbacks)
+            if main_rank:
+                (run_dir / "STOP").unlink(missing_ok=True)
+                runs.truncate_metrics(run_dir, checkpoint["step"], checkpoint["epoch"])
+            world.any(False)  # every rank waits until the stale STOP request is gone
+        data, split, classifier = prepare(run_dir, config, device, world)
+        writer = RunFolderWriter(run_dir, data.class_names) if main_rank else None
+        callbacks = [writer, TerminalProgress()] if main_rank else []
+        callbacks += [EarlyStopping(config.patience)] if config.patience > 0 else []
+        loop = Loop(classifier, split, config, device, callbacks=callbacks, world=world, run_dir=run_dir)
         loop.total_epochs = total_epochs(config)
         loop.total_steps = loop.total_epochs * loop.batches_per_epoch()
         if checkpoint is not None:
             classifier.model.load_state_dict(checkpoint["model"])
             loop.step, loop.epoch, loop.resume = checkpoint["step"], checkpoint["epoch"], checkpoint
-            writer.best_accuracy = max((row["accuracy"] for row in runs.read_metrics(run_dir).epochs), default=-1.0)
-            print(f"Resuming at epoch {loop.epoch + 1}, step {loop.step}.", flush=True)
-        runs.write_status(run_dir, state="running", message="", total_steps=loop.total_steps,
+            if writer is not None:
+                writer.best_accuracy = max((row["accuracy"] for row in runs.read_metrics(run_dir).epochs),
+                                           default=-1.0)
+                print(f"Resuming at epoch {loop.epoch + 1}, step {loop.step}.", flush=True)
+        status(state="running", message="", total_steps=loop.total_steps,
                           total_epochs=loop.total_epochs, step=loop.step, epoch=loop.epoch)
         for callback in loop.callbacks:
             callback.on_fit_start(loop)
@@ -446,7 +471,7 @@ def run_training(run_dir: Path, resume: bool = False) -> str:
             fine_tune(loop)
         except StopTraining:
             state = "stopped"
-            if loop.optimizer is not None:
+            if loop.optimizer is not None and main_rank:
                 save_checkpoint(run_dir / "checkpoints" / "last.pt", loop, data.class_names)
         except EarlyStop as early:
             note = f"{early} "
@@ -462,12 +487,14 @@ def run_training(run_dir: Path, resume: bool = False) -> str:
         restore = best if config.keep_best and state == "completed" else last if state == "failed" else None
         if restore is not None and restore.exists():
             classifier.model.load_state_dict(torch.load(restore, map_location="cpu", weights_only=True)["model"])
-            note += (f"Kept the weights of the best epoch ({writer.best_accuracy:.1%}). " if restore == best else
+            note += ("Kept the weights of the best epoch. " if restore == best else
                      "The model of the last checkpoint is kept. ")
         elif state == "failed":
             note += "No epoch had finished, so there is no model to keep."
-            runs.write_status(run_dir, state=state, finished=time.time(), message=note.strip())
+            status(state=state, finished=time.time(), message=note.strip())
             print(note, flush=True)
+            return state
+        if not main_rank:
             return state
         evaluation = save_predictions(run_dir, loop)
         for callback in loop.callbacks:
@@ -475,24 +502,25 @@ def run_training(run_dir: Path, resume: bool = False) -> str:
         message = f"{note}Validation accuracy {evaluation.accuracy:.1%} after {loop.epoch} epochs."
         if state == "stopped":
             message = f"Stopped at epoch {loop.epoch + 1}, step {loop.step}. " + message
-        runs.write_status(run_dir, state=state, finished=time.time(), message=message, step=loop.step,
+        status(state=state, finished=time.time(), message=message, step=loop.step,
                           epoch=loop.epoch, final_accuracy=evaluation.accuracy)
         print(message, flush=True)
         return state
     except (DataError, WeightsUnavailable) as error:
-        runs.write_status(run_dir, state="failed", finished=time.time(), message=str(error))
+        status(state="failed", finished=time.time(), message=str(error))
         print(f"Failed: {error}", flush=True)
         return "failed"
     except Exception as error:  # anything else: a plain sentence for the page, the traceback for the log
         traceback.print_exc()
-        runs.write_status(run_dir, state="failed", finished=time.time(),
+        status(state="failed", finished=time.time(),
                           message=f"Training failed unexpectedly ({type(error).__name__}: {error}). "
                                   "The details are in the run's log.")
         return "failed"
     finally:
         if writer is not None:
             writer.metrics.close()
-        lock.release()
+        if main_rank:
+            lock.release()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -581,20 +609,27 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.resume is not None:
-        return 0 if run_training(args.resume, resume=True) in ("completed", "stopped") else 1
-    if args.run_dir is not None:
+    world = init_from_env()  # a world of one unless started by torchrun
+    try:
+        if args.resume is not None:
+            return 0 if run_training(args.resume, resume=True, world=world) in ("completed", "stopped") else 1
         run_dir = args.run_dir
-    else:
-        run_dir = runs.create_run(config_from_args(args), args.runs_dir, args.name,
-                                  task="lr_find" if args.lr_find else "train")
-        print(f"Run folder: {run_dir}", flush=True)
-    if args.lr_find:
-        from core.lr_find import run_lr_find
+        if run_dir is None:
+            if world.is_main:
+                run_dir = runs.create_run(config_from_args(args), args.runs_dir, args.name,
+                                          task="lr_find" if args.lr_find else "train")
+                print(f"Run folder: {run_dir}", flush=True)
+            run_dir = world.broadcast(run_dir)
+        if args.lr_find:
+            if world.active:
+                raise SystemExit("The learning-rate finder runs in one process; start it without torchrun.")
+            from core.lr_find import run_lr_find
 
-        return 0 if run_lr_find(run_dir) == "completed" else 1
-    state = run_training(run_dir)
-    return 0 if state in ("completed", "stopped") else 1
+            return 0 if run_lr_find(run_dir) == "completed" else 1
+        state = run_training(run_dir, world=world)
+        return 0 if state in ("completed", "stopped") else 1
+    finally:
+        shutdown(world)
 
 
 if __name__ == "__main__":

@@ -350,3 +350,20 @@ def test_running_out_of_gpu_memory_says_which_batch_size_to_try():
     loop = Loop(classifier, tiny_split(), TrainConfig(bs=8, size=8), torch.device("cpu"))
     with pytest.raises(OutOfMemory, match="at batch size 8 and 8 px. Try batch size 4"):
         fit_one_cycle(loop, 2, [{"params": [nn.Parameter(torch.zeros(1))], "lr": 1e-3}])
+
+
+def test_torchrun_trains_with_two_processes_and_rank_zero_writes_the_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores: one thread each
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "core.train", "--arch", "resnet18", "--no-pretrained", "--size", "16", "--bs", "32", "--epochs", "2",
+               "--runs-dir", str(tmp_path), "--name", "ddp"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run_dir = tmp_path / "ddp"
+    status = runs.read_status(run_dir)
+    # 1,437 training images in batches of 32: 44 full batches an epoch, 22 for each of the two processes
+    assert status["state"] == "completed" and status["total_steps"] == 44
+    tail = runs.read_metrics(run_dir)
+    assert [row["step"] for row in tail.steps] == list(range(1, 45)) and len(tail.epochs) == 2
+    assert tail.epochs[-1]["accuracy"] > 0.8
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".train.lock", "ddp"]  # one run folder, from rank 0
