@@ -12,7 +12,7 @@ from core import runs
 from core.attribution import attribute
 from core.data import LabeledImages
 from core.interpret import Predictions, confusion_matrix, most_confused, per_class_metrics, top_losses
-from core.train import format_seconds
+from core.callbacks import format_seconds
 from pages._figures import confusion_figure, loss_figure, lr_figure, overlay_grid, to_hwc
 
 STYLE = """body{font-family:system-ui,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222}

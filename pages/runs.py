@@ -5,7 +5,7 @@ import streamlit as st
 
 from core import runs
 from core.export import export_zip
-from core.train import format_seconds
+from core.callbacks import format_seconds
 from pages._common import route_through_app, select_run
 from pages._figures import compare_figure
 

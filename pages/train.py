@@ -7,7 +7,7 @@ from core import runs
 from core.augment import Augment
 from core.config import PRESETS, TrainConfig
 from core.models import ARCHS
-from core.train import format_seconds
+from core.callbacks import format_seconds
 from pages._common import AUGMENT_KEYS, DEFAULTS, IMAGE_SIZES, current_run_dir, dataset_label, route_through_app, select_run
 from pages._figures import loss_figure, lr_figure, lr_find_figure
 

@@ -16,7 +16,8 @@ from torch import nn
 from core import runs
 from core.config import TrainConfig
 from core.models import Classifier, build_classifier, freeze_body, unfreeze
-from core.train import Callback, Loop, Split, even_mults, fine_tune, fit_one_cycle, main, run_training
+from core.callbacks import Callback
+from core.train import Loop, Split, even_mults, fine_tune, fit_one_cycle, main, run_training
 from tests.conftest import ROOT
 
 
@@ -269,7 +270,7 @@ def test_a_nan_loss_stops_the_run_with_a_sentence_and_keeps_the_last_good_epoch(
 
 
 def test_early_stopping_waits_patience_epochs_without_improvement():
-    from core.train import EarlyStop, EarlyStopping
+    from core.callbacks import EarlyStop, EarlyStopping
 
     callback = EarlyStopping(patience=2)
     for epoch, loss in enumerate([1.0, 0.8, 0.9], start=1):
