@@ -15,7 +15,7 @@ from pages._common import (IMAGE_SIZES, cached_attribution, cached_channel_maxim
 from pages._figures import image_grid, overlay_grid, pixel_figure, to_hwc
 
 route_through_app()
-MAX_CANDIDATES = 256  # dataset images searched for "what excites this channel" with the pretrained network
+MAX_CANDIDATES = 256  # images searched for "what excites this channel": enough to find 12, and answers in ~1 s
 
 st.title("Layers")
 pretrained_only = st.radio("Look inside", ["A trained run", "The pretrained network alone (ImageNet)"],
@@ -114,11 +114,13 @@ elif view == "What excites a channel":
     st.caption("The images that make one channel respond most, as in Zeiler & Fergus's views of a network: "
                "first-layer channels find colours and edges, deeper ones textures and object parts.")
     name = pick_layer("Layer", feature_names, len(feature_names) // 3, "excite_layer")
-    maxima = cached_channel_maxima(f"{key}/{len(candidates)}", name, model, candidates)
+    searched = candidates[:MAX_CANDIDATES]
+    maxima = cached_channel_maxima(f"{key}/{len(searched)}", name, model, searched)
     channel = st.number_input(f"Channel (0–{maxima.shape[1] - 1})", 0, maxima.shape[1] - 1,
                               int(maxima.mean(0).argmax()), help="Starts at the channel with the strongest responses.")
     best, strength = top_images_for_channel(maxima, channel, k=12)
-    st.plotly_chart(image_grid(to_hwc(candidates[best].numpy()),
+    st.caption(f"Searched {len(searched)} images.")
+    st.plotly_chart(image_grid(to_hwc(searched[best].numpy()),
                                [f"{captions[i]} · {s:.2f}" for i, s in zip(best, strength)], columns=6,
                                height_per_row=150))
 
