@@ -20,7 +20,7 @@ navigation = st.navigation([
 with st.sidebar:
     st.logo("assets/logo.svg", size="large")
     dataset_slot = st.empty()  # filled after the page ran: the Data page may change the dataset
-    run_ids = [run.run_id for run in runs.list_runs()]
+    run_ids = runs.run_ids()
     current = st.session_state.get("run_id")
     if run_ids:
         index = run_ids.index(current) if current in run_ids else None

@@ -43,7 +43,7 @@ def measure(run_id: str) -> dict[str, float]:
     times["interpret: normalize toggle"] = timed(lambda: app.toggle[0].set_value(True).run())
     times["interpret: choose a cell"] = timed(
         lambda: by_label(app.selectbox, "Predicted as").set_value(by_label(app.selectbox, "Actual class").value).run())
-    times["interpret: top losses 24"] = timed(lambda: by_label(app.slider, "Images").set_value(24).run())
+    times["interpret: top losses 24"] = timed(lambda: by_label(app.slider, "Top losses to show").set_value(24).run())
     times["layers: open page"] = timed(lambda: app.switch_page("pages/layers.py").run())
     for view in ["Filters", "Activations", "Attributions", "What excites a channel", "Basics"]:
         times[f"layers: {view}"] = timed(lambda: by_label(app.radio, "View").set_value(view).run())

@@ -242,6 +242,16 @@ def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
     return sorted(found, key=lambda run: run.created, reverse=True)
 
 
+def run_ids(runs_dir: Path | None = None) -> list[str]:
+    """The ids of every run folder, newest first: only config.json is read (cheap enough for every rerun)."""
+    runs_dir = Path(runs_dir or runs_root())
+    if not runs_dir.is_dir():
+        return []
+    created = {path.name: read_json(path / "config.json").get("created") for path in runs_dir.iterdir()
+               if path.is_dir()}
+    return sorted((name for name, when in created.items() if when is not None), key=created.get, reverse=True)
+
+
 class DeviceBusy(RuntimeError):
     """Another run holds the training lock."""
 

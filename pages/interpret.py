@@ -93,7 +93,7 @@ st.subheader("Top losses")
 st.caption("The images the model was most wrong about (or right but least sure): often mislabelled data, or a "
            "hard case. The Grad-CAM heat map shows where the model looked for its prediction.")
 left, middle, right = st.columns(3)
-k = left.slider("Images", 4, 24, 12, step=4)
+k = left.slider("Top losses to show", 4, 24, 12, step=4)
 show_cam = middle.toggle("Grad-CAM heat map", value=True)
 opacity = right.slider("Heat map opacity", 0.0, 1.0, 0.45, disabled=not show_cam)
 worst = top_losses(predictions, k)

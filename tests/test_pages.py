@@ -136,7 +136,7 @@ def test_interpret_shows_matrix_cells_pairs_top_losses_metrics_and_report(runs_e
     assert per_class["f1"].is_monotonic_increasing  # worst first
     assert app.get("download_button")
     by_label(app.toggle, "Show each row as shares of its class").set_value(True).run()
-    by_label(app.slider, "Images").set_value(4).run()
+    by_label(app.slider, "Top losses to show").set_value(4).run()
     by_label(app.toggle, "Grad-CAM heat map").set_value(False).run()
     assert not app.exception
     slider = by_label(app.slider, "Show pairs confused at least this many times (min_val)")

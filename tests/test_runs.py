@@ -66,3 +66,11 @@ def test_delete_refuses_active_runs_and_folders_that_are_not_runs(tmp_path):
     runs.write_status(run_dir, state="completed")
     runs.delete_run(run_dir, tmp_path)
     assert not run_dir.exists() and (tmp_path / "precious").exists()
+
+
+def test_run_ids_are_the_run_folders_newest_first(tmp_path):
+    first = runs.create_run(TrainConfig(), tmp_path, "first")
+    time.sleep(0.01)
+    second = runs.create_run(TrainConfig(), tmp_path, "second")
+    (tmp_path / "not-a-run").mkdir()
+    assert runs.run_ids(tmp_path) == [second.name, first.name] == [r.run_id for r in runs.list_runs(tmp_path)]
