@@ -2,7 +2,8 @@
 import streamlit as st
 
 from core import runs
-from pages._common import current_run_dir, dataset_label, device_label, init_session, select_run
+from core.data import source_label
+from pages._common import current_run_dir, device_label, init_session, select_run
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="assets/logo.svg", layout="wide")
 init_session()
@@ -34,4 +35,4 @@ with st.sidebar:
 try:
     navigation.run()
 finally:  # also when the page stopped early (st.stop)
-    dataset_slot.caption(f"**Dataset** · {dataset_label(st.session_state['dataset'])}")
+    dataset_slot.caption(f"**Dataset** · {source_label(st.session_state['dataset'])}")

@@ -81,7 +81,8 @@ class RunFolderWriter(Callback):
             self.best_accuracy = logs["accuracy"]
             shutil.copyfile(checkpoints / "last.pt", checkpoints / ".best.pt.tmp")
             os.replace(checkpoints / ".best.pt.tmp", checkpoints / "best.pt")
-        runs.write_status(self.run_dir, state="running", epoch=epoch, step=self.loop.step)
+        runs.write_status(self.run_dir, state="running", epoch=epoch, step=self.loop.step,
+                          best_accuracy=self.best_accuracy)
 
 
 class EarlyStopping(Callback):

@@ -230,9 +230,8 @@ def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
         meta = read_json(path / "config.json")
         if not meta:
             continue
-        epochs = read_metrics(path).epochs
-        best = max((row["accuracy"] for row in epochs), default=None)
         status = read_status(path)
+        best = status.get("best_accuracy")  # kept there at every epoch's end: no metrics file is read
         started = status.get("started")
         seconds = (status.get("finished") or status.get("heartbeat", 0)) - started if started else None
         found.append(RunSummary(path.name, path, status.get("state", "unknown"),
@@ -310,10 +309,9 @@ def active_run(runs_dir: Path | None = None) -> str | None:
     holder = TrainingLock(runs_dir).held_by_other()
     if holder:
         return holder
-    for run in list_runs(runs_dir):
-        if run.state in ("queued",):
-            return run.run_id
-    return None
+    # started but not yet holding the lock (still importing torch)
+    return next((run_id for run_id in run_ids(runs_dir) if read_status(runs_dir / run_id).get("state") == "queued"),
+                None)
 
 
 def launch(run_dir: Path, resume: bool = False) -> subprocess.Popen:

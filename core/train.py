@@ -352,6 +352,7 @@ def run_training(run_dir: Path, resume: bool = False, world: World = World()) ->
             if writer is not None:
                 writer.best_accuracy = max((row["accuracy"] for row in runs.read_metrics(run_dir).epochs),
                                            default=-1.0)
+                status(best_accuracy=writer.best_accuracy if writer.best_accuracy >= 0 else None)
                 print(f"Resuming at epoch {loop.epoch + 1}, step {loop.step}.", flush=True)
         status(state="running", message="", total_steps=loop.total_steps,
                           total_epochs=loop.total_epochs, step=loop.step, epoch=loop.epoch)

@@ -10,12 +10,13 @@ import streamlit as st
 import torch
 
 from core import runs
-from core.config import TrainConfig
-from core.data import LabeledImages, builtin_report, inspect_source, load_source, source_label
-from core.interpret import Predictions, load_predictions
-from core.train import describe_device, pick_device
 from core.attribution import attribute
+from core.augment import Augment
+from core.config import TrainConfig
+from core.data import LabeledImages, builtin_report, inspect_source, load_source
+from core.interpret import Predictions, load_predictions
 from core.models import imagenet_classifier
+from core.train import describe_device, pick_device
 from core.visualize import channel_maxima, load_model
 
 DEFAULTS = TrainConfig()
@@ -52,6 +53,11 @@ def init_session() -> None:
     if "run_id" not in st.session_state:
         # the address names the run; a new tab without one shows the run that is training, if any
         st.session_state["run_id"] = st.query_params.get("run") or runs.active_run()
+
+
+def current_augment() -> Augment:
+    """The augmentation chosen on the Data page."""
+    return Augment(*(st.session_state[key] for key in AUGMENT_KEYS))
 
 
 def current_run_dir() -> Path | None:
@@ -99,9 +105,6 @@ def health_report(source: str, label_regex: str = ""):
         return builtin_report(source)
     return inspect_source(source, label_regex or None)
 
-
-def dataset_label(source: str) -> str:
-    return source_label(source)
 
 
 def _mtime(path: Path) -> float:

@@ -7,10 +7,10 @@ import plotly.express as px
 import streamlit as st
 
 from core.archive import archive_name, data_root, extract_zip
-from core.augment import Augment, preview
+from core.augment import preview
 from core.data import BUILTIN_DATASETS, RESIZE_METHODS, DataError
 from core.layouts import PETS_REGEX
-from pages._common import AUGMENT_KEYS, IMAGE_SIZES, dataset, health_report, route_through_app
+from pages._common import IMAGE_SIZES, current_augment, dataset, health_report, route_through_app
 from pages._figures import image_grid, to_hwc
 
 route_through_app()
@@ -140,7 +140,7 @@ state["flip"] = columns[0].toggle("Flip left-right", value=state["flip"])
 state["rotate"] = columns[1].slider("Rotate up to (degrees)", 0.0, 30.0, float(state["rotate"]), 1.0)
 state["zoom"] = columns[2].slider("Zoom in up to", 1.0, 1.5, float(state["zoom"]), 0.05)
 state["lighting"] = columns[3].slider("Lighting change up to", 0.0, 0.5, float(state["lighting"]), 0.05)
-augment = Augment(*(state[key] for key in AUGMENT_KEYS))
+augment = current_augment()
 if augment.active:
     shown = preview(augment, data.images[picks[:4]], copies=6)
     st.plotly_chart(image_grid(to_hwc(shown.numpy()), [data.class_names[labels[i]] for i in picks[:4] for _ in

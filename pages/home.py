@@ -1,7 +1,9 @@
 """Home: what transfer learning is, the path through the app, and where the user stands."""
 import streamlit as st
 
-from pages._common import current_run_dir, dataset_label, route_through_app
+from core.data import source_label
+
+from pages._common import current_run_dir, route_through_app
 
 route_through_app()
 
@@ -29,5 +31,5 @@ for column, (page, label, icon, what) in zip(st.columns(4), steps):
 st.subheader("Where you are")
 run_dir = current_run_dir()
 left, right = st.columns(2)
-left.metric("Dataset", dataset_label(st.session_state["dataset"]))
+left.metric("Dataset", source_label(st.session_state["dataset"]))
 right.metric("Run", run_dir.name if run_dir else "none yet")

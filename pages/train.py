@@ -4,11 +4,11 @@ from pathlib import Path
 import streamlit as st
 
 from core import runs
-from core.augment import Augment
-from core.config import PRESETS, TrainConfig
-from core.models import ARCHS
 from core.callbacks import format_seconds
-from pages._common import AUGMENT_KEYS, DEFAULTS, IMAGE_SIZES, current_run_dir, dataset_label, route_through_app, select_run
+from core.config import PRESETS, TrainConfig
+from core.data import source_label
+from core.models import ARCHS
+from pages._common import DEFAULTS, IMAGE_SIZES, current_augment, current_run_dir, route_through_app, select_run
 from pages._figures import loss_figure, lr_figure, lr_find_figure
 
 route_through_app()
@@ -35,8 +35,8 @@ if preset_name == "lesson1":
                "this needs a network the first time.")
 
 with st.form("settings"):
-    augment = Augment(*(state[key] for key in AUGMENT_KEYS))
-    st.caption(f"Dataset: **{dataset_label(state['dataset'])}**, images made square by {state['resize']}, "
+    augment = current_augment()
+    st.caption(f"Dataset: **{source_label(state['dataset'])}**, images made square by {state['resize']}, "
                f"{'with augmentation' if augment.active else 'no augmentation'} (change these on the Data page)")
     left, right = st.columns(2)
     arch = left.selectbox("Backbone", list(ARCHS), format_func=lambda key: ARCHS[key].label,

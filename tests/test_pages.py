@@ -197,6 +197,8 @@ def test_runs_lists_every_run_compares_and_deletes_with_confirmation(trained_run
     app = open_page("pages/runs.py")
     table = app.dataframe[0].value
     assert list(table["run"]) == ["other", "tiny"] and set(table["state"]) == {"completed"}
+    best = max(row["accuracy"] for row in runs.read_metrics(runs_dir / "tiny").epochs)
+    assert list(table["best accuracy"]) == [round(best, 4)] * 2  # from status.json, kept at each epoch's end
     assert len(app.get("plotly_chart")) == 3  # accuracy, validation loss, training loss
     assert any(h.value == "Run tiny" for h in app.subheader)  # the current run, from the address
     assert app.code[0].value.startswith("python -m core.train --data builtin:digits --arch resnet18")
