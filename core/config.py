@@ -16,13 +16,18 @@ class TrainConfig:
     size: int = 64  # square side in pixels of the images the network sees (small is fast on a CPU)
     bs: int = 64  # batch size
     epochs: int = 3  # one-cycle epochs with every layer trainable (after the frozen ones, if pretrained)
-    freeze_epochs: int = 1  # epochs with the pretrained body frozen first, as fastai's fine_tune
-    lr: float = 2e-3  # peak learning rate of the head (fastai's fine_tune base_lr)
+    # Epochs with the pretrained body frozen first, as fastai's fine_tune (which does 1). Without augmentation
+    # they train the head on body features computed once, a fraction of a second each, so five are cheap.
+    freeze_epochs: int = 5
+    # Peak learning rate of the head. fastai's fine_tune uses 2e-3; on digits 5e-3 gave 96.9% against 95.5%
+    # (1e-2: 98.1%, but ResNet-18 from scratch fell to 19.5% after one epoch at it).
+    lr: float = 5e-3
     unfrozen_lr_min: float = 0.0  # unfrozen phase, earliest layers' peak rate (0: unfrozen_lr_max / 100)
     unfrozen_lr_max: float = 0.0  # unfrozen phase, head's peak rate (0: lr / 2, as fine_tune halves it)
     wd: float = 0.01  # AdamW weight decay
     label_smoothing: float = 0.0  # share of each target spread over the other classes (fastai suggests 0.1)
     patience: int = 0  # stop early after this many epochs without a better validation loss (0: never)
+    adapt_bn: bool = False  # let a pretrained body's BatchNorm statistics follow the new data (fastai does)
     keep_best: bool = False  # finish with the weights of the epoch with the best validation accuracy
     valid_pct: float = 0.2  # share of each class held out for validation (stratified, seeded)
     seed: int = 42  # seeds the split, the weights of the new head and the batch order
@@ -60,6 +65,8 @@ class TrainConfig:
                 args += [flag, repr(value)]
         if self.keep_best:
             args.append("--keep-best")
+        if self.adapt_bn:
+            args.append("--adapt-bn")
         if self.label_regex:
             args += ["--label-regex", self.label_regex]
         if self.resize != "squish":

@@ -323,6 +323,9 @@ def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
         x, y = images[index], labels[index]
         if device.type == "cuda":
             x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        if x.dtype != torch.uint8:  # cached features (core.train's frozen phase), not images
+            yield x, y
+            continue
         yield normalize(augment(x.float(), generator) if augment is not None else x), y
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from core import runs
 from core.data import iterate_batches
 from core.models import Classifier, freeze_body, unfreeze
-from core.train import Split, autocast_for
+from core.train import Split, autocast_for, keeps_bn_stats, set_train_mode, to_device_layout
 
 
 def suggest_steep(lrs: np.ndarray, losses: np.ndarray) -> float:
@@ -46,6 +46,7 @@ def suggest_valley(lrs: np.ndarray, losses: np.ndarray) -> float:
 
 
 def sweep(classifier: Classifier, split: Split, *, batch_size: int, device: torch.device, pretrained: bool,
+          keep_bn_stats: bool = False,
           start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100, seed: int = 0,
           on_step=None) -> tuple[np.ndarray, np.ndarray]:
     """(lrs, smoothed losses) of an exponential learning-rate sweep; the model's weights are left unchanged.
@@ -64,7 +65,7 @@ def sweep(classifier: Classifier, split: Split, *, batch_size: int, device: torc
     ratio = (end_lr / start_lr) ** (1 / (steps - 1))
     generator = torch.Generator().manual_seed(seed)
     lrs, losses, average, best = [], [], 0.0, math.inf
-    model.train()
+    set_train_mode(model, keep_bn_stats)
     done = False
     try:
         while not done:  # as many passes over the batches as the sweep needs
@@ -75,7 +76,7 @@ def sweep(classifier: Classifier, split: Split, *, batch_size: int, device: torc
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with autocast_for(device):
-                    loss = F.cross_entropy(model(x), y)
+                    loss = F.cross_entropy(model(to_device_layout(x, device)), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -117,6 +118,7 @@ def run_lr_find(run_dir: Path) -> str:
         progress = lambda step, total: runs.write_status(run_dir, state="running", step=step,  # noqa: E731
                                                           total_steps=total) if step % 5 == 0 else None
         lrs, losses = sweep(classifier, split, batch_size=config.bs, device=device, pretrained=config.pretrained,
+                            keep_bn_stats=keeps_bn_stats(config),
                             seed=config.seed, on_step=progress)
         if len(lrs) < 5:
             raise ValueError("the loss exploded at once, even at the smallest rates")

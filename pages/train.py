@@ -49,7 +49,8 @@ with st.form("settings"):
                                help="Passes over the training images with every layer learning.")
     freeze_epochs = left.number_input("Frozen epochs first", min_value=0, max_value=20, value=preset["freeze_epochs"],
                                       help="With pretrained weights: epochs that train only the new head "
-                                           "before the whole network is fine-tuned.")
+                                           "before the whole network is fine-tuned. Without augmentation the "
+                                           "body's features are computed once and these take about a second.")
     size = right.select_slider("Image size (pixels)", IMAGE_SIZES, value=st.session_state["image_size"],
                                help="Every image is resized to this square. 64 px trains in seconds on a CPU.")
     bs = right.select_slider("Batch size", BATCH_SIZES, value=preset["bs"],
@@ -71,6 +72,10 @@ with st.form("settings"):
                                                               "improved for this many epochs in a row.")
         keep_best = right.toggle("Keep the best epoch's weights", value=DEFAULTS.keep_best,
                                  help="At the end, go back to the epoch with the best validation accuracy.")
+        adapt_bn = right.toggle("Let BatchNorm statistics follow this data", value=DEFAULTS.adapt_bn,
+                                help="fastai's behaviour. Off (the default) keeps the pretrained body's ImageNet "
+                                     "statistics, which lets the frozen epochs train on features computed once; "
+                                     "on, the frozen epochs run the whole network every time.")
     start_column, find_column = st.columns([1, 3])
     start = start_column.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     find = find_column.form_submit_button("Find a learning rate", icon=":material/query_stats:",
@@ -83,7 +88,7 @@ if start or find:
     config = TrainConfig(data=state["dataset"], label_regex=state["label_regex"], resize=state["resize"], arch=arch,
                          pretrained=pretrained, size=size, bs=bs, epochs=int(epochs), freeze_epochs=int(freeze_epochs),
                          lr=lr, flip=augment.flip, rotate=augment.rotate, zoom=augment.zoom, lighting=augment.lighting,
-                         wd=wd, label_smoothing=smoothing, patience=int(patience), keep_best=keep_best,
+                         wd=wd, label_smoothing=smoothing, patience=int(patience), keep_best=keep_best, adapt_bn=adapt_bn,
                          unfrozen_lr_min=preset["unfrozen_lr_min"], unfrozen_lr_max=preset["unfrozen_lr_max"])
     busy = runs.active_run(runs_dir)
     if busy:

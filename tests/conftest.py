@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 # A small run that finishes in seconds on two CPU cores: ResNet-18 from scratch at 32 px, one epoch.
 TINY_RUN_ARGS = ["--data", "builtin:digits", "--arch", "resnet18", "--no-pretrained", "--size", "32", "--bs", "64",
-                 "--epochs", "1", "--seed", "0"]
+                 "--epochs", "1", "--seed", "0", "--lr", "2e-3"]
 
 
 @pytest.fixture(scope="session")

@@ -210,7 +210,7 @@ def test_settings_that_differ_between_runs():
     from core.config import TrainConfig
 
     rows = runs.config_differences({"a": TrainConfig(size=32), "b": TrainConfig(size=64, lr=1e-3)})
-    assert rows == [{"setting": "size", "a": "32", "b": "64"}, {"setting": "lr", "a": "0.002", "b": "0.001"}]
+    assert rows == [{"setting": "size", "a": "32", "b": "64"}, {"setting": "lr", "a": "0.005", "b": "0.001"}]
 
 
 def test_a_stopped_run_offers_resume_and_finishes(trained_run, tmp_path, monkeypatch):

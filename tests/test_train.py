@@ -368,3 +368,61 @@ def test_torchrun_trains_with_two_processes_and_rank_zero_writes_the_run(tmp_pat
     assert [row["step"] for row in tail.steps] == list(range(1, 45)) and len(tail.epochs) == 2
     assert tail.epochs[-1]["accuracy"] > 0.8
     assert sorted(p.name for p in tmp_path.iterdir()) == [".train.lock", "ddp"]  # one run folder, from rank 0
+
+
+def bn_statistics(model: nn.Module) -> list[torch.Tensor]:
+    return [t.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for t in (m.running_mean, m.running_var)]
+
+
+def test_the_frozen_phase_trains_the_head_on_features_computed_once():
+    from core.train import body_features, caches_features, evaluate
+    from core.distributed import World
+
+    classifier = build_classifier("efficientnet_lite0", 2, pretrained=True, size=32)
+    split = tiny_split(32, 32)
+    config = TrainConfig(bs=8, size=32, freeze_epochs=2, epochs=0, lr=1e-2)
+    assert caches_features(config, World())
+    calls = []
+    hook = classifier.body.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    body_before = {k: v.clone() for k, v in classifier.body.state_dict().items()}
+    head_before = classifier.head[-1].weight.detach().clone()
+    recorder = Recorder()
+    loop = Loop(classifier, split, config, torch.device("cpu"), callbacks=[recorder])
+    fine_tune(loop)
+    # The body ran over the 32 training and 8 validation images once, not once an epoch.
+    assert sum(calls) == 32 + 8 and [row["phase"] for row in recorder.epochs] == ["frozen", "frozen"]
+    hook.remove()
+    assert all(torch.equal(body_before[k], v) for k, v in classifier.body.state_dict().items())  # BN stats too
+    assert not torch.equal(head_before, classifier.head[-1].weight)
+    # What the head learned on cached features is what the whole network now does on the images.
+    full = evaluate(classifier.model, split.valid_images, split.valid_labels, batch_size=8, device=torch.device("cpu"))
+    assert full.accuracy == recorder.epochs[-1]["accuracy"]
+    assert full.loss == pytest.approx(recorder.epochs[-1]["valid_loss"], rel=1e-4)
+    pooled = body_features(classifier.body, split.valid_images, batch_size=8, device=torch.device("cpu"))
+    assert pooled.shape == (8, 1280, 1, 1)
+
+
+def test_features_are_not_cached_when_each_epoch_would_see_other_images_or_statistics():
+    from core.train import caches_features
+    from core.distributed import World
+
+    base = TrainConfig()
+    assert caches_features(base, World())
+    assert not caches_features(dataclasses.replace(base, flip=True), World())  # augmentation: a full pass
+    assert not caches_features(dataclasses.replace(base, adapt_bn=True), World())  # BN follows the data
+    assert not caches_features(dataclasses.replace(base, pretrained=False), World())
+    assert not caches_features(base, World(rank=0, size=2, local_rank=0))  # torchrun
+
+
+def test_with_augmentation_the_frozen_phase_runs_the_body_every_epoch_and_keeps_imagenet_statistics():
+    classifier = build_classifier("efficientnet_lite0", 2, pretrained=True, size=32)
+    calls = []
+    classifier.body.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    before = bn_statistics(classifier.model)
+    config = TrainConfig(bs=8, size=32, freeze_epochs=2, epochs=1, flip=True)
+    fine_tune(Loop(classifier, tiny_split(32, 32), config, torch.device("cpu")))
+    assert sum(calls) == 3 * (32 + 8)  # three epochs of training and validation images
+    assert all(torch.equal(a, b) for a, b in zip(before, bn_statistics(classifier.model)))
+    adapting = build_classifier("efficientnet_lite0", 2, pretrained=True, size=32)
+    fine_tune(Loop(adapting, tiny_split(32, 32), dataclasses.replace(config, adapt_bn=True), torch.device("cpu")))
+    assert not all(torch.equal(a, b) for a, b in zip(before, bn_statistics(adapting.model)))
