@@ -1,0 +1,69 @@
+"""What the benchmarks share: starting a training command and timing its epoch lines, and peak memory."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# One line of the epoch table that `python -m core.train` prints (and bench/fastai_digits.py imitates):
+# epoch, phase, train_loss, valid_loss, accuracy, error_rate, time.
+EPOCH_LINE = re.compile(r"^\s*(\d+)\s+(\w+)\s+(\S+)\s+(\S+)\s+([0-9.]+)\s+([0-9.]+)\s+\d+:\d+\s*$")
+
+
+@dataclass
+class Timed:
+    """A finished command: each epoch as (seconds since launch, phase, accuracy), wall time, peak memory."""
+
+    epochs: list[tuple[float, str, float]] = field(default_factory=list)
+    wall_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    returncode: int = 0
+    output: list[str] = field(default_factory=list)
+
+    def first_reaching(self, accuracy: float) -> float | None:
+        """Seconds from launch to the end of the first epoch at or above `accuracy`."""
+        return next((t for t, _, a in self.epochs if a >= accuracy - 1e-9), None)
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.epochs[-1][2] if self.epochs else 0.0
+
+
+def run_timed(command: list[str], env: dict | None = None) -> Timed:
+    """Run `command` from the repository root, timestamping each epoch line as it is printed."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    timed = Timed()
+    for line in process.stdout:
+        now = time.perf_counter() - started
+        timed.output.append(line.rstrip())
+        match = EPOCH_LINE.match(line)
+        if match:
+            timed.epochs.append((now, match.group(2), float(match.group(5))))
+    _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage: its peak resident memory
+    process.returncode = os.waitstatus_to_exitcode(status)
+    timed.wall_s = time.perf_counter() - started
+    timed.peak_rss_mb = usage.ru_maxrss / 1024
+    timed.returncode = process.returncode
+    if timed.returncode != 0:
+        sys.stdout.write("\n".join(timed.output[-30:]) + "\n")
+        raise SystemExit(f"{command} failed with exit code {timed.returncode}")
+    return timed
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The high-water mark of a running process's resident memory (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def python() -> str:
+    return sys.executable
