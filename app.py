@@ -2,7 +2,7 @@
 import streamlit as st
 
 from core import runs
-from core.data import source_label
+from core.sources import source_label
 from pages._common import current_run_dir, device_label, init_session, select_run
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="assets/logo.svg", layout="wide")
@@ -30,9 +30,10 @@ with st.sidebar:
             select_run(chosen)
     if current_run_dir() is not None:
         st.query_params["run"] = st.session_state["run_id"]  # keep the run in the address across page switches
-    st.caption(f"**Device** · {device_label()}")
+    device_slot = st.empty()  # filled after the page: finding the device imports torch (~1.5 s, once)
 
 try:
     navigation.run()
 finally:  # also when the page stopped early (st.stop)
     dataset_slot.caption(f"**Dataset** · {source_label(st.session_state['dataset'])}")
+    device_slot.caption(f"**Device** · {device_label()}")

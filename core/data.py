@@ -10,8 +10,6 @@ there otherwise). Folders and zips go through core.layouts (what is where) and c
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import DataError
+from core.sources import BUILTIN_LABELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -139,21 +138,21 @@ def _load_pets(size: int, resize: str = "squish") -> LabeledImages:
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "digits": BuiltinDataset(
-        "Handwritten digits (offline)",
+        BUILTIN_LABELS["digits"],
         "1,797 real 8x8 handwritten digits 0-9 from scikit-learn; ships with the install, needs no network.",
         _load_digits,
     ),
     "pets": BuiltinDataset(
-        "Oxford-IIIT Pets (download, 800 MB)",
+        BUILTIN_LABELS["pets"],
         "fastai lesson 1's dataset: 7,349 photos of 37 cat and dog breeds, with its own train/test split. "
         "Downloaded once where a network exists.", _load_pets),
     "cifar10": BuiltinDataset(
-        "CIFAR-10 (download, 170 MB)",
+        BUILTIN_LABELS["cifar10"],
         "60,000 32x32 colour photos in 10 classes (planes, cars, birds, cats…), 10,000 kept for validation. "
         "Downloaded once where a network exists.",
         lambda size: _load_torchvision_arrays("cifar10", "CIFAR-10", 170, size)),
     "fashion_mnist": BuiltinDataset(
-        "Fashion-MNIST (download, 30 MB)",
+        BUILTIN_LABELS["fashion_mnist"],
         "70,000 28x28 greyscale photos of 10 kinds of clothing, 10,000 kept for validation. Downloaded once "
         "where a network exists.", lambda size: _load_torchvision_arrays("fashion_mnist", "Fashion-MNIST", 30, size)),
 }
@@ -264,14 +263,6 @@ def load_source(source: str, size: int, *, label_regex: str | None = None, resiz
         return BUILTIN_DATASETS[name].load(size)
     return load_report(inspect_source(source, label_regex), size, resize)
 
-
-def source_label(source: str) -> str:
-    """How a source is named to people: the built-in dataset's label, an uploaded zip's name, a folder's name."""
-    if source.startswith("builtin:") and source[8:] in BUILTIN_DATASETS:
-        return BUILTIN_DATASETS[source[8:]].label
-    name = os.path.basename(os.path.normpath(source)) or source
-    uploaded = re.fullmatch(r"(.+)-[0-9a-f]{10}", name)
-    return f"{uploaded.group(1)}.zip (uploaded)" if uploaded and "uploads" in Path(source).parts else name
 
 
 def stratified_split(labels: torch.Tensor, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,19 +5,22 @@ import pickle
 import runpy
 from pathlib import Path
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 import streamlit as st
-import torch
 
 from core import runs
-from core.attribution import attribute
-from core.augment import Augment
 from core.config import TrainConfig
-from core.data import LabeledImages, builtin_report, inspect_source, load_source
-from core.interpret import Predictions, load_predictions
-from core.models import imagenet_classifier
-from core.train import describe_device, pick_device
-from core.visualize import channel_maxima, load_model
+
+# torch, captum and scikit-learn take about two seconds to import: they load when a function below first needs
+# them, so the Home page and the sidebar draw before that (bench/startup).
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from core.augment import Augment
+    from core.data import LabeledImages
+    from core.interpret import Predictions
 
 DEFAULTS = TrainConfig()
 APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
@@ -57,6 +60,8 @@ def init_session() -> None:
 
 def current_augment() -> Augment:
     """The augmentation chosen on the Data page."""
+    from core.augment import Augment
+
     return Augment(*(st.session_state[key] for key in AUGMENT_KEYS))
 
 
@@ -78,12 +83,16 @@ def select_run(run_id: str | None) -> None:
 
 @st.cache_resource(show_spinner=False)
 def device_label() -> str:
+    from core.train import describe_device, pick_device
+
     return describe_device(pick_device())
 
 
 @st.cache_resource(show_spinner="Loading images…", max_entries=4)
 def dataset(source: str, size: int, label_regex: str = "", resize: str = "squish") -> LabeledImages:
     """Decoded once per (source, size, labels, resize) and shared by every session; never mutated."""
+    from core.data import load_source
+
     return load_source(source, size, label_regex=label_regex or None, resize=resize)
 
 
@@ -101,6 +110,8 @@ def current_dataset(size: int) -> LabeledImages:
 @st.cache_data(show_spinner="Checking every image…", ttl=120, max_entries=8)
 def health_report(source: str, label_regex: str = ""):
     """core.data's health report of a folder or zip (or a built-in set), rechecked at most every two minutes."""
+    from core.data import builtin_report, inspect_source
+
     if source.startswith("builtin:"):
         return builtin_report(source)
     return inspect_source(source, label_regex or None)
@@ -113,6 +124,8 @@ def _mtime(path: Path) -> float:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def _model(run_dir: str, _key: str):
+    from core.visualize import load_model
+
     return load_model(Path(run_dir))
 
 
@@ -130,6 +143,8 @@ def run_model(run_dir: Path):
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _predictions(run_dir: str, _mtime_stamp: float) -> Predictions:
+    from core.interpret import load_predictions
+
     return load_predictions(Path(run_dir))
 
 
@@ -162,12 +177,16 @@ def _run_caption(found: list[runs.RunSummary], run_id: str) -> str:
 @st.cache_resource(show_spinner="Loading the ImageNet network…", max_entries=2)
 def imagenet_model(arch: str, size: int):
     """(model, 1,000 ImageNet category names): the pretrained network before any training."""
+    from core.models import imagenet_classifier
+
     return imagenet_classifier(arch, size)
 
 
 @st.cache_data(show_spinner="Measuring every channel on every image…", max_entries=32)
 def cached_channel_maxima(model_key: str, layer_name: str, _model, _images: torch.Tensor) -> np.ndarray:
     """core.visualize.channel_maxima, computed once per (model, layer); the key names both."""
+    from core.visualize import channel_maxima
+
     return channel_maxima(_model, layer_name, _images)
 
 
@@ -175,6 +194,8 @@ def cached_channel_maxima(model_key: str, layer_name: str, _model, _images: torc
 def cached_attribution(model_key: str, images_key: str, targets: tuple[int, ...], method: str, _model,
                        _images: torch.Tensor) -> np.ndarray:
     """core.attribution.attribute, computed once per (model, images, targets, method)."""
+    from core.attribution import attribute
+
     return attribute(_model, _images, list(targets), method)
 
 

@@ -1,7 +1,7 @@
 """Home: what transfer learning is, the path through the app, and where the user stands."""
 import streamlit as st
 
-from core.data import source_label
+from core.sources import source_label
 
 from pages._common import current_run_dir, route_through_app
 

@@ -6,7 +6,7 @@ import streamlit as st
 from core import runs
 from core.callbacks import format_seconds
 from core.config import PRESETS, TrainConfig
-from core.data import source_label
+from core.sources import source_label
 from core.models import ARCHS
 from pages._common import DEFAULTS, IMAGE_SIZES, current_augment, current_run_dir, route_through_app, select_run
 from pages._figures import loss_figure, lr_figure, lr_find_figure
