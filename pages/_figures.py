@@ -64,9 +64,19 @@ def overlay_grid(images: np.ndarray, heats, titles: list[str], columns: int = 6,
     return figure
 
 
+MAX_CURVE_POINTS = 600  # a chart is drawn from at most this many step rows: a long run stays cheap to redraw
+
+
+def thinned(rows: list[dict]) -> list[dict]:
+    """Every k-th row (and the last) so that at most MAX_CURVE_POINTS remain."""
+    stride = -(-len(rows) // MAX_CURVE_POINTS)
+    return rows if stride <= 1 else rows[::stride] + ([rows[-1]] if (len(rows) - 1) % stride else [])
+
+
 def loss_figure(tail: MetricsTail) -> go.Figure:
     figure = go.Figure()
-    figure.add_scatter(x=[r["step"] for r in tail.steps], y=[r["loss"] for r in tail.steps], name="train loss (step)",
+    steps = thinned(tail.steps)
+    figure.add_scatter(x=[r["step"] for r in steps], y=[r["loss"] for r in steps], name="train loss (step)",
                        mode="lines", line=dict(width=1.5))
     figure.add_scatter(x=[r["step"] for r in tail.epochs], y=[r["valid_loss"] for r in tail.epochs],
                        name="valid loss (epoch)", mode="lines+markers", marker=dict(size=8))
@@ -76,7 +86,8 @@ def loss_figure(tail: MetricsTail) -> go.Figure:
 
 
 def lr_figure(tail: MetricsTail) -> go.Figure:
-    figure = go.Figure(go.Scatter(x=[r["step"] for r in tail.steps], y=[r["lr"] for r in tail.steps], mode="lines",
+    steps = thinned(tail.steps)
+    figure = go.Figure(go.Scatter(x=[r["step"] for r in steps], y=[r["lr"] for r in steps], mode="lines",
                                   name="learning rate"))
     figure.update_layout(title="Learning rate (one-cycle, per phase)", xaxis_title="step", height=320,
                          margin=dict(l=0, r=0, t=40, b=0), yaxis_exponentformat="e", uirevision="keep")

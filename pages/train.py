@@ -106,16 +106,10 @@ def epoch_table(tail: runs.MetricsTail) -> list[dict]:
              "error_rate": round(r["error_rate"], 4), "time": format_seconds(r["seconds"])} for r in tail.epochs]
 
 
-def show_run(run_dir: Path) -> None:
-    """Everything about one run, read from its folder; new metric rows are read incrementally."""
+def show_status(run_dir: Path) -> dict:
+    """The run's heading, Stop/Resume, its message and progress: status.json alone, cheap to redraw."""
     status = runs.read_status(run_dir)
     state = status.get("state", "unknown")
-    key = f"tail:{run_dir}"
-    if key not in st.session_state:
-        st.session_state[key] = runs.MetricsTail(run_dir / "metrics.jsonl")
-    tail: runs.MetricsTail = st.session_state[key]
-    tail.poll()
-
     header, button = st.columns([4, 1])
     header.subheader(f"Run {run_dir.name} · {state}")
     if runs.is_active(status):
@@ -149,7 +143,16 @@ def show_run(run_dir: Path) -> None:
         st.progress(min(step / total, 1.0), text=" · ".join(parts))
     elif runs.is_active(status):
         st.progress(0.0, text="Starting: loading data and weights…")
+    return status
 
+
+def show_curves(run_dir: Path) -> None:
+    """Loss and learning-rate curves and the epoch table; new metric rows are read incrementally."""
+    key = f"tail:{run_dir}"
+    if key not in st.session_state:
+        st.session_state[key] = runs.MetricsTail(run_dir / "metrics.jsonl")
+    tail: runs.MetricsTail = st.session_state[key]
+    tail.poll()
     found = runs.read_json(run_dir / "lr_find.json")
     if found:
         st.plotly_chart(lr_find_figure(found["lrs"], found["losses"], found["suggestions"]), key=f"lrfind:{run_dir}")
@@ -163,22 +166,30 @@ def show_run(run_dir: Path) -> None:
         right.plotly_chart(lr_figure(tail), key=f"lr:{run_dir}")
     if tail.epochs:
         st.table(epoch_table(tail), hide_index=True)
-    st.caption(f"Device: {status.get('device', '…')}")
+    st.caption(f"Device: {runs.read_status(run_dir).get('device', '…')}")
     command = runs.read_json(run_dir / "config.json").get("command")
     if command:
         with st.expander("The same run from a terminal"):
             st.code(command, language="bash")
 
-    if not runs.is_active(status) and st.session_state.get(f"live:{run_dir}"):
-        st.session_state[f"live:{run_dir}"] = False
-        st.rerun()  # the run just ended: redraw the page once without the live refresh
+
+# While a run trains, the dashboard shares the machine with it (bench/ui_cost). The status line redraws every
+# second and the curves, which carry the most data, every few seconds; a curve a few seconds old loses nothing.
+STATUS_EVERY_S, CURVES_EVERY_S = 1.0, 5.0
 
 
-@st.fragment(run_every=1.0)
-def live_run(run_dir: Path) -> None:
-    """Redraws only this part of the page every second while the run is active: nothing else blocks."""
+@st.fragment(run_every=STATUS_EVERY_S)
+def live_status(run_dir: Path) -> None:
     st.session_state[f"live:{run_dir}"] = True
-    show_run(run_dir)
+    status = show_status(run_dir)
+    if not runs.is_active(status):
+        st.session_state[f"live:{run_dir}"] = False
+        st.rerun()  # the run just ended: redraw the whole page once, curves complete, without live refresh
+
+
+@st.fragment(run_every=CURVES_EVERY_S)
+def live_curves(run_dir: Path) -> None:
+    show_curves(run_dir)
 
 
 run_dir = current_run_dir()
@@ -186,6 +197,8 @@ if run_dir is None:
     st.info("Choose settings and press **Start training**. The run trains in its own process: switch pages, "
             "refresh, or open a second tab, and it keeps going.")
 elif runs.is_active(runs.read_status(run_dir)):
-    live_run(run_dir)
+    live_status(run_dir)
+    live_curves(run_dir)
 else:
-    show_run(run_dir)
+    show_status(run_dir)
+    show_curves(run_dir)
