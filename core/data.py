@@ -312,8 +312,9 @@ def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
     for start in range(0, stop, batch_size):
         index = order[start:start + batch_size]
         x, y = images[index], labels[index]
-        if device.type == "cuda":
-            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        if device.type == "cuda":  # from pinned memory, without waiting; data already on the GPU stays there
+            x = x if x.is_cuda else x.pin_memory().to(device, non_blocking=True)
+            y = y if y.is_cuda else y.pin_memory().to(device, non_blocking=True)
         if x.dtype != torch.uint8:  # cached features (core.train's frozen phase), not images
             yield x, y
             continue

@@ -1,0 +1,25 @@
+"""Every benchmark in bench/ runs (CI smoke-runs them with --smoke; the figures come from full runs by hand).
+Nothing here times anything: each benchmark must finish and print its ratio line."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+BENCHMARKS = {
+    "first_model": "run finished after",
+    "time_to_accuracy": "ours (smoke)",
+    "engine_overhead": "engine / bare loop:",
+    "gpu": "real / synthetic:",
+    "startup": "page switch: median",
+    "ui_cost": "watched / headless while polling:",
+}
+
+
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_benchmark_smoke_run(name):
+    result = subprocess.run([sys.executable, "-m", f"bench.{name}", "--smoke"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert BENCHMARKS[name] in result.stdout, result.stdout[-3000:]
