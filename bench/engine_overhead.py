@@ -8,7 +8,8 @@ decoded once at 64 px), batch size 64, AdamW with a one-cycle schedule, a valida
 same device. The engine (core.train.fit_one_cycle) also writes metrics, status heartbeats and a checkpoint
 each epoch, checks for NaN and a stop request each step; the bare loop does none of that. Runs alternate and
 the medians are compared. A second table shows what two CPU choices of the engine are worth, measured the
-same way on the bare loop: channels_last against the default layout, and validation batches of 32 against 128.
+same way on the bare loop: channels_last against the default layout, and validation batches of 32 against 128;
+and the frozen phase's one pass of feature extraction with 16, 32 and 128 images a forward pass.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from core.callbacks import RunFolderWriter, TerminalProgress
 from core.config import TrainConfig
 from core.data import load_source, normalize
 from core.models import build_classifier, unfreeze
-from core.train import Loop, Split, fit_one_cycle, keeps_bn_stats, pick_device, set_train_mode
+from core.train import Loop, Split, body_features, fit_one_cycle, keeps_bn_stats, pick_device, set_train_mode
 
 
 def bare_epochs(model, split: Split, config: TrainConfig, device, epochs: int, *, channels_last: bool,
@@ -104,6 +105,13 @@ def main() -> None:
                                                               args.epochs, channels_last=False, eval_batch=32))
             speeds["bare, validation batch 128"].append(bare_epochs(copy.deepcopy(initial), split, config, device,
                                                                     args.epochs, channels_last=True, eval_batch=128))
+    features: dict[int, list[float]] = {16: [], 32: [], 128: []}  # the cached frozen phase's one pass
+    body = initial[0].to(device, memory_format=torch.channels_last)
+    for _ in range(args.repeats):
+        for chunk in features:
+            started = time.perf_counter()
+            body_features(body, split.train_images, batch_size=config.bs, device=device, chunk=chunk)
+            features[chunk].append(len(split.train_labels) / (time.perf_counter() - started))
     median = {name: statistics.median(values) for name, values in speeds.items()}
     print(f"EfficientNet-Lite0, {config.size} px, batch {config.bs}, {args.epochs} epochs x {args.repeats} "
           f"repeats on {device}; images/s (median; all runs)")
@@ -112,6 +120,10 @@ def main() -> None:
     print(f"engine / bare loop: {median['engine'] / median['bare']:.3f} (target >= 0.97)")
     print(f"channels_last / default layout: {median['bare'] / median['bare, default layout']:.2f}; "
           f"validation in batches of 32 / 128: {median['bare'] / median['bare, validation batch 128']:.2f}")
+    chunks = {chunk: statistics.median(values) for chunk, values in features.items()}
+    print("feature extraction (frozen body, eval mode), images/s by images a pass: "
+          + ", ".join(f"{chunk}: {value:.0f}" for chunk, value in chunks.items())
+          + f"; 32 / 128: {chunks[32] / chunks[128]:.2f}")
     print(f"peak RSS {peak_rss_mb(os.getpid()):.0f} MB")
 
 

@@ -52,7 +52,7 @@ def describe_device(device: torch.device) -> str:
 
 def inference_batch_size(size: int, batch_size: int, device: torch.device) -> int:
     """Images per forward pass when nothing is learned. A CPU is fastest with batches that stay in its caches
-    (EfficientNet-Lite0 at 64 px: 32 images a pass ran 1.9x the speed of 128 here); a GPU wants big ones."""
+    (EfficientNet-Lite0 features at 64 px: 32 images a pass ran 1.3-2.0x the speed of 128 here; bench/engine_overhead); a GPU wants big ones."""
     if device.type != "cpu":
         return batch_size * 2
     return 32 if size <= 96 else 16
@@ -317,13 +317,15 @@ def caches_features(config: TrainConfig, world: World) -> bool:
 
 
 @torch.inference_mode()
-def body_features(body: nn.Module, images: torch.Tensor, *, batch_size: int, device: torch.device) -> torch.Tensor:
+def body_features(body: nn.Module, images: torch.Tensor, *, batch_size: int, device: torch.device,
+                  chunk: int | None = None) -> torch.Tensor:
     """The frozen body's features of uint8 images, average-pooled to (N, F, 1, 1) float32, on `device`.
 
-    The head pools first anyway, so it reads these exactly as it would read the body's feature maps.
+    The head pools first anyway, so it reads these exactly as it would read the body's feature maps. `chunk`
+    (images a forward pass) defaults to inference_batch_size's choice.
     """
     body.eval()
-    chunk = inference_batch_size(images.shape[-1], batch_size, device)
+    chunk = chunk or inference_batch_size(images.shape[-1], batch_size, device)
     parts = []
     for x, _ in iterate_batches(images, torch.zeros(len(images), dtype=torch.long), chunk, shuffle=False,
                                 device=device):
