@@ -52,7 +52,8 @@ def describe_device(device: torch.device) -> str:
 
 def inference_batch_size(size: int, batch_size: int, device: torch.device) -> int:
     """Images per forward pass when nothing is learned. A CPU is fastest with batches that stay in its caches
-    (EfficientNet-Lite0 features at 64 px: 32 images a pass ran 1.3-2.0x the speed of 128 here; bench/engine_overhead); a GPU wants big ones."""
+    (EfficientNet-Lite0 features at 64 px: 32 images a pass ran 1.3-2.0x the speed of 128 here, measured by
+    bench/engine_overhead); a GPU wants big ones."""
     if device.type != "cpu":
         return batch_size * 2
     return 32 if size <= 96 else 16
@@ -60,7 +61,7 @@ def inference_batch_size(size: int, batch_size: int, device: torch.device) -> in
 
 def to_device_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Images in channels_last, the layout oneDNN's and cuDNN's fastest convolutions read (training
-    EfficientNet-Lite0 on this CPU: 1.7x); anything that is not a batch of images passes through."""
+    EfficientNet-Lite0 on this CPU: 1.6x); anything that is not a batch of images passes through."""
     if x.dim() == 4 and x.shape[-1] > 1 and device.type in ("cpu", "cuda"):
         return x.contiguous(memory_format=torch.channels_last)
     return x
