@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -67,3 +68,12 @@ def peak_rss_mb(pid: int) -> float:
 
 def python() -> str:
     return sys.executable
+
+
+def print_medians(results: dict[str, list[float]]) -> dict[str, float]:
+    """Print each series' median and every value, one line each; returns the medians."""
+    median = {name: statistics.median(values) for name, values in results.items()}
+    width = max(map(len, results))
+    for name, values in results.items():
+        print(f"  {name:{width}}  median {median[name]:8.1f}  ({', '.join(f'{v:.1f}' for v in values)})")
+    return median

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.common import peak_rss_mb
+from bench.common import peak_rss_mb, print_medians
 from core import runs
 from core.callbacks import RunFolderWriter, TerminalProgress
 from core.config import TrainConfig
@@ -90,7 +90,7 @@ def main() -> None:
     if args.smoke:
         args.repeats, args.epochs, args.size = 1, 1, 32
     device = pick_device()
-    config = TrainConfig(size=args.size, bs=64)
+    config = TrainConfig(size=args.size, bs=64, lr=1e-3)  # a rate at which training every layer learns
     data = load_source(config.data, config.size)
     split = Split.from_dataset(data, config.valid_pct, config.seed)
     initial = build_classifier(config.arch, 10, pretrained=True, size=config.size).model
@@ -112,11 +112,9 @@ def main() -> None:
             started = time.perf_counter()
             body_features(body, split.train_images, batch_size=config.bs, device=device, chunk=chunk)
             features[chunk].append(len(split.train_labels) / (time.perf_counter() - started))
-    median = {name: statistics.median(values) for name, values in speeds.items()}
     print(f"EfficientNet-Lite0, {config.size} px, batch {config.bs}, {args.epochs} epochs x {args.repeats} "
-          f"repeats on {device}; images/s (median; all runs)")
-    for name, values in speeds.items():
-        print(f"  {name:28} {median[name]:7.1f}   ({', '.join(f'{v:.1f}' for v in values)})")
+          f"repeats on {device}; images/s")
+    median = print_medians(speeds)
     print(f"engine / bare loop: {median['engine'] / median['bare']:.3f} (target >= 0.97)")
     print(f"channels_last / default layout: {median['bare'] / median['bare, default layout']:.2f}; "
           f"validation in batches of 32 / 128: {median['bare'] / median['bare, validation batch 128']:.2f}")

@@ -12,12 +12,12 @@ weights (no download needed; the speed is the same as pretrained).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
 import torch
 
+from bench.common import print_medians
 from core.config import TrainConfig
 from core.data import load_source
 from core.models import build_classifier, unfreeze
@@ -63,11 +63,9 @@ def main() -> None:
     for _ in range(args.repeats):
         results["real"].append(images_per_second(real, config, device, args.epochs))
         results["synthetic"].append(images_per_second(synthetic, config, device, args.epochs))
-    median = {k: statistics.median(v) for k, v in results.items()}
     print(f"{describe_device(device)}; {config.arch} at {config.size} px, batch {config.bs}, {args.epochs} epochs "
           f"x {args.repeats} repeats (training images/s, validation included)")
-    for name, values in results.items():
-        print(f"  {name:9} median {median[name]:8.1f}  ({', '.join(f'{v:.1f}' for v in values)})")
+    median = print_medians(results)
     print(f"real / synthetic: {median['real'] / median['synthetic']:.3f} (target >= 0.9)")
     if device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
