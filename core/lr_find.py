@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from core import runs
 from core.data import iterate_batches
 from core.models import Classifier, freeze_body, unfreeze
-from core.train import Split, autocast_for, keeps_bn_stats, set_train_mode, to_device_layout
+from core.train import Split, autocast_for, in_layout, keeps_bn_stats, memory_format_for, set_train_mode
 
 
 def suggest_steep(lrs: np.ndarray, losses: np.ndarray) -> float:
@@ -65,6 +65,7 @@ def sweep(classifier: Classifier, split: Split, *, batch_size: int, device: torc
     ratio = (end_lr / start_lr) ** (1 / (steps - 1))
     generator = torch.Generator().manual_seed(seed)
     lrs, losses, average, best = [], [], 0.0, math.inf
+    layout = memory_format_for(model, device)
     set_train_mode(model, keep_bn_stats)
     done = False
     try:
@@ -76,7 +77,7 @@ def sweep(classifier: Classifier, split: Split, *, batch_size: int, device: torc
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with autocast_for(device):
-                    loss = F.cross_entropy(model(to_device_layout(x, device)), y)
+                    loss = F.cross_entropy(model(in_layout(x, layout)), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -59,12 +59,23 @@ def inference_batch_size(size: int, batch_size: int, device: torch.device) -> in
     return 32 if size <= 96 else 16
 
 
-def to_device_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Images in channels_last, the layout oneDNN's and cuDNN's fastest convolutions read (training
-    EfficientNet-Lite0 on this CPU: 1.6x); anything that is not a batch of images passes through."""
-    if x.dim() == 4 and x.shape[-1] > 1 and device.type in ("cpu", "cuda"):
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+def memory_format_for(model: nn.Module, device: torch.device) -> torch.memory_format:
+    """The layout a model and its input batches take on a device: channels_last where it is the faster one.
+
+    On a CPU always (oneDNN: training EfficientNet-Lite0 1.6x faster, bench/engine_overhead). On a GPU for
+    networks without depthwise (grouped) convolutions: ResNet-50 trains fastest so with bf16, while cuDNN's
+    channels_last depthwise kernels cost EfficientNet-Lite0 minutes' worth of one-time set-up on an H100 (its
+    features once: 12.1 s against 3.5 s; the first unfrozen epoch: 29 s against 12 s).
+    """
+    grouped = any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
+    if device.type == "cpu" or (device.type == "cuda" and not grouped):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def in_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """A batch of images in `layout`; anything else (pooled features) passes through."""
+    return x.contiguous(memory_format=layout) if x.dim() == 4 and x.shape[-1] > 1 else x
 
 
 def set_train_mode(model: nn.Module, keep_bn_stats: bool) -> None:
@@ -110,8 +121,21 @@ class Split:
             train = np.flatnonzero(~data.valid_mask.numpy())
         else:
             train, valid = stratified_split(data.labels, valid_pct, seed)
-        images = data.images.pin_memory() if torch.cuda.is_available() else data.images
+        images = data.images
         return cls(images[train], data.labels[train], images[valid], data.labels[valid], valid)
+
+    def placed(self, device: torch.device, share: float = 0.25) -> "Split":
+        """On a GPU, the images move into its memory once when they take at most `share` of what is free, so a
+        batch is gathered where it is used and nothing crosses the bus per step; else they stay in host memory
+        and each batch is gathered into pinned memory ahead of time (core.data.iterate_batches). Labels stay
+        on the host: they are small, and the evaluation compares them there."""
+        if device.type != "cuda" or self.train_images.is_cuda:
+            return self
+        free, _ = torch.cuda.mem_get_info(device)
+        if self.train_images.nbytes + self.valid_images.nbytes > share * free:
+            return self
+        return dataclasses.replace(self, train_images=self.train_images.to(device),
+                                   valid_images=self.valid_images.to(device))
 
 
 class StopTraining(Exception):
@@ -123,7 +147,7 @@ class OutOfMemory(Exception):
 
 
 class NonFiniteLoss(Exception):
-    """The loss became NaN or infinite; the weights are left as they were before that batch."""
+    """The loss became NaN or infinite; the run goes back to the weights of its last finished epoch."""
 
 
 @dataclass
@@ -170,9 +194,10 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
     model.eval()
     probs, losses = [], []
     chunk = inference_batch_size(images.shape[-1], batch_size, device)
+    layout = memory_format_for(model, device)
     for x, y in iterate_batches(images, labels, chunk, shuffle=False, device=device):
         with autocast_for(device):
-            logits = model(to_device_layout(x, device))
+            logits = model(in_layout(x, layout))
         logits = logits.float()
         losses.append(F.cross_entropy(logits, y, reduction="none").cpu())
         probs.append(logits.softmax(1).cpu())
@@ -199,7 +224,8 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
     """
     config, device, model = loop.config, loop.device, loop.classifier.model
     peaks = [group["lr"] for group in param_groups]
-    optimizer = torch.optim.AdamW(param_groups, lr=peaks[-1], weight_decay=config.wd, betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(param_groups, lr=peaks[-1], weight_decay=config.wd, betas=(0.9, 0.99),
+                                  fused=device.type == "cuda")  # one kernel for every parameter's update
     n_batches = loop.batches_per_epoch()
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=peaks, total_steps=epochs * n_batches, pct_start=pct_start, div_factor=div,
@@ -219,6 +245,7 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
     if loop.features is not None:  # the frozen body already ran once over every image: only the head trains
         split, model, augment = loop.features, loop.classifier.head, Augment()
     # Under torchrun, wrap per phase: DDP syncs the parameters that are trainable when it is built.
+    layout = memory_format_for(model, device)
     train_model = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None) if world.active else model
     while loop.phase_epoch < epochs:
@@ -226,6 +253,28 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
         # Seeded per epoch, so a resumed epoch sees its batches in the same order as it would have.
         generator = torch.Generator().manual_seed(config.seed + loop.epoch)
         started, seen, loss_sum, batch_start = time.perf_counter(), 0, 0.0, time.perf_counter()
+        pending: list[tuple] = []  # steps queued, not yet reported: (loss, still on the device; batch size; lr; step)
+
+        def settle(keep: int = 0) -> None:
+            """Read the losses of the oldest queued steps and report them, until `keep` are left. With the last
+            two left queued, a GPU always has work while the host waits for a loss: no step waits for the one
+            before it to finish. A non-finite loss ends the run; the weights it left are not kept (run_training
+            goes back to the last checkpoint)."""
+            nonlocal loss_sum, seen, batch_start
+            while len(pending) > keep:
+                loss_tensor, n, lr, step = pending.pop(0)
+                loss_value = loss_tensor.item()
+                if world.any(not math.isfinite(loss_value)):  # agreed by every process
+                    raise NonFiniteLoss(f"The loss became {loss_value} at step {step} (epoch {loop.epoch + 1}).")
+                loss_sum += loss_value * n
+                seen += n
+                now = time.perf_counter()
+                logs = {"loss": loss_value, "lr": lr, "imgs_per_s": n / max(now - batch_start, 1e-9),
+                        "epoch": loop.epoch + 1}
+                batch_start = now
+                for callback in loop.callbacks:
+                    callback.on_batch_end(step, logs)
+
         batches = iterate_batches(split.train_images, split.train_labels, config.bs, shuffle=True,
                                   generator=generator, drop_last=drop_last, device=device,
                                   augment=augment if augment.active else None)
@@ -235,33 +284,26 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
         for index, (x, y) in mine:
             if index < skip:
                 continue  # trained before the resume; drawn anyway, so the random stream stays the same
-            x = to_device_layout(x, device)
+            x = in_layout(x, layout)
             try:
                 with autocast_for(device):
                     loss = F.cross_entropy(train_model(x), y, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             except torch.OutOfMemoryError:
                 raise OutOfMemory(f"The GPU ran out of memory at batch size {config.bs} and {config.size} px. Try "
                                   f"batch size {max(config.bs // 2, 1)}, or a smaller image size.") from None
-            if world.any(not torch.isfinite(loss)):  # before backward, and agreed by every process
-                raise NonFiniteLoss(f"The loss became {loss.item()} at step {loop.step + 1} (epoch {loop.epoch + 1}).")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             optimizer.step()
             lr = optimizer.param_groups[-1]["lr"]  # the head's rate: the schedule's shape is the same for all
             scheduler.step()
             loop.step += 1
             loop.batch_in_epoch = index + 1
-            loss_value = loss.item()
-            loss_sum += loss_value * len(y)
-            seen += len(y)
-            now = time.perf_counter()
-            logs = {"loss": loss_value, "lr": lr, "imgs_per_s": len(y) / max(now - batch_start, 1e-9),
-                    "epoch": loop.epoch + 1}
-            batch_start = now
-            for callback in loop.callbacks:
-                callback.on_batch_end(loop.step, logs)
+            pending.append((loss.detach(), len(y), lr, loop.step))
+            settle(keep=2)
             if loop.run_dir is not None and world.any(runs.stop_requested(loop.run_dir)):
+                settle()
                 raise StopTraining
+        settle()
         skip = 0
         evaluation = evaluate(model, split.valid_images, split.valid_labels, batch_size=config.bs, device=device)
         loop.epoch += 1
@@ -327,11 +369,11 @@ def body_features(body: nn.Module, images: torch.Tensor, *, batch_size: int, dev
     """
     body.eval()
     chunk = chunk or inference_batch_size(images.shape[-1], batch_size, device)
-    parts = []
+    parts, layout = [], memory_format_for(body, device)
     for x, _ in iterate_batches(images, torch.zeros(len(images), dtype=torch.long), chunk, shuffle=False,
                                 device=device):
         with autocast_for(device):
-            parts.append(body(to_device_layout(x, device)).float().mean((2, 3), keepdim=True))
+            parts.append(body(in_layout(x, layout)).float().mean((2, 3), keepdim=True))
     return torch.cat(parts)
 
 
@@ -373,14 +415,12 @@ def prepare(run_dir: Path, config: TrainConfig, device: torch.device,
     """Load the data, split it, build the model on the device, and note class names and sizes in config.json."""
     torch.manual_seed(config.seed)  # the same new head on every process
     data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
-    split = Split.from_dataset(data, config.valid_pct, config.seed)
+    split = Split.from_dataset(data, config.valid_pct, config.seed).placed(device)
     if world.is_main:
         runs.update_config(run_dir, class_names=list(data.class_names), data_fingerprint=data.fingerprint(),
                            n_train=len(split.train_labels), n_valid=len(split.valid_labels))
     classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained, size=config.size)
-    classifier.model.to(device)
-    if device.type in ("cpu", "cuda"):
-        classifier.model.to(memory_format=torch.channels_last)
+    classifier.model.to(device, memory_format=memory_format_for(classifier.model, device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return data, split, classifier

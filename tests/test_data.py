@@ -61,3 +61,24 @@ def test_batches_cover_every_item_once_and_drop_last_drops_the_remainder():
     assert sorted(seen.tolist()) == list(range(10))
     sizes = [len(y) for _, y in iterate_batches(images, labels, 4, shuffle=False, drop_last=True)]
     assert sizes == [4, 4]
+
+
+def test_batches_gathered_ahead_on_a_thread_are_the_rows_asked_for_in_order():
+    """The streamed GPU path's gathering (pinned there), checked on the CPU: same rows, same order, and a
+    consumer that stops early (a stop request) leaves no thread behind."""
+    import threading
+
+    from core.data import gathered_ahead
+
+    images = torch.randint(0, 256, (50, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(50) % 7
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(2))
+    indices = [order[start:start + 8] for start in range(0, 50, 8)]
+    batches = list(gathered_ahead(images, labels, indices, pin=False))
+    assert len(batches) == 7 and len(batches[-1][1]) == 2
+    for (x, y), index in zip(batches, indices):
+        assert torch.equal(x, images[index]) and torch.equal(y, labels[index])
+    stream = gathered_ahead(images, labels, indices, pin=False)
+    next(stream)
+    stream.close()
+    assert not any(t.name.startswith("batches-ahead") for t in threading.enumerate())

@@ -426,3 +426,20 @@ def test_with_augmentation_the_frozen_phase_runs_the_body_every_epoch_and_keeps_
     adapting = build_classifier("efficientnet_lite0", 2, pretrained=True, size=32)
     fine_tune(Loop(adapting, tiny_split(32, 32), dataclasses.replace(config, adapt_bn=True), torch.device("cpu")))
     assert not all(torch.equal(a, b) for a, b in zip(before, bn_statistics(adapting.model)))
+
+
+def test_channels_last_everywhere_on_a_cpu_and_on_a_gpu_only_without_depthwise_convolutions():
+    """The layout rule (measured: channels_last trains 1.6x faster on this CPU; on an H100 it is ResNet-50's
+    fastest layout, while EfficientNet's depthwise convolutions in it cost many seconds of cuDNN set-up).
+    Deciding needs no GPU: it reads the network and the device's type."""
+    from core.train import in_layout, memory_format_for
+
+    resnet = build_classifier("resnet18", 3, pretrained=False, size=32).model
+    efficientnet = build_classifier("efficientnet_lite0", 3, pretrained=False, size=32).model
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert memory_format_for(resnet, cpu) is memory_format_for(efficientnet, cpu) is torch.channels_last
+    assert memory_format_for(resnet, gpu) is torch.channels_last
+    assert memory_format_for(efficientnet, gpu) is torch.contiguous_format
+    images, pooled = torch.rand(2, 3, 8, 8), torch.rand(2, 16, 1, 1)
+    assert in_layout(images, torch.channels_last).is_contiguous(memory_format=torch.channels_last)
+    assert in_layout(pooled, torch.channels_last) is pooled
