@@ -7,6 +7,9 @@ from pages._common import current_run_dir, device_label, init_session, select_ru
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="assets/logo.svg", layout="wide")
 init_session()
+# Progress bars jump to their new value instead of gliding there for half a second: a live run's bar moves at each
+# refresh, and the glide's repaints were a third of what Chromium spent watching a run (0.13 -> 0.09 cores).
+st.html("<style>.stProgress * { transition: none !important; }</style>")
 
 navigation = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
