@@ -64,7 +64,7 @@ def memory_format_for(model: nn.Module, device: torch.device) -> torch.memory_fo
 
     On a CPU always (oneDNN: training EfficientNet-Lite0 1.6x faster, bench/engine_overhead). On a GPU for
     networks without depthwise (grouped) convolutions: ResNet-50 trains fastest so with bf16, while cuDNN's
-    channels_last depthwise kernels cost EfficientNet-Lite0 minutes' worth of one-time set-up on an H100 (its
+    channels_last depthwise kernels cost EfficientNet-Lite0 many seconds of one-time set-up on an H100 (its
     features once: 12.1 s against 3.5 s; the first unfrozen epoch: 29 s against 12 s).
     """
     grouped = any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
@@ -253,27 +253,23 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
         # Seeded per epoch, so a resumed epoch sees its batches in the same order as it would have.
         generator = torch.Generator().manual_seed(config.seed + loop.epoch)
         started, seen, loss_sum, batch_start = time.perf_counter(), 0, 0.0, time.perf_counter()
-        pending: list[tuple] = []  # steps queued, not yet reported: (loss, still on the device; batch size; lr; step)
+        pending: list[tuple] = []  # steps queued, not yet reported: (loss, still on the device; logs without it)
 
         def settle(keep: int = 0) -> None:
             """Read the losses of the oldest queued steps and report them, until `keep` are left. With the last
             two left queued, a GPU always has work while the host waits for a loss: no step waits for the one
             before it to finish. A non-finite loss ends the run; the weights it left are not kept (run_training
             goes back to the last checkpoint)."""
-            nonlocal loss_sum, seen, batch_start
+            nonlocal loss_sum, seen
             while len(pending) > keep:
-                loss_tensor, n, lr, step = pending.pop(0)
+                loss_tensor, step, logs = pending.pop(0)
                 loss_value = loss_tensor.item()
                 if world.any(not math.isfinite(loss_value)):  # agreed by every process
                     raise NonFiniteLoss(f"The loss became {loss_value} at step {step} (epoch {loop.epoch + 1}).")
-                loss_sum += loss_value * n
-                seen += n
-                now = time.perf_counter()
-                logs = {"loss": loss_value, "lr": lr, "imgs_per_s": n / max(now - batch_start, 1e-9),
-                        "epoch": loop.epoch + 1}
-                batch_start = now
+                loss_sum += loss_value * logs["images"]
+                seen += logs.pop("images")
                 for callback in loop.callbacks:
-                    callback.on_batch_end(step, logs)
+                    callback.on_batch_end(step, {"loss": loss_value, **logs})
 
         batches = iterate_batches(split.train_images, split.train_labels, config.bs, shuffle=True,
                                   generator=generator, drop_last=drop_last, device=device,
@@ -298,7 +294,10 @@ def fit_one_cycle(loop: Loop, epochs: int, param_groups: list[dict], *, pct_star
             scheduler.step()
             loop.step += 1
             loop.batch_in_epoch = index + 1
-            pending.append((loss.detach(), len(y), lr, loop.step))
+            now = time.perf_counter()  # the host keeps pace with the device: it is never more than two steps ahead
+            pending.append((loss.detach(), loop.step, {"lr": lr, "imgs_per_s": len(y) / max(now - batch_start, 1e-9),
+                                                       "epoch": loop.epoch + 1, "images": len(y)}))
+            batch_start = now
             settle(keep=2)
             if loop.run_dir is not None and world.any(runs.stop_requested(loop.run_dir)):
                 settle()
