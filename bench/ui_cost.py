@@ -6,8 +6,8 @@ against the same run headless, alternating, on the same machine.
 
 Each run is what the Train page starts (`python -m core.train --run-dir`, its own process): pretrained
 EfficientNet-Lite0 at 64 px, batch 64, every layer training (no frozen epochs, so every step is the same work).
-With the dashboard, Chromium shows /train?run=ID for the whole run: the live fragment re-reads the metrics every
-second and redraws the curves. Images/s is training images over the epochs' seconds (validation included).
+With the dashboard, Chromium shows /train?run=ID for the whole run: its status line redraws every 2 s and its
+curves every 10 s (pages/train.py). Images/s is training images over the epochs' seconds (validation included).
 Reports the training process's and the app server's peak resident memory.
 """
 from __future__ import annotations
