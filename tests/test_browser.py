@@ -27,6 +27,17 @@ def plotted_points(page) -> int:
                          "return p && p.data ? p.data[0].x.length : 0; }")
 
 
+def wait_until_still(page, locator, settle_ms: int = 300, tries: int = 40) -> None:
+    """Wait until an element's box stops moving, so a click lands where it was aimed."""
+    box = None
+    for _ in range(tries):
+        now = locator.bounding_box()
+        if now is not None and now == box:
+            return
+        box = now
+        page.wait_for_timeout(settle_ms)
+
+
 def test_train_watch_refresh_and_look_inside(server, tmp_path):
     url, runs_dir = server
     with sync_playwright() as playwright:
@@ -88,7 +99,9 @@ def test_train_watch_refresh_and_look_inside(server, tmp_path):
         expect(page.get_by_role("heading", name="Confusion matrix")).to_be_visible()
         cells = page.locator(".js-plotly-plot").first.locator(".scatterlayer .point")
         expect(cells).to_have_count(100)
-        cells.nth(3 * 10 + 8).click(force=True)  # row: actual 3, column: predicted 8
+        cell = cells.nth(3 * 10 + 8)  # row: actual 3, column: predicted 8
+        wait_until_still(page, cell)  # the page may still move the chart as it finishes drawing
+        cell.click(force=True)
         expect(page.get_by_text("validation images of 3 predicted as 8")).to_be_visible()
         with page.expect_download() as download:
             page.get_by_role("button", name="Download an HTML report").click()
