@@ -121,8 +121,7 @@ class Split:
             train = np.flatnonzero(~data.valid_mask.numpy())
         else:
             train, valid = stratified_split(data.labels, valid_pct, seed)
-        images = data.images
-        return cls(images[train], data.labels[train], images[valid], data.labels[valid], valid)
+        return cls(data.images[train], data.labels[train], data.images[valid], data.labels[valid], valid)
 
     def placed(self, device: torch.device, share: float = 0.25) -> "Split":
         """On a GPU, the images move into its memory once when they take at most `share` of what is free, so a
