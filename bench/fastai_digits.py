@@ -1,7 +1,7 @@
 """fastai's side of bench/time_to_accuracy: vision_learner + fine_tune on a folder of images, run in
 .venv-fastai (bench/setup_fastai.sh). Prints the same epoch table as `python -m core.train`.
 
-    .venv-fastai/bin/python bench/fastai_digits.py FOLDER --size 64 --epochs 3
+    .venv-fastai/bin/python -m bench.fastai_digits FOLDER --size 64 --epochs 3
 
 The backbone is the project's own EfficientNet-Lite0 body (same ImageNet weights, BatchNorm momentum 0.1),
 registered in fastai's model_meta the way fastai describes its own architectures, so both sides start from
@@ -10,17 +10,14 @@ identical weights; everything else (head, splitter, data pipeline, fine_tune's r
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fastai.vision.all import (Callback, ImageDataLoaders, create_head, Normalize, Recorder, Resize, ResizeMethod, accuracy,  # noqa: E402
+from fastai.vision.all import (Callback, ImageDataLoaders, create_head, Normalize, Recorder, Resize, ResizeMethod, accuracy,
                                default_split, imagenet_stats, model_meta, set_seed, vision_learner)
-from torch import nn  # noqa: E402
+from torch import nn
 
-from core.models import ARCHS  # noqa: E402
+from core.models import ARCHS
 
 
 class EpochTable(Callback):

@@ -21,9 +21,8 @@ from bench.common import ROOT, python, run_timed
 
 
 def write_digits(folder: Path) -> None:
-    """The digits as 8x8 PNGs in train/ and valid/ class folders, split as core.train would split them."""
-    from core.data import load_source
-    from core.train import Split
+    """The digits as 8x8 PNGs in train/ and valid/ class folders, split as a run would split them."""
+    from core.data import Split, load_source
 
     data = load_source("builtin:digits", 8)
     split = Split.from_dataset(data, 0.2, 42)
@@ -58,7 +57,7 @@ def main() -> None:
                               "--freeze-epochs", "1"])
             report("ours (smoke)", ours)
             return
-        theirs = run_timed([str(fastai_python), "bench/fastai_digits.py", str(folder), "--size", "64", "--bs", "64",
+        theirs = run_timed([str(fastai_python), "-m", "bench.fastai_digits", str(folder), "--size", "64", "--bs", "64",
                             "--epochs", "3", "--freeze-epochs", "1"])
         ours = run_timed([python(), "-m", "core.train", *ours_args])
     report("fastai vision_learner + fine_tune(3) (1 frozen + 3 epochs, base_lr 2e-3)", theirs)

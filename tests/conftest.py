@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 # A small run that finishes in seconds on two CPU cores: ResNet-18 from scratch at 32 px, one epoch.
 TINY_RUN_ARGS = ["--data", "builtin:digits", "--arch", "resnet18", "--no-pretrained", "--size", "32", "--bs", "64",
