@@ -1,44 +1,71 @@
-"""The one flat, frozen training configuration, written into every run folder and checkpoint."""
+"""The one flat, frozen training configuration: its defaults, its checks, its presets, and its command line.
+
+Every setting is a field of `TrainConfig`, written into every run folder and checkpoint. The command line
+(`python -m core.train --size 128 --no-pretrained ...`) is derived from the fields, both ways: `add_arguments`
+builds the flags, `from_arguments` reads them back, `cli_args` spells a config as flags. The dashboard keys its
+widgets by the same field names, so a setting has one name everywhere.
+"""
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+RESIZE_METHODS = ("squish", "crop", "pad")  # fastai's ResizeMethod: stretch, centre crop, or letterbox
+
+
+def _setting(default, help: str, **argparse_options):
+    """A config field; `help` is its comment, shown by `--help` and the dashboard's tooltips alike."""
+    return field(default=default, metadata={"help": help, **argparse_options})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "builtin:digits"  # dataset source: "builtin:NAME", a folder of images, or a .zip of one
-    label_regex: str = ""  # file-name layouts: a regex whose first group is the label ("" finds the layout itself)
-    resize: str = "squish"  # how images become square: squish (stretch), crop (centre) or pad (black borders)
-    arch: str = "efficientnet_lite0"  # backbone key in core.models.ARCHS
-    pretrained: bool = True  # start from ImageNet weights; False trains every layer from random init
-    size: int = 64  # square side in pixels of the images the network sees (small is fast on a CPU)
-    bs: int = 64  # batch size
-    epochs: int = 3  # one-cycle epochs with every layer trainable (after the frozen ones, if pretrained)
-    # Epochs with the pretrained body frozen first, as fastai's fine_tune (which does 1). Without augmentation
-    # they train the head on body features computed once, a fraction of a second each, so five are cheap.
-    freeze_epochs: int = 5
-    # Peak learning rate of the head. fastai's fine_tune uses 2e-3; on digits 5e-3 gave 96.9% against 95.5%
-    # (1e-2: 98.1%, but ResNet-18 from scratch fell to 19.5% after one epoch at it).
-    lr: float = 5e-3
-    unfrozen_lr_min: float = 0.0  # unfrozen phase, earliest layers' peak rate (0: unfrozen_lr_max / 100)
-    unfrozen_lr_max: float = 0.0  # unfrozen phase, head's peak rate (0: lr / 2, as fine_tune halves it)
-    wd: float = 0.01  # AdamW weight decay
-    label_smoothing: float = 0.0  # share of each target spread over the other classes (fastai suggests 0.1)
-    patience: int = 0  # stop early after this many epochs without a better validation loss (0: never)
-    adapt_bn: bool = False  # let a pretrained body's BatchNorm statistics follow the new data (fastai does)
-    keep_best: bool = False  # finish with the weights of the epoch with the best validation accuracy
-    valid_pct: float = 0.2  # share of each class held out for validation (stratified, seeded)
-    seed: int = 42  # seeds the split, the weights of the new head and the batch order
-    flip: bool = False  # random horizontal flips (wrong for digits and text; right for most photos)
-    rotate: float = 0.0  # random rotation up to this many degrees (fastai's aug_transforms: 10)
-    zoom: float = 1.0  # random zoom in up to this factor (fastai: 1.1)
-    lighting: float = 0.0  # random brightness and contrast change up to this fraction (fastai: 0.2)
+    data: str = _setting("builtin:digits", "dataset: builtin:NAME, a folder of images, or a .zip of one")
+    label_regex: str = _setting("", "labels from file names: a regex whose first group is the label")
+    resize: str = _setting("squish", "how images become square: squish (stretch), crop (centre) or pad (black "
+                                     "borders)", choices=RESIZE_METHODS)
+    arch: str = _setting("efficientnet_lite0", "backbone: efficientnet_lite0, resnet18, resnet34 or resnet50")
+    pretrained: bool = _setting(True, "start from ImageNet weights (--no-pretrained: every layer from random "
+                                      "weights, no frozen phase)")
+    size: int = _setting(64, "square side in pixels of the images the network sees (small is fast on a CPU)")
+    bs: int = _setting(64, "batch size")
+    epochs: int = _setting(3, "one-cycle epochs with every layer trainable (after the frozen ones, if pretrained)")
+    # fastai's fine_tune does 1. Without augmentation they train the head on body features computed once, a
+    # fraction of a second each, so five are cheap.
+    freeze_epochs: int = _setting(5, "epochs with the pretrained body frozen first")
+    # fastai's fine_tune uses 2e-3; on digits 5e-3 gave 96.9% against 95.5% (1e-2: 98.1%, but ResNet-18 from
+    # scratch fell to 19.5% after one epoch at it).
+    lr: float = _setting(5e-3, "peak learning rate of the head")
+    unfrozen_lr_min: float = _setting(0.0, "unfrozen phase: the earliest layers' peak rate (0: unfrozen_lr_max "
+                                           "/ 100), as the low end of fastai's slice")
+    unfrozen_lr_max: float = _setting(0.0, "unfrozen phase: the head's peak rate (0: lr / 2, as fine_tune halves it)")
+    wd: float = _setting(0.01, "AdamW weight decay")
+    label_smoothing: float = _setting(0.0, "spread this share of each target over the other classes (fastai "
+                                           "suggests 0.1)")
+    patience: int = _setting(0, "stop early after this many epochs without a better validation loss (0: never)")
+    adapt_bn: bool = _setting(False, "let a pretrained body's BatchNorm statistics follow the new data, as fastai "
+                                     "does (default: keep ImageNet's, which lets the frozen phase train on "
+                                     "cached features)")
+    keep_best: bool = _setting(False, "finish with the weights of the epoch with the best validation accuracy")
+    valid_pct: float = _setting(0.2, "share of each class held out for validation (stratified, seeded)")
+    seed: int = _setting(42, "seeds the split, the weights of the new head and the batch order")
+    flip: bool = _setting(False, "augment: random horizontal flips (wrong for digits and text)")
+    rotate: float = _setting(0.0, "augment: random rotation up to this many degrees (fastai: 10)")
+    zoom: float = _setting(1.0, "augment: random zoom in up to this factor (fastai: 1.1)")
+    lighting: float = _setting(0.0, "augment: random brightness and contrast change up to this fraction "
+                                    "(fastai: 0.2)")
 
     @property
     def augments(self) -> bool:
         return self.flip or self.rotate > 0 or self.zoom > 1 or self.lighting > 0
+
+    @property
+    def total_epochs(self) -> int:
+        """Every epoch the recipe trains: the frozen ones (when pretrained) and the unfrozen ones."""
+        return self.epochs + (self.freeze_epochs if self.pretrained else 0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -49,39 +76,50 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
+    def problems(self) -> dict[str, str]:
+        """What is wrong with this config, by field name, each a sentence; empty when it can be trained."""
+        from core.models import ARCHS  # torch loads here, not when the dashboard imports this module
+
+        checks = {
+            "arch": (self.arch in ARCHS, f"must be one of {', '.join(ARCHS)}"),
+            "resize": (self.resize in RESIZE_METHODS, f"must be one of {', '.join(RESIZE_METHODS)}"),
+            "size": (self.size >= 16, "must be at least 16 pixels"),
+            "bs": (self.bs >= 1, "must be at least 1"),
+            "epochs": (self.epochs >= 0, "must not be negative"),
+            "freeze_epochs": (self.freeze_epochs >= 0, "must not be negative"),
+            "lr": (self.lr > 0 and math.isfinite(self.lr), "must be a positive number"),
+            "valid_pct": (0 < self.valid_pct < 1, "must be between 0 and 1"),
+            "label_smoothing": (0 <= self.label_smoothing < 1, "must be between 0 and 1"),
+            "patience": (self.patience >= 0, "must not be negative"),
+            "zoom": (self.zoom >= 1, "must be at least 1"),
+            "rotate": (self.rotate >= 0, "must not be negative"),
+            "lighting": (0 <= self.lighting < 1, "must be between 0 and 1"),
+        }
+        return {name: sentence for name, (ok, sentence) in checks.items() if not ok}
+
     def cli_args(self) -> list[str]:
-        """The `python -m core.train` flags that reproduce this configuration."""
-        args = ["--data", self.data, "--arch", self.arch, "--size", str(self.size), "--bs", str(self.bs),
-                "--epochs", str(self.epochs), "--freeze-epochs", str(self.freeze_epochs), "--lr", repr(self.lr),
-                "--wd", repr(self.wd), "--valid-pct", repr(self.valid_pct), "--seed", str(self.seed)]
-        if not self.pretrained:
-            args.append("--no-pretrained")
-        if self.unfrozen_lr_max:
-            args += ["--unfrozen-lr", repr(self.unfrozen_lr_min or self.unfrozen_lr_max / 100),
-                     repr(self.unfrozen_lr_max)]
-        for flag, value, neutral in (("--label-smoothing", self.label_smoothing, 0.0),
-                                     ("--patience", self.patience, 0)):
-            if value != neutral:
-                args += [flag, repr(value)]
-        if self.keep_best:
-            args.append("--keep-best")
-        if self.adapt_bn:
-            args.append("--adapt-bn")
-        if self.label_regex:
-            args += ["--label-regex", self.label_regex]
-        if self.resize != "squish":
-            args += ["--resize", self.resize]
-        if self.flip:
-            args.append("--flip")
-        for flag, value, neutral in (("--rotate", self.rotate, 0.0), ("--zoom", self.zoom, 1.0),
-                                     ("--lighting", self.lighting, 0.0)):
-            if value != neutral:
-                args += [flag, repr(value)]
+        """The `python -m core.train` flags that reproduce this config: the main settings always, the rest
+        where they differ from the defaults."""
+        defaults = TrainConfig()
+        args = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ALWAYS_SPELLED and value == getattr(defaults, f.name):
+                continue
+            if isinstance(value, bool):
+                args.append(flag(f.name) if value else f"--no-{flag(f.name)[2:]}")
+            else:
+                args += [flag(f.name), repr(value) if isinstance(value, float) else str(value)]
         return args
 
     def cli_command(self) -> str:
         return shlex.join(["python", "-m", "core.train", *self.cli_args()])
 
+
+ALWAYS_SPELLED = {"data", "arch", "size", "bs", "epochs", "freeze_epochs", "lr", "wd", "valid_pct", "seed"}
+
+# fastai's aug_transforms set (the parts that apply to square, already-cropped images).
+FASTAI_AUGMENT = dict(flip=True, rotate=10.0, zoom=1.1, lighting=0.2)
 
 # Named starting points. Lesson 1 is fastai's course-v3 lesson 1 on the Oxford pets: resnet34 at 224 px, batch
 # 64, four frozen epochs (fit_one_cycle(4)), then unfreeze and two epochs at max_lr=slice(1e-6, 1e-4).
@@ -89,3 +127,37 @@ PRESETS: dict[str, dict] = {
     "lesson1": dict(data="builtin:pets", arch="resnet34", pretrained=True, size=224, bs=64, freeze_epochs=4,
                     epochs=2, lr=1e-3, unfrozen_lr_min=1e-6, unfrozen_lr_max=1e-4, resize="crop"),
 }
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: `freeze_epochs` -> `--freeze-epochs`."""
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (booleans as --x / --no-x), plus --preset and --aug.
+
+    Nothing has a parser default: a flag is in the parsed namespace only when it was typed, so a preset can fill
+    in the rest (see from_arguments)."""
+    group = parser.add_argument_group("training settings (TrainConfig)")
+    for f in dataclasses.fields(TrainConfig):
+        options = {k: v for k, v in f.metadata.items() if k != "help"}
+        help_text = f"{f.metadata['help']} (default: {f.default!r})"
+        if isinstance(f.default, bool):
+            group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_text)
+        else:
+            group.add_argument(flag(f.name), type=type(f.default), default=argparse.SUPPRESS, help=help_text,
+                               **options)
+    group.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="start from a named recipe (lesson1: fastai lesson 1 on the Oxford pets)")
+    group.add_argument("--aug", action="store_true",
+                       help="fastai's aug_transforms set: --flip --rotate 10 --zoom 1.1 --lighting 0.2")
+
+
+def from_arguments(args: argparse.Namespace) -> TrainConfig:
+    """The config the flags describe: defaults, then the preset, then --aug, then every flag typed."""
+    typed = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    preset = PRESETS[args.preset] if getattr(args, "preset", None) else {}
+    augment = FASTAI_AUGMENT if getattr(args, "aug", False) else {}
+    return TrainConfig(**{**preset, **augment, **typed})

@@ -1,57 +1,33 @@
-"""The run folder contract, and launching, watching and stopping a run as its own OS process.
+"""The runs folder: making runs, listing them, launching one as its own OS process, one training at a time.
 
-runs/<run_id>/
-  config.json     TrainConfig + class names, data fingerprint, versions and the equivalent CLI command
-  status.json     state, pid, heartbeat, epoch/step, message; replaced atomically
-  metrics.jsonl   append-only rows: {"kind": "step", ...} per batch, {"kind": "epoch", ...} per epoch
-  checkpoints/    last.pt and best.pt
-  predictions.npz validation targets, probabilities, losses, item ids
-  log.txt         the process's own output
-  STOP            present when a stop was requested
+A run is a process with a folder (core.runfolder). The dashboard and the command line both call `create_run`,
+then `launch` (the dashboard) or core.run directly (the command line); `TrainingLock` keeps a second training
+off the same device.
 """
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import TrainConfig
+from core.runfolder import RunFolder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ACTIVE_STATES = ("queued", "running", "stopping")
-FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
-HEARTBEAT_TIMEOUT_S = 60.0  # a running process beats every second or so; a minute of silence means it died
 LOCK_NAME = ".train.lock"
 
 
 def runs_root() -> Path:
     """Where runs live: $STUDIO_RUNS_DIR, else runs/ beside app.py."""
     return Path(os.environ.get("STUDIO_RUNS_DIR") or PROJECT_ROOT / "runs")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON so a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):  # missing, not a folder, or half-written by a crashed writer
-        return {}
 
 
 def _unique_run_dir(runs_dir: Path, name: str) -> Path:
@@ -79,129 +55,12 @@ def create_run(config: TrainConfig, runs_dir: Path | None = None, name: str | No
     runs_dir = Path(runs_dir or runs_root())
     runs_dir.mkdir(parents=True, exist_ok=True)
     default_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.arch}" + ("-lr-find" if task == "lr_find" else "")
-    run_dir = _unique_run_dir(runs_dir, name or default_name)
-    run_dir.mkdir()
-    (run_dir / "checkpoints").mkdir()
-    lr_find = " --lr-find" if task == "lr_find" else ""
-    command = f"{config.cli_command()}{lr_find} --runs-dir {runs_dir} --name {run_dir.name}"
-    write_json_atomic(run_dir / "config.json", {"config": config.to_dict(), "command": command, "task": task,
-                                                "created": time.time(), "versions": versions()})
-    write_status(run_dir, state="queued")
-    return run_dir
-
-
-def load_config(run_dir: Path) -> TrainConfig:
-    return TrainConfig.from_dict(read_json(Path(run_dir) / "config.json").get("config", {}))
-
-
-def update_config(run_dir: Path, **fields) -> None:
-    data = read_json(Path(run_dir) / "config.json")
-    data.update(fields)
-    write_json_atomic(Path(run_dir) / "config.json", data)
-
-
-def write_status(run_dir: Path, **fields) -> dict:
-    """Merge `fields` into status.json with a fresh heartbeat. Only the training process writes it after creation."""
-    path = Path(run_dir) / "status.json"
-    status = read_json(path)
-    status.update(fields, heartbeat=time.time())
-    write_json_atomic(path, status)
-    return status
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_status(run_dir: Path) -> dict:
-    """status.json, with a run whose process is gone (or silent too long) reported as interrupted."""
-    status = read_json(Path(run_dir) / "status.json")
-    state = status.get("state")
-    if state in ACTIVE_STATES:
-        silent = time.time() - status.get("heartbeat", 0) > HEARTBEAT_TIMEOUT_S
-        dead = silent if state == "queued" else silent or not _pid_alive(status.get("pid"))
-        if dead:
-            return {**status, "state": "interrupted",
-                    "message": status.get("message") or "The training process ended without finishing."}
-        if state == "running" and stop_requested(run_dir):
-            return {**status, "state": "stopping"}
-    return status
-
-
-def is_active(status: dict) -> bool:
-    return status.get("state") in ACTIVE_STATES
-
-
-class MetricsWriter:
-    """Appends one JSON object a line to metrics.jsonl, flushed per line so a reader sees it at once."""
-
-    def __init__(self, run_dir: Path):
-        self._file = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
-
-    def write(self, row: dict) -> None:
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-@dataclass
-class MetricsTail:
-    """Reads only the bytes appended to metrics.jsonl since the last call; a half-written last line waits."""
-
-    path: Path
-    offset: int = 0
-    steps: list[dict] = field(default_factory=list)
-    epochs: list[dict] = field(default_factory=list)
-
-    def poll(self) -> int:
-        """Read new complete lines into `steps` and `epochs`; returns how many rows arrived."""
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return 0
-        end = chunk.rfind(b"\n") + 1
-        self.offset += end
-        rows = 0
-        for line in chunk[:end].splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            (self.epochs if row.get("kind") == "epoch" else self.steps).append(row)
-            rows += 1
-        return rows
-
-
-def truncate_metrics(run_dir: Path, step: int, epoch: int) -> None:
-    """Keep only the rows up to a checkpoint (step rows <= step, epoch rows <= epoch): a resume redoes the rest."""
-    path = Path(run_dir) / "metrics.jsonl"
-    tail = read_metrics(run_dir)
-    rows = [r for r in tail.steps if r.get("step", 0) <= step] + [r for r in tail.epochs if r.get("epoch", 0) <= epoch]
-    rows.sort(key=lambda r: (r.get("step", 0), r.get("kind") == "epoch"))
-    tmp = path.with_name(".metrics.jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_metrics(run_dir: Path) -> MetricsTail:
-    tail = MetricsTail(Path(run_dir) / "metrics.jsonl")
-    tail.poll()
-    return tail
+    folder = RunFolder(_unique_run_dir(runs_dir, name or default_name))
+    command = ["python", "-m", "core.train", *config.cli_args(), *(["--lr-find"] if task == "lr_find" else []),
+               "--runs-dir", str(runs_dir), "--name", folder.run_id]
+    folder.write_request(config, task, shlex.join(command), versions())
+    folder.update_status(state="queued")
+    return folder.path
 
 
 @dataclass(frozen=True)
@@ -218,27 +77,28 @@ class RunSummary:
     task: str  # "train" or "lr_find"
 
 
+def summarize(path: Path) -> RunSummary | None:
+    """What the run list shows of one folder: config.json and status.json only; None if it is not a run."""
+    folder = RunFolder(path)
+    request = folder.request()
+    if not request:
+        return None
+    status = folder.status()
+    started = status.get("started")
+    seconds = (status.get("finished") or status.get("heartbeat", 0)) - started if started else None
+    return RunSummary(folder.run_id, path, status.get("state", "unknown"),
+                      TrainConfig.from_dict(request.get("config", {})), request.get("created", 0.0),
+                      status.get("best_accuracy"),  # kept there at every epoch's end: no metrics file is read
+                      folder.has_predictions(), seconds, request.get("command", ""), request.get("task", "train"))
+
+
 def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
     """Every run folder under runs_dir, newest first."""
     runs_dir = Path(runs_dir or runs_root())
     if not runs_dir.is_dir():
         return []
-    found = []
-    for path in runs_dir.iterdir():
-        if not path.is_dir():
-            continue
-        meta = read_json(path / "config.json")
-        if not meta:
-            continue
-        status = read_status(path)
-        best = status.get("best_accuracy")  # kept there at every epoch's end: no metrics file is read
-        started = status.get("started")
-        seconds = (status.get("finished") or status.get("heartbeat", 0)) - started if started else None
-        found.append(RunSummary(path.name, path, status.get("state", "unknown"),
-                                TrainConfig.from_dict(meta.get("config", {})), meta.get("created", 0.0), best,
-                                (path / "predictions.npz").exists(), seconds, meta.get("command", ""),
-                                meta.get("task", "train")))
-    return sorted(found, key=lambda run: run.created, reverse=True)
+    found = [summarize(path) for path in runs_dir.iterdir() if path.is_dir()]
+    return sorted((run for run in found if run is not None), key=lambda run: run.created, reverse=True)
 
 
 def run_ids(runs_dir: Path | None = None) -> list[str]:
@@ -246,8 +106,7 @@ def run_ids(runs_dir: Path | None = None) -> list[str]:
     runs_dir = Path(runs_dir or runs_root())
     if not runs_dir.is_dir():
         return []
-    created = {path.name: read_json(path / "config.json").get("created") for path in runs_dir.iterdir()
-               if path.is_dir()}
+    created = {path.name: RunFolder(path).request().get("created") for path in runs_dir.iterdir() if path.is_dir()}
     return sorted((name for name, when in created.items() if when is not None), key=created.get, reverse=True)
 
 
@@ -297,12 +156,6 @@ class TrainingLock:
         return None
 
 
-def can_resume(run_dir: Path) -> bool:
-    """A run that ended before finishing and saved a checkpoint to continue from."""
-    state = read_status(run_dir).get("state")
-    return state in ("stopped", "interrupted", "failed") and (Path(run_dir) / "checkpoints" / "last.pt").exists()
-
-
 def active_run(runs_dir: Path | None = None) -> str | None:
     """The id of the run now queued or training in runs_dir, if any."""
     runs_dir = Path(runs_dir or runs_root())
@@ -310,27 +163,23 @@ def active_run(runs_dir: Path | None = None) -> str | None:
     if holder:
         return holder
     # started but not yet holding the lock (still importing torch)
-    return next((run_id for run_id in run_ids(runs_dir) if read_status(runs_dir / run_id).get("state") == "queued"),
-                None)
+    return next((run_id for run_id in run_ids(runs_dir)
+                 if RunFolder(runs_dir / run_id).status().get("state") == "queued"), None)
 
 
 def launch(run_dir: Path, resume: bool = False) -> subprocess.Popen:
     """Start `python -m core.train --run-dir RUN_DIR` (or `--resume RUN_DIR`) as its own process session,
     output appended to log.txt."""
-    run_dir = Path(run_dir)
-    log = open(run_dir / "log.txt", "ab")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                                     os.environ.get("PYTHONPATH")])),
-           "PYTHONUNBUFFERED": "1"}
+    folder = RunFolder(run_dir)
     if resume:  # shown as queued until the process takes over, like a new run
-        write_status(run_dir, state="queued", message="Resuming")
-    command = [sys.executable, "-m", "core.train", "--resume" if resume else "--run-dir", str(run_dir)]
-    if read_json(run_dir / "config.json").get("task") == "lr_find":
+        folder.update_status(state="queued", message="Resuming")
+    command = [sys.executable, "-m", "core.train", "--resume" if resume else "--run-dir", str(folder.path)]
+    if folder.task == "lr_find":
         command.append("--lr-find")
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT,
-                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                               start_new_session=True)
-    log.close()
+    with open(folder.log_path, "ab") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                   start_new_session=True)
     # Reap the child when it exits, so a finished process never lingers as a zombie that looks alive.
     threading.Thread(target=process.wait, daemon=True).start()
     return process
@@ -340,12 +189,12 @@ def delete_run(run_dir: Path, runs_dir: Path | None = None) -> None:
     """Remove a finished run's folder. Refuses anything that is not a run folder directly in runs_dir, and runs
     that are still active (stop them first)."""
     runs_dir = Path(runs_dir or runs_root()).resolve()
-    run_dir = Path(run_dir)
-    if run_dir.resolve().parent != runs_dir or run_dir.is_symlink() or not (run_dir / "config.json").is_file():
-        raise ValueError(f"{run_dir} is not a run folder in {runs_dir}.")
-    if is_active(read_status(run_dir)):
-        raise ValueError(f"Run {run_dir.name} is still {read_status(run_dir)['state']}; stop it before deleting it.")
-    shutil.rmtree(run_dir)
+    folder = RunFolder(run_dir)
+    if folder.path.resolve().parent != runs_dir or folder.path.is_symlink() or not folder.is_run():
+        raise ValueError(f"{folder.path} is not a run folder in {runs_dir}.")
+    if folder.is_active():
+        raise ValueError(f"Run {folder.run_id} is still {folder.status()['state']}; stop it before deleting it.")
+    shutil.rmtree(folder.path)
 
 
 def config_differences(configs: dict[str, TrainConfig]) -> list[dict]:
@@ -356,12 +205,3 @@ def config_differences(configs: dict[str, TrainConfig]) -> list[dict]:
         if len({repr(v) for v in values.values()}) > 1:
             rows.append({"setting": name, **{run_id: str(v) for run_id, v in values.items()}})
     return rows
-
-
-def request_stop(run_dir: Path) -> None:
-    """Ask the run to stop after its current batch; it checkpoints and writes its predictions first."""
-    (Path(run_dir) / "STOP").touch()
-
-
-def stop_requested(run_dir: Path) -> bool:
-    return (Path(run_dir) / "STOP").exists()

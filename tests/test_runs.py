@@ -6,12 +6,13 @@ import sys
 import time
 
 from core import runs
+from core.runfolder import MetricsTail, RunFolder
 from core.config import TrainConfig
 
 
 def test_metrics_tail_reads_only_new_complete_lines(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    tail = runs.MetricsTail(path)
+    tail = MetricsTail(path)
     assert tail.poll() == 0  # no file yet
     path.write_text(json.dumps({"kind": "step", "step": 1}) + "\n" + '{"kind": "ep')
     assert tail.poll() == 1 and tail.steps == [{"kind": "step", "step": 1}] and tail.epochs == []
@@ -25,12 +26,12 @@ def test_status_of_a_dead_process_is_interrupted(tmp_path):
     run_dir = runs.create_run(TrainConfig(), tmp_path, "dead")
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
-    runs.write_status(run_dir, state="running", pid=finished.pid)
-    assert runs.read_status(run_dir)["state"] == "interrupted"
-    runs.write_status(run_dir, state="running", pid=os.getpid())
-    assert runs.read_status(run_dir)["state"] == "running"
-    runs.request_stop(run_dir)
-    assert runs.read_status(run_dir)["state"] == "stopping"
+    RunFolder(run_dir).update_status(state="running", pid=finished.pid)
+    assert RunFolder(run_dir).status()["state"] == "interrupted"
+    RunFolder(run_dir).update_status(state="running", pid=os.getpid())
+    assert RunFolder(run_dir).status()["state"] == "running"
+    RunFolder(run_dir).request_stop()
+    assert RunFolder(run_dir).status()["state"] == "stopping"
 
 
 def test_run_names_are_unique_and_safe(tmp_path):
@@ -45,17 +46,17 @@ def test_run_names_are_unique_and_safe(tmp_path):
 def test_status_is_replaced_atomically_without_temporary_files_left(tmp_path):
     run_dir = runs.create_run(TrainConfig(), tmp_path, "atomic")
     for step in range(20):
-        runs.write_status(run_dir, state="running", step=step)
-    assert runs.read_json(run_dir / "status.json")["step"] == 19
+        RunFolder(run_dir).update_status(state="running", step=step)
+    assert RunFolder(run_dir).raw_status()["step"] == 19
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.json", "status.json"]
-    assert time.time() - runs.read_json(run_dir / "status.json")["heartbeat"] < 5
+    assert time.time() - RunFolder(run_dir).raw_status()["heartbeat"] < 5
 
 
 def test_delete_refuses_active_runs_and_folders_that_are_not_runs(tmp_path):
     import pytest
 
     run_dir = runs.create_run(TrainConfig(), tmp_path, "busy")
-    runs.write_status(run_dir, state="running", pid=os.getpid())
+    RunFolder(run_dir).update_status(state="running", pid=os.getpid())
     with pytest.raises(ValueError, match="stop it before deleting"):
         runs.delete_run(run_dir, tmp_path)
     (tmp_path / "precious").mkdir()
@@ -63,7 +64,7 @@ def test_delete_refuses_active_runs_and_folders_that_are_not_runs(tmp_path):
         runs.delete_run(tmp_path / "precious", tmp_path)
     with pytest.raises(ValueError, match="not a run folder"):
         runs.delete_run(tmp_path / ".." / tmp_path.name / "busy" / "checkpoints", tmp_path)
-    runs.write_status(run_dir, state="completed")
+    RunFolder(run_dir).update_status(state="completed")
     runs.delete_run(run_dir, tmp_path)
     assert not run_dir.exists() and (tmp_path / "precious").exists()
 

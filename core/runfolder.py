@@ -1,0 +1,262 @@
+"""The run folder contract: the one module that knows a run folder's file names and how each is written.
+
+runs/<run_id>/
+  config.json     what was asked, written once when the run is made: TrainConfig, task, the CLI command, versions
+  data.json       what the data turned out to be, written by the training process: class names, fingerprint, sizes
+  status.json     state, pid, heartbeat, epoch/step, message; replaced atomically by the training process (and by
+                  the dashboard when it queues a run)
+  metrics.jsonl   append-only rows: {"kind": "step", ...} per batch, {"kind": "epoch", ...} per epoch
+  checkpoints/    last.pt (where to resume) and best.pt (the best epoch so far)
+  predictions.npz validation targets, probabilities, losses, item ids
+  lr_find.json    a learning-rate sweep's curve and suggestions
+  log.txt         the process's own output
+  export/         exported model files
+  STOP            present when a stop was requested
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.atomic import read_json, write_atomic, write_json_atomic
+from core.config import TrainConfig
+
+ACTIVE_STATES = ("queued", "running", "stopping")
+FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
+HEARTBEAT_TIMEOUT_S = 60.0  # a running process beats every second or so; a minute of silence means it died
+
+
+class RunFolder:
+    """One run's folder. `writes=False` makes every write a no-op (the ranks other than 0 under torchrun)."""
+
+    def __init__(self, path: Path, writes: bool = True):
+        self.path = Path(path)
+        self.writes = writes
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.txt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "best.pt"
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / "predictions.npz"
+
+    @property
+    def export_folder(self) -> Path:
+        return self.path / "export"
+
+    # What was asked: config.json, written once.
+    def write_request(self, config: TrainConfig, task: str, command: str, versions: dict) -> None:
+        self.path.mkdir()
+        (self.path / "checkpoints").mkdir()
+        write_json_atomic(self.path / "config.json", {"config": config.to_dict(), "task": task, "command": command,
+                                                      "created": time.time(), "versions": versions})
+
+    def request(self) -> dict:
+        return read_json(self.path / "config.json")
+
+    def is_run(self) -> bool:
+        return (self.path / "config.json").is_file()
+
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.request().get("config", {}))
+
+    @property
+    def task(self) -> str:
+        """"train", or "lr_find" (a learning-rate sweep that trains nothing it keeps)."""
+        return self.request().get("task", "train")
+
+    @property
+    def command(self) -> str:
+        return self.request().get("command", "")
+
+    # What the data turned out to be: data.json, written by the training process.
+    def record_data(self, class_names: list[str], fingerprint: str, n_train: int, n_valid: int) -> None:
+        if self.writes:
+            write_json_atomic(self.path / "data.json", {"class_names": list(class_names), "data_fingerprint":
+                                                        fingerprint, "n_train": n_train, "n_valid": n_valid})
+
+    def data_record(self) -> dict:
+        return read_json(self.path / "data.json") or read_json(self.path / "config.json")  # older runs kept it there
+
+    def class_names(self) -> list[str]:
+        return [str(name) for name in self.data_record().get("class_names", [])]
+
+    # status.json
+    def update_status(self, **fields) -> None:
+        """Merge `fields` into status.json with a fresh heartbeat."""
+        if self.writes:
+            status = read_json(self.path / "status.json")
+            status.update(fields, heartbeat=time.time())
+            write_json_atomic(self.path / "status.json", status)
+
+    def finish(self, state: str, message: str, **fields) -> None:
+        """The run ended in `state`; `message` is the sentence the dashboard shows."""
+        self.update_status(state=state, finished=time.time(), message=message, **fields)
+
+    def raw_status(self) -> dict:
+        return read_json(self.path / "status.json")
+
+    def status(self) -> dict:
+        """status.json, with a run whose process is gone (or silent too long) reported as interrupted, and a
+        running one asked to stop as stopping."""
+        status = self.raw_status()
+        state = status.get("state")
+        if state in ACTIVE_STATES:
+            silent = time.time() - status.get("heartbeat", 0) > HEARTBEAT_TIMEOUT_S
+            dead = silent if state == "queued" else silent or not _pid_alive(status.get("pid"))
+            if dead:
+                return {**status, "state": "interrupted",
+                        "message": status.get("message") or "The training process ended without finishing."}
+            if state == "running" and self.stop_requested():
+                return {**status, "state": "stopping"}
+        return status
+
+    def is_active(self) -> bool:
+        return self.status().get("state") in ACTIVE_STATES
+
+    def can_resume(self) -> bool:
+        """A run that ended before finishing and saved a checkpoint to continue from."""
+        return self.status().get("state") in ("stopped", "interrupted", "failed") and self.last_checkpoint.exists()
+
+    # Stop requests
+    def request_stop(self) -> None:
+        """Ask the run to stop after its current batch; it checkpoints and writes its predictions first."""
+        (self.path / "STOP").touch()
+
+    def stop_requested(self) -> bool:
+        return (self.path / "STOP").exists()
+
+    def clear_stop(self) -> None:
+        if self.writes:
+            (self.path / "STOP").unlink(missing_ok=True)
+
+    # metrics.jsonl
+    def metrics_writer(self) -> "MetricsWriter":
+        return MetricsWriter(self.path / "metrics.jsonl")
+
+    def metrics_tail(self) -> "MetricsTail":
+        """A reader that takes only the rows appended since its last poll."""
+        return MetricsTail(self.path / "metrics.jsonl")
+
+    def read_metrics(self) -> "MetricsTail":
+        tail = self.metrics_tail()
+        tail.poll()
+        return tail
+
+    def truncate_metrics(self, step: int, epoch: int) -> None:
+        """Keep only the rows up to a checkpoint (step rows <= step, epoch rows <= epoch): a resume redoes the rest."""
+        if not self.writes:
+            return
+        tail = self.read_metrics()
+        rows = [r for r in tail.steps if r.get("step", 0) <= step] + [r for r in tail.epochs if r.get("epoch", 0) <= epoch]
+        rows.sort(key=lambda r: (r.get("step", 0), r.get("kind") == "epoch"))
+        write_atomic(self.path / "metrics.jsonl", lambda f: f.writelines((json.dumps(r) + "\n").encode() for r in rows))
+
+    # Checkpoints and what they produced
+    def model_checkpoint(self) -> Path | None:
+        """The checkpoint whose weights are the run's model: the one its predictions were made with when it
+        finished (best.pt with keep_best, else last.pt), else the newest saved while it trains; None before
+        the first epoch ends."""
+        chosen = self.raw_status().get("model_checkpoint")
+        if chosen in ("best.pt", "last.pt") and (self.path / "checkpoints" / chosen).exists():
+            return self.path / "checkpoints" / chosen
+        return next((p for p in (self.last_checkpoint, self.best_checkpoint) if p.exists()), None)
+
+    def model_stamp(self) -> str:
+        """Changes whenever the run's model does: a cache key for loaded models."""
+        path = self.model_checkpoint()
+        return f"{self.path}@{path.name if path else ''}@{_mtime(path) if path else 0.0}"
+
+    def has_predictions(self) -> bool:
+        return self.predictions_path.exists()
+
+    def predictions_stamp(self) -> float:
+        return _mtime(self.predictions_path)
+
+    def write_lr_find(self, lrs: list[float], losses: list[float], suggestions: dict[str, float]) -> None:
+        write_json_atomic(self.path / "lr_find.json", {"lrs": lrs, "losses": losses, "suggestions": suggestions})
+
+    def lr_find(self) -> dict:
+        """{"lrs", "losses", "suggestions"} of a learning-rate sweep; {} when there is none."""
+        return read_json(self.path / "lr_find.json")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class MetricsWriter:
+    """Appends one JSON object a line to metrics.jsonl, flushed per line so a reader sees it at once."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class MetricsTail:
+    """Reads only the bytes appended to metrics.jsonl since the last call; a half-written last line waits."""
+
+    path: Path
+    offset: int = 0
+    steps: list[dict] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)
+
+    def poll(self) -> int:
+        """Read new complete lines into `steps` and `epochs`; returns how many rows arrived."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return 0
+        end = chunk.rfind(b"\n") + 1
+        self.offset += end
+        rows = 0
+        for line in chunk[:end].splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(row, dict):
+                continue
+            (self.epochs if row.get("kind") == "epoch" else self.steps).append(row)
+            rows += 1
+        return rows
