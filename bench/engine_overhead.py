@@ -5,7 +5,7 @@
 
 Same model (pretrained EfficientNet-Lite0, every layer training, as in the unfrozen phase), same data (digits
 decoded once at 64 px), batch size 64, AdamW with a one-cycle schedule, a validation pass each epoch, on the
-same device. The engine (core.train.fit_one_cycle) also writes metrics, status heartbeats and a checkpoint
+same device. The engine (core.loop.fit_one_cycle) also writes metrics, status heartbeats and a checkpoint
 each epoch, checks for NaN and a stop request each step; the bare loop does none of that. Runs alternate and
 the medians are compared. A second table shows what two CPU choices of the engine are worth, measured the
 same way on the bare loop: channels_last against the default layout, and validation batches of 32 against 128;
@@ -26,11 +26,15 @@ import torch.nn.functional as F
 
 from bench.common import peak_rss_mb, print_medians
 from core import runs
-from core.callbacks import RunFolderWriter, TerminalProgress
+from core.batches import normalize
+from core.callbacks import RunFolderWriter, StopOnNonFiniteLoss, StopOnRequest, TerminalProgress
 from core.config import TrainConfig
-from core.data import load_source, normalize
+from core.data import Split, load_source
+from core.device import pick_device
+from core.loop import Learner, fit_one_cycle, keeps_bn_stats, set_train_mode
 from core.models import build_classifier, unfreeze
-from core.train import Loop, Split, body_features, fit_one_cycle, keeps_bn_stats, pick_device, set_train_mode
+from core.recipe import body_features
+from core.runfolder import RunFolder
 
 
 def bare_epochs(model, split: Split, config: TrainConfig, device, epochs: int, *, channels_last: bool,
@@ -62,22 +66,23 @@ def bare_epochs(model, split: Split, config: TrainConfig, device, epochs: int, *
 
 
 def engine_epochs(model, split: Split, config: TrainConfig, device, epochs: int, runs_dir: Path) -> float:
-    """core.train's loop with the callbacks a real run has; returns training images per second."""
-    run_dir = runs.create_run(config, runs_dir, "engine")
+    """core.loop's fit with the callbacks a real run has; returns training images per second."""
+    folder = RunFolder(runs.create_run(config, runs_dir, "engine"))
     classifier = build_classifier(config.arch, 10, pretrained=False, size=config.size)
     classifier.model.load_state_dict(model.state_dict())
     classifier.model.to(device, memory_format=torch.channels_last)
     unfreeze(classifier)
-    writer = RunFolderWriter(run_dir, tuple(str(i) for i in range(10)))
-    loop = Loop(classifier, split, config, device, callbacks=[writer, TerminalProgress()], run_dir=run_dir)
-    loop.total_epochs, loop.total_steps = epochs, epochs * loop.batches_per_epoch()
-    for callback in loop.callbacks:
-        callback.on_fit_start(loop)
+    writer = RunFolderWriter(folder, [str(i) for i in range(10)])
+    callbacks = [StopOnNonFiniteLoss(), writer, TerminalProgress(), StopOnRequest(folder)]
+    learner = Learner(classifier, split, config, device, callbacks=callbacks)
+    learner.total_epochs, learner.total_steps = epochs, epochs * learner.batches_per_epoch()
+    learner.call("on_fit_start", learner)
     started = time.perf_counter()
-    fit_one_cycle(loop, epochs, [{"params": list(classifier.model.parameters()), "lr": config.lr}], phase="unfrozen")
+    fit_one_cycle(learner, epochs, [{"params": list(classifier.model.parameters()), "lr": config.lr}],
+                  phase="unfrozen")
     elapsed = time.perf_counter() - started
     writer.metrics.close()
-    return epochs * loop.batches_per_epoch() * config.bs / elapsed
+    return epochs * learner.batches_per_epoch() * config.bs / elapsed
 
 
 def main() -> None:

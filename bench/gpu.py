@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.gpu --smoke # CI, on the CPU: the same code path, tiny
 
 ResNet-50 at 224 px, batch 128, bf16 autocast, channels_last, cudnn.benchmark, fused AdamW under a one-cycle
-schedule, a validation pass each epoch: the engine's CUDA path (core.train.fit_one_cycle). Real images are the
+schedule, a validation pass each epoch: the engine's CUDA path (core.loop.fit_one_cycle). Real images are the
 digits decoded once at 224 px, `--copies` times over so an epoch has some length. Four ways, alternating:
 
 - real, on the GPU: what a run does when the images fit (Split.placed): moved to GPU memory once, batches
@@ -30,10 +30,11 @@ import torch.nn.functional as F
 
 from bench.common import print_medians
 from core.config import TrainConfig
-from core.data import load_source, normalize
+from core.batches import normalize
+from core.data import Split, load_source
+from core.device import autocast_for, describe_device, memory_format_for, pick_device
+from core.loop import Learner, evaluate, fit_one_cycle
 from core.models import build_classifier, unfreeze
-from core.train import (Loop, Split, autocast_for, describe_device, evaluate, fit_one_cycle, memory_format_for,
-                        pick_device)
 
 
 def fresh_model(config: TrainConfig, device: torch.device):
@@ -50,16 +51,16 @@ def synchronize(device: torch.device) -> None:
 
 
 def engine_speed(split: Split, config: TrainConfig, device: torch.device, epochs: int) -> float:
-    """core.train.fit_one_cycle after one warm-up epoch (cudnn.benchmark picks its kernels); training images/s."""
+    """core.loop.fit_one_cycle after one warm-up epoch (cudnn.benchmark picks its kernels); training images/s."""
     classifier = fresh_model(config, device)
-    loop = Loop(classifier, split, config, device)
+    learner = Learner(classifier, split, config, device)
     params = [p for group in classifier.groups for p in group]
-    fit_one_cycle(loop, 1, [{"params": params, "lr": 1e-3}], phase="warm-up")
+    fit_one_cycle(learner, 1, [{"params": params, "lr": 1e-3}], phase="warm-up")
     synchronize(device)
     started = time.perf_counter()
-    fit_one_cycle(loop, epochs, [{"params": params, "lr": 1e-3}], phase="timed")
+    fit_one_cycle(learner, epochs, [{"params": params, "lr": 1e-3}], phase="timed")
     synchronize(device)
-    return epochs * loop.batches_per_epoch() * config.bs / (time.perf_counter() - started)
+    return epochs * learner.batches_per_epoch() * config.bs / (time.perf_counter() - started)
 
 
 def bare_speed(split: Split, config: TrainConfig, device: torch.device, epochs: int) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 from playwright.sync_api import expect, sync_playwright
 
 from core import runs
+from core.runfolder import RunFolder
 from core.config import TrainConfig
 from tests.browser_support import launch_chromium, streamlit_server
 
@@ -49,13 +50,13 @@ def main() -> None:
 
         run_dir = runs.create_run(TrainConfig(epochs=30), runs_dir, "bench")
         process = runs.launch(run_dir)
-        while runs.read_status(run_dir).get("state") != "running" or not runs.read_metrics(run_dir).steps:
+        while RunFolder(run_dir).status().get("state") != "running" or not RunFolder(run_dir).read_metrics().steps:
             time.sleep(0.5)
         page.goto(f"{url}/train?run=bench")
         expect(page.get_by_role("heading", name="Run bench · running")).to_be_visible(timeout=30_000)
         busy = time_switches(page, args.switches)
-        steps = len(runs.read_metrics(run_dir).steps)
-        runs.request_stop(run_dir)
+        steps = len(RunFolder(run_dir).read_metrics().steps)
+        RunFolder(run_dir).request_stop()
         process.wait(timeout=120)
         browser.close()
     for link, _ in PAGES:

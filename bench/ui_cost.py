@@ -23,6 +23,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from bench.common import peak_rss_mb
 from core import runs
+from core.runfolder import RunFolder
 from core.config import TrainConfig
 from tests.browser_support import launch_chromium, streamlit_server
 
@@ -52,7 +53,7 @@ def train(config: TrainConfig, runs_dir: Path, name: str, page=None, url: str = 
         page.goto(f"{url}/train?run={run_dir.name}")
         expect(page.get_by_role("heading", name=f"Run {run_dir.name}", exact=False)).to_be_visible(timeout=60_000)
     rss = 0.0
-    while runs.read_status(run_dir).get("state") in ("queued", "running", "stopping"):
+    while RunFolder(run_dir).status().get("state") in ("queued", "running", "stopping"):
         try:  # the high-water mark, read until the process is gone (core.runs reaps it)
             rss = max(rss, peak_rss_mb(process.pid))
         except OSError:
@@ -60,10 +61,10 @@ def train(config: TrainConfig, runs_dir: Path, name: str, page=None, url: str = 
         time.sleep(0.5)
     if page is not None:  # the page saw the run to its end
         expect(page.get_by_role("heading", name=f"Run {run_dir.name} · completed")).to_be_visible(timeout=30_000)
-    state = runs.read_status(run_dir)
+    state = RunFolder(run_dir).status()
     if state.get("state") != "completed":
         raise SystemExit(f"run {run_dir.name} ended {state.get('state')}: {state.get('message')}")
-    epochs = runs.read_metrics(run_dir).epochs
+    epochs = RunFolder(run_dir).read_metrics().epochs
     images = epochs[0]["step"] * config.bs  # per epoch
     steady = epochs[1:] or epochs  # after the first epoch, during which the page itself loads
     return (images * len(epochs) / sum(row["seconds"] for row in epochs),

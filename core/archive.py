@@ -70,6 +70,29 @@ def archive_name(stem: str, data: bytes | None = None, path: Path | None = None)
     return f"{safe}-{digest.hexdigest()[:10]}"
 
 
+def _copy_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limits: ArchiveLimits,
+                total: int) -> int:
+    """Write one entry to `target`, counting the bytes as they come (declared sizes can lie); returns the
+    archive's running total of uncompressed bytes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with archive.open(info) as entry, open(target, "wb") as out:
+        for chunk in iter(lambda: entry.read(CHUNK), b""):
+            written += len(chunk)
+            total += len(chunk)
+            if written > limits.max_file_bytes:
+                raise DataError(f"'{info.filename}' is larger than {limits.max_file_bytes >> 20} MB "
+                                "uncompressed, the limit for one file.")
+            if total > limits.max_total_bytes:
+                raise DataError(f"The archive holds more than {limits.max_total_bytes >> 30} GB "
+                                "uncompressed, the limit for one dataset.")
+            if written > 1 << 20 and written > limits.max_ratio * max(info.compress_size, 1):
+                raise DataError(f"'{info.filename}' expands more than {limits.max_ratio:.0f} times: "
+                                "this looks like a zip bomb, so the archive is refused.")
+            out.write(chunk)
+    return total
+
+
 def extract_zip(source: Path | BinaryIO, destination: Path, limits: ArchiveLimits = ArchiveLimits()) -> Extraction:
     """Extract a zip (path or file object) into `destination`, which must not exist yet; DataError if refused."""
     destination = Path(destination)
@@ -102,23 +125,7 @@ def extract_zip(source: Path | BinaryIO, destination: Path, limits: ArchiveLimit
                 if _is_symlink(info):
                     result.skipped.append((info.filename, "symbolic links are not followed"))
                     continue
-                target = staging.joinpath(*relative.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                written = 0
-                with archive.open(info) as entry, open(target, "wb") as out:
-                    for chunk in iter(lambda: entry.read(CHUNK), b""):
-                        written += len(chunk)
-                        total += len(chunk)
-                        if written > limits.max_file_bytes:
-                            raise DataError(f"'{info.filename}' is larger than {limits.max_file_bytes >> 20} MB "
-                                            "uncompressed, the limit for one file.")
-                        if total > limits.max_total_bytes:
-                            raise DataError(f"The archive holds more than {limits.max_total_bytes >> 30} GB "
-                                            "uncompressed, the limit for one dataset.")
-                        if written > 1 << 20 and written > limits.max_ratio * max(info.compress_size, 1):
-                            raise DataError(f"'{info.filename}' expands more than {limits.max_ratio:.0f} times: "
-                                            "this looks like a zip bomb, so the archive is refused.")
-                        out.write(chunk)
+                total = _copy_entry(archive, info, staging.joinpath(*relative.parts), limits, total)
                 result.n_files += 1
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         shutil.rmtree(staging, ignore_errors=True)

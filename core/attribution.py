@@ -14,7 +14,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import nn
 
-from core.data import normalize
+from core.batches import normalize
 
 INTERNAL_BATCH = 16  # images evaluated at once inside Integrated Gradients and Occlusion
 

@@ -1,88 +1,72 @@
-"""What happens around the training loop: Keras-style callbacks that write the run folder (metrics, status
-heartbeats, checkpoints), print progress, and stop early; and the checkpoint format itself."""
+"""What happens around the training loop, as Keras-style callbacks: writing the run folder (metrics, status
+heartbeats, checkpoints), printing progress, stopping on request, on a NaN loss, or early.
+
+Four hooks are enough: `on_fit_start(learner)`, `on_batch_end(step, logs)`, `on_epoch_end(epoch, logs)` and
+`on_fit_end(logs)`; `logs` is a plain dict. A callback ends training by raising: StopTraining (keep what was
+learned, checkpoint, finish), EarlyStop (the run counts as completed), NonFiniteLoss (go back to the last
+checkpoint).
+"""
 from __future__ import annotations
 
-import os
+import math
 import shutil
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from core import runs
+from core.atomic import write_atomic
+from core.distributed import World
+from core.formats import format_seconds
+from core.runfolder import RunFolder
 
 if TYPE_CHECKING:
-    from core.train import Loop
+    from core.loop import Learner
 
 
-class Callback:
-    """Four hooks, as Keras has them; `logs` is a plain dict."""
-
-    def on_fit_start(self, loop: "Loop") -> None: ...
-    def on_batch_end(self, step: int, logs: dict) -> None: ...
-    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
-    def on_fit_end(self, logs: dict) -> None: ...
+class StopTraining(Exception):
+    """Raised between batches to end training cleanly (a stop request, the LR finder's end)."""
 
 
 class EarlyStop(Exception):
     """Raised after an epoch when the validation loss stopped improving; the run counts as completed."""
 
 
-def save_checkpoint(path: Path, loop: Loop, class_names: tuple[str, ...]) -> None:
-    """Model, optimizer, schedule, RNG state and position, written atomically. Loads with weights_only=True."""
-    state = {
-        "model": loop.classifier.model.state_dict(),
-        "optimizer": loop.optimizer.state_dict() if loop.optimizer else {},
-        "scheduler": loop.scheduler.state_dict() if loop.scheduler else {},
-        "rng": torch.get_rng_state(),
-        "epoch": loop.epoch, "step": loop.step, "phase": loop.phase, "phase_epoch": loop.phase_epoch,
-        "batch_in_epoch": loop.batch_in_epoch,
-        "config": loop.config.to_dict(), "class_names": list(class_names),
-    }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+class NonFiniteLoss(Exception):
+    """The loss became NaN or infinite; the run goes back to the weights of its last finished epoch."""
 
 
-class RunFolderWriter(Callback):
-    """Writes metrics.jsonl rows, status.json heartbeats and checkpoints (rank 0 only under torchrun)."""
+class Callback:
+    """Four hooks, as Keras has them; `logs` is a plain dict."""
 
-    def __init__(self, run_dir: Path, class_names: tuple[str, ...]):
-        self.run_dir = run_dir
-        self.class_names = class_names
-        self.metrics = runs.MetricsWriter(run_dir)
-        self.best_accuracy = -1.0
-        self.last_status = 0.0
-        self.recent: list[float] = []  # recent images/s, for a steady speed and time-left estimate
+    def on_fit_start(self, learner: Learner) -> None: ...
+    def on_batch_end(self, step: int, logs: dict) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+    def on_fit_end(self, logs: dict) -> None: ...
 
-    def on_fit_start(self, loop: Loop) -> None:
-        self.loop = loop
+
+class StopOnNonFiniteLoss(Callback):
+    """Ends the run when a loss is NaN or infinite; every process agrees (under torchrun), so none waits."""
+
+    def __init__(self, world: World = World()):
+        self.world = world
 
     def on_batch_end(self, step: int, logs: dict) -> None:
-        self.metrics.write({"kind": "step", "step": step, **logs})
-        self.recent = (self.recent + [logs["imgs_per_s"]])[-20:]
-        now = time.time()
-        if now - self.last_status >= 1.0:
-            speed = float(np.median(self.recent))
-            steps_left = self.loop.total_steps - step
-            runs.write_status(self.run_dir, state="running", step=step, total_steps=self.loop.total_steps,
-                              epoch=logs["epoch"], total_epochs=self.loop.total_epochs, phase=self.loop.phase,
-                              imgs_per_s=speed, eta_s=steps_left * self.loop.config.bs / max(speed, 1e-9))
-            self.last_status = now
+        if self.world.any(not math.isfinite(logs["loss"])):
+            raise NonFiniteLoss(f"The loss became {logs['loss']} at step {step} (epoch {logs['epoch']}).")
 
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        self.metrics.write({"kind": "epoch", "epoch": epoch, **logs})
-        checkpoints = self.run_dir / "checkpoints"
-        save_checkpoint(checkpoints / "last.pt", self.loop, self.class_names)
-        if logs["accuracy"] > self.best_accuracy:
-            self.best_accuracy = logs["accuracy"]
-            shutil.copyfile(checkpoints / "last.pt", checkpoints / ".best.pt.tmp")
-            os.replace(checkpoints / ".best.pt.tmp", checkpoints / "best.pt")
-        runs.write_status(self.run_dir, state="running", epoch=epoch, step=self.loop.step,
-                          best_accuracy=self.best_accuracy)
+
+class StopOnRequest(Callback):
+    """Ends training after the current batch when the run folder holds a stop request (the Stop button,
+    SIGTERM); every process looks, and all agree."""
+
+    def __init__(self, folder: RunFolder, world: World = World()):
+        self.folder, self.world = folder, world
+
+    def on_batch_end(self, step: int, logs: dict) -> None:
+        if self.world.any(self.folder.stop_requested()):
+            raise StopTraining
 
 
 class EarlyStopping(Callback):
@@ -101,13 +85,56 @@ class EarlyStopping(Callback):
                             f"{self.patience} epoch(s).")
 
 
+class RunFolderWriter(Callback):
+    """Writes metrics.jsonl rows, status.json heartbeats and checkpoints (rank 0 only under torchrun)."""
+
+    def __init__(self, folder: RunFolder, class_names: list[str], best_accuracy: float = -1.0):
+        self.folder = folder
+        self.class_names = class_names
+        self.metrics = folder.metrics_writer()
+        self.best_accuracy = best_accuracy
+        self.last_status = 0.0
+        self.recent: list[float] = []  # recent images/s, for a steady speed and time-left estimate
+
+    def on_fit_start(self, learner: Learner) -> None:
+        self.learner = learner
+
+    def on_batch_end(self, step: int, logs: dict) -> None:
+        self.metrics.write({"kind": "step", "step": step, **logs})
+        self.recent = (self.recent + [logs["imgs_per_s"]])[-20:]
+        now = time.time()
+        if now - self.last_status >= 1.0:
+            speed = float(np.median(self.recent))
+            learner = self.learner
+            self.folder.update_status(state="running", step=step, total_steps=learner.total_steps,
+                                      epoch=logs["epoch"], total_epochs=learner.total_epochs, phase=learner.phase,
+                                      imgs_per_s=speed,
+                                      eta_s=(learner.total_steps - step) * learner.config.bs / max(speed, 1e-9))
+            self.last_status = now
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        from core.checkpoint import save_checkpoint  # torch-heavy; the writer is made only in a training process
+
+        self.metrics.write({"kind": "epoch", "epoch": epoch, **logs})
+        save_checkpoint(self.folder.last_checkpoint, self.learner, self.class_names)
+        if logs["accuracy"] > self.best_accuracy:
+            self.best_accuracy = logs["accuracy"]
+            with open(self.folder.last_checkpoint, "rb") as last:
+                write_atomic(self.folder.best_checkpoint, lambda f: shutil.copyfileobj(last, f))
+        self.folder.update_status(state="running", epoch=epoch, step=self.learner.step,
+                                  best_accuracy=self.best_accuracy)
+
+    def on_fit_end(self, logs: dict) -> None:
+        self.metrics.close()
+
+
 class TerminalProgress(Callback):
     """A tqdm bar when attached to a terminal; plain epoch lines (fastai's table) in a log file."""
 
-    def on_fit_start(self, loop: Loop) -> None:
+    def on_fit_start(self, learner: Learner) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=loop.total_steps, unit="batch", disable=not sys.stderr.isatty(), leave=False)
+        self.bar = tqdm(total=learner.total_steps, unit="batch", disable=not sys.stderr.isatty(), leave=False)
         print(f"{'epoch':>5} {'phase':>8} {'train_loss':>10} {'valid_loss':>10} {'accuracy':>8} "
               f"{'error_rate':>10} {'time':>6}", flush=True)
 
@@ -121,8 +148,3 @@ class TerminalProgress(Callback):
 
     def on_fit_end(self, logs: dict) -> None:
         self.bar.close()
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60:02d}:{seconds % 60:02d}"

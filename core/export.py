@@ -14,19 +14,20 @@ from pathlib import Path
 
 import torch
 
-from core.data import IMAGENET_MEAN, IMAGENET_STD
-from core.visualize import load_model
+from core.batches import IMAGENET_MEAN, IMAGENET_STD
+from core.checkpoint import load_model
+from core.runfolder import RunFolder
 
 EXPORT_FILES = ("model.torchscript.pt", "model.onnx", "weights.safetensors", "classes.json", "preprocessing.json")
 
 
 def export_run(run_dir: Path) -> Path:
-    """Write every export of the run's best (else last) checkpoint into run_dir/export; returns that folder."""
+    """Write every export of the run's model (the checkpoint that counts) into its export folder; returns it."""
     from safetensors.torch import save_file
 
     run_dir = Path(run_dir)
     model, class_names, config = load_model(run_dir)
-    folder = run_dir / "export"
+    folder = RunFolder(run_dir).export_folder
     folder.mkdir(exist_ok=True)
     example = torch.zeros(1, 3, config.size, config.size)  # (B, 3, S, S) normalized float
     with torch.no_grad(), warnings.catch_warnings():
@@ -62,7 +63,7 @@ def export_zip(run_dir: Path) -> bytes:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m core.export RUN_DIR")
-    target = Path(sys.argv[1]) / "export" / f"{Path(sys.argv[1]).name}.zip"
     data = export_zip(Path(sys.argv[1]))
+    target = RunFolder(Path(sys.argv[1])).export_folder / f"{Path(sys.argv[1]).name}.zip"
     target.write_bytes(data)
     print(target)

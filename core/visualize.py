@@ -1,4 +1,4 @@
-"""Looking inside a network: loading a run's model, conv filters, layer activations, and the images that
+"""Looking inside a network: conv filters, layer activations, and the images that
 excite a channel most. Attributions (Grad-CAM and friends) live in core.attribution.
 
 Every function takes uint8 images (3, S, S) or (N, 3, S, S) and normalizes them itself, and returns numpy
@@ -6,36 +6,14 @@ arrays for the pages to draw.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from captum.attr import LayerActivation
 from torch import nn
 
-from core.config import TrainConfig
-from core.data import normalize
-from core.models import build_classifier, conv_layers
-
-
-def checkpoint_path(run_dir: Path) -> Path:
-    """The run's best checkpoint, else its last; FileNotFoundError when it has neither yet."""
-    for name in ("best.pt", "last.pt"):
-        path = Path(run_dir) / "checkpoints" / name
-        if path.exists():
-            return path
-    raise FileNotFoundError(f"The run {Path(run_dir).name} has no checkpoint yet: it has not finished an epoch.")
-
-
-def load_model(run_dir: Path) -> tuple[nn.Module, list[str], TrainConfig]:
-    """Rebuild a run's model from its checkpoint (weights only: nothing in the file can run code), in eval mode."""
-    state = torch.load(checkpoint_path(run_dir), map_location="cpu", weights_only=True)
-    config = TrainConfig.from_dict(state["config"])
-    class_names = list(state["class_names"])
-    classifier = build_classifier(config.arch, len(class_names), pretrained=False, size=config.size)
-    classifier.model.load_state_dict(state["model"])
-    return classifier.model.eval(), class_names, config
+from core.batches import normalize
+from core.models import conv_layers
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -140,6 +118,11 @@ def convolve(gray: np.ndarray, kernel: list[list[float]] | np.ndarray) -> np.nda
     kernel_t = torch.as_tensor(np.asarray(kernel), dtype=torch.float32)[None, None]
     padding = kernel_t.shape[-1] // 2
     return F.conv2d(torch.as_tensor(gray, dtype=torch.float32)[None, None], kernel_t, padding=padding)[0, 0].numpy()
+
+
+def filter_kernel(conv: nn.Conv2d, out_channel: int) -> np.ndarray:
+    """One learned filter's weights averaged over its input channels (kh, kw): its numbers, to show them."""
+    return conv.weight[out_channel].detach().float().mean(0).numpy()
 
 
 @torch.no_grad()

@@ -7,11 +7,12 @@ import torch
 from torch import nn
 
 from core.attribution import METHODS, attribute, top_predictions
-from core.data import normalize
+from core.batches import normalize
+from core.checkpoint import load_model
 from core.interpret import (Predictions, confusion_matrix, load_predictions, most_confused, normalize_rows,
                             pair_positions, per_class_metrics, top_losses, typical_positions)
 from core.visualize import (KERNELS, activations, channel_maxima, conv_filters, convolve, filter_slices, first_conv,
-                            grayscale, load_model, top_images_for_channel)
+                            grayscale, top_images_for_channel)
 
 
 def test_most_confused_on_a_known_matrix():
@@ -191,7 +192,7 @@ def test_sobel_finds_a_vertical_edge_and_grayscale_uses_luma_weights():
 def test_the_pretrained_network_alone_recognises_a_real_photo():
     from sklearn.datasets import load_sample_image
 
-    from core.data import resize_uint8
+    from core.images import resize_uint8
     from core.models import imagenet_classifier
 
     model, categories = imagenet_classifier("efficientnet_lite0", 224)
@@ -206,7 +207,8 @@ def test_uploaded_bytes_decode_or_fail_with_a_sentence(monkeypatch):
 
     from PIL import Image
 
-    from core.data import DataError, decode_image
+    from core.errors import DataError
+    from core.images import decode_image
 
     buffer = io.BytesIO()
     Image.new("RGBA", (40, 20), (255, 0, 0, 0)).save(buffer, format="PNG")  # fully transparent red

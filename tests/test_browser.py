@@ -39,6 +39,8 @@ def wait_until_still(page, locator, settle_ms: int = 300, tries: int = 40) -> No
 
 
 def test_train_watch_refresh_and_look_inside(server, tmp_path):
+    # One journey, as a person clicks through it (longer than 60 lines on purpose): each later step needs the
+    # run the earlier ones trained, and a second browser session would train it again.
     url, runs_dir = server
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)

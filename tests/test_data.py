@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import (DataError, denormalize, iterate_batches, load_source, normalize, resize_uint8,
-                       stratified_split)
+from core.batches import denormalize, iterate_batches, normalize
+from core.data import load_source, stratified_split
+from core.errors import DataError
+from core.images import resize_uint8
 
 
 def test_digits_are_real_and_complete():
@@ -68,7 +70,7 @@ def test_batches_gathered_ahead_on_a_thread_are_the_rows_asked_for_in_order():
     consumer that stops early (a stop request) leaves no thread behind."""
     import threading
 
-    from core.data import gathered_ahead
+    from core.batches import gathered_ahead
 
     images = torch.randint(0, 256, (50, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(50) % 7

@@ -15,7 +15,9 @@ from PIL import Image
 
 from core.archive import ArchiveLimits, extract_zip
 from core.augment import Augment, preview
-from core.data import DataError, decode_image, inspect_source, load_source, main as data_main, resolve_folder
+from core.data import inspect_source, load_source, main as data_main, resolve_folder
+from core.errors import DataError
+from core.images import decode_image
 from core.health import check_image
 from core.layouts import scan_folder
 from tests.conftest import write_image_folder
@@ -65,7 +67,7 @@ def test_train_and_valid_folders_are_the_split(tmp_path):
     write_image_folder(tmp_path / "val", {"a": 2, "b": 1}, seed=1)
     data = load_source(str(tmp_path), 8)
     assert data.valid_mask is not None and int(data.valid_mask.sum()) == 3
-    from core.train import Split
+    from core.data import Split
     split = Split.from_dataset(data, valid_pct=0.5, seed=0)  # the data's own split wins over valid_pct
     assert len(split.train_labels) == 8 and len(split.valid_labels) == 3
 
@@ -241,8 +243,8 @@ def test_a_zip_trains_from_the_command_line(tmp_path, data_dir):
     runs_dir = tmp_path / "runs"
     assert main(["--data", str(archive), "--arch", "resnet18", "--no-pretrained", "--size", "16", "--bs", "8",
                  "--epochs", "1", "--runs-dir", str(runs_dir), "--name", "zip"]) == 0
-    config = json.loads((runs_dir / "zip" / "config.json").read_text())
-    assert config["class_names"] == ["blue", "green", "red"] and config["n_train"] + config["n_valid"] == 30
+    data = json.loads((runs_dir / "zip" / "data.json").read_text())
+    assert data["class_names"] == ["blue", "green", "red"] and data["n_train"] + data["n_valid"] == 30
 
 
 # ---- images --------------------------------------------------------------------------------------------------------

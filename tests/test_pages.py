@@ -5,6 +5,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import runs
+from core.atomic import read_json, write_json_atomic
+from core.runfolder import RunFolder
 from tests.conftest import ROOT, write_image_folder
 
 TIMEOUT = 120  # the first run imports torch and builds caches
@@ -18,6 +20,7 @@ def open_page(page: str, run_id: str | None = "tiny") -> AppTest:
     if page != "pages/home.py":  # Home is the default page
         app.switch_page(page).run()
     assert not app.exception, [e.value for e in app.exception]
+    assert any(c.value.startswith("**Dataset**") for c in app.sidebar.caption)  # app.py ran around the page
     return app
 
 
@@ -40,8 +43,10 @@ def test_data_shows_classes_counts_and_samples_at_the_chosen_size(runs_env):
     metrics = {m.label: m.value for m in app.metric}
     assert metrics == {"Images": "1,797", "Classes": "10", "Skipped files": "0"}
     assert len(app.get("plotly_chart")) == 2  # counts bar chart and sample grid
-    by_label(app.select_slider, "Image size (pixels)").set_value(32).run()
-    assert not app.exception and app.session_state["image_size"] == 32
+    assert any("At 64 px" in c.value for c in app.caption)  # the size is chosen on the Train page
+    app.session_state["size"] = 32
+    app.run()
+    assert not app.exception and any("At 32 px" in c.value for c in app.caption)
     by_label(app.radio, "Make images square by").set_value("pad").run()
     assert not app.exception and app.session_state["resize"] == "pad"
 
@@ -54,12 +59,22 @@ def test_data_checks_a_folder_lists_what_it_skipped_and_previews_augmentation(ru
     by_label(app.text_input, "Folder path").set_value(str(folder)).run()
     assert not app.exception
     assert app.success[0].value == "Ready: 12 images in 2 classes (1 file(s) skipped)."
-    assert app.session_state["dataset"] == str(folder)
+    assert app.session_state["data"] == str(folder)
     assert app.expander[-1].label == "Skipped files (1)"
     assert app.dataframe[0].value.to_dict("records") == [{"file": "dog/broken.jpg", "reason": "not a readable image"}]
     next(b for b in app.button if b.label.startswith("Use fastai")).click().run()
     assert not app.exception and app.session_state["flip"] and app.session_state["rotate"] == 10.0
     assert len(app.get("plotly_chart")) == 3  # counts, samples, augmented batch
+
+
+def test_a_setting_keeps_its_value_on_other_pages_and_comes_back_with_its_page(runs_env):
+    app = open_page("pages/data.py")
+    by_label(app.radio, "Make images square by").set_value("crop").run()
+    app.switch_page("pages/train.py").run()  # the radio is not drawn here: Streamlit would drop its state
+    assert not app.exception and app.session_state["resize"] == "crop"
+    assert any("images made square by crop" in c.value for c in app.caption)
+    app.switch_page("pages/data.py").run()
+    assert by_label(app.radio, "Make images square by").value == "crop"
 
 
 def test_data_refuses_an_unusable_folder_and_keeps_the_dataset(runs_env, tmp_path):
@@ -68,7 +83,7 @@ def test_data_refuses_an_unusable_folder_and_keeps_the_dataset(runs_env, tmp_pat
     by_label(app.radio, "Images from").set_value("A folder on this machine").run()
     by_label(app.text_input, "Folder path").set_value(str(tmp_path / "one" / "only" / "..")).run()
     assert not app.exception and "Only one class" in app.error[0].value
-    assert app.session_state["dataset"] == "builtin:digits"
+    assert app.session_state["data"] == "builtin:digits"
 
 
 def test_downloadable_datasets_explain_themselves_without_a_network(runs_env, monkeypatch, tmp_path):
@@ -84,6 +99,7 @@ def test_train_shows_a_finished_run_with_curves_and_epoch_table(runs_env):
     app = open_page("pages/train.py")
     assert by_label(app.selectbox, "Backbone").value == "efficientnet_lite0"
     assert {s.label for s in app.select_slider} == {"Image size (pixels)", "Batch size", "Learning rate", "Weight decay"}
+    assert app.session_state["size"] == 64 and app.session_state["arch"] == "efficientnet_lite0"  # keyed by field
     assert any(h.value == "Run tiny · completed" for h in app.subheader)
     assert len(app.get("plotly_chart")) == 2  # loss and learning rate
     table = app.table[0].value
@@ -104,16 +120,16 @@ def test_start_launches_one_run_process_and_a_second_start_is_refused(tmp_path, 
     [run] = runs.list_runs(tmp_path)
     assert run.config.arch == "resnet18" and run.config.size == 16 and not run.config.pretrained
     assert app.query_params["run"] == run.run_id
-    assert runs.is_active(runs.read_status(run.path))
+    assert RunFolder(run.path).is_active()
     by_label(app.button, "Start training").click().run()  # a second Start while the first is queued or training
     assert "is training on this device" in app.warning[0].value
     assert len(runs.list_runs(tmp_path)) == 1
     second_tab = open_page("pages/train.py", run_id=None)  # no ?run= in its address
     assert any(h.value.startswith(f"Run {run.run_id} · ") for h in second_tab.subheader)
     deadline = time.time() + 180
-    while runs.is_active(runs.read_status(run.path)) and time.time() < deadline:
+    while RunFolder(run.path).is_active() and time.time() < deadline:
         time.sleep(0.5)
-    assert runs.read_status(run.path)["state"] == "completed", (run.path / "log.txt").read_text()
+    assert RunFolder(run.path).status()["state"] == "completed", (run.path / "log.txt").read_text()
 
 
 def test_interpret_shows_matrix_cells_pairs_top_losses_metrics_and_report(runs_env):
@@ -190,14 +206,14 @@ def test_runs_lists_every_run_compares_and_deletes_with_confirmation(trained_run
     runs_dir = tmp_path / "runs"
     shutil.copytree(trained_run, runs_dir / "tiny")
     shutil.copytree(trained_run, runs_dir / "other")
-    meta = runs.read_json(runs_dir / "other" / "config.json")
+    meta = read_json(runs_dir / "other" / "config.json")
     meta["config"]["size"], meta["created"] = 24, meta["created"] + 1
-    runs.write_json_atomic(runs_dir / "other" / "config.json", meta)
+    write_json_atomic(runs_dir / "other" / "config.json", meta)
     monkeypatch.setenv("STUDIO_RUNS_DIR", str(runs_dir))
     app = open_page("pages/runs.py")
     table = app.dataframe[0].value
     assert list(table["run"]) == ["other", "tiny"] and set(table["state"]) == {"completed"}
-    best = max(row["accuracy"] for row in runs.read_metrics(runs_dir / "tiny").epochs)
+    best = max(row["accuracy"] for row in RunFolder(runs_dir / "tiny").read_metrics().epochs)
     assert list(table["best accuracy"]) == [round(best, 4)] * 2  # from status.json, kept at each epoch's end
     assert len(app.get("plotly_chart")) == 3  # accuracy, validation loss, training loss
     assert any(h.value == "Run tiny" for h in app.subheader)  # the current run, from the address
@@ -219,15 +235,15 @@ def test_a_stopped_run_offers_resume_and_finishes(trained_run, tmp_path, monkeyp
     runs_dir = tmp_path / "runs"
     shutil.copytree(trained_run, runs_dir / "paused")
     (runs_dir / "paused" / "predictions.npz").unlink()
-    runs.write_status(runs_dir / "paused", state="stopped", message="Stopped by hand.")
+    RunFolder(runs_dir / "paused").update_status(state="stopped", message="Stopped by hand.")
     monkeypatch.setenv("STUDIO_RUNS_DIR", str(runs_dir))
     app = open_page("pages/train.py", run_id="paused")
     by_label(app.button, "Resume").click().run()
     assert not app.exception
     deadline = time.time() + 180
-    while runs.read_status(runs_dir / "paused").get("state") != "completed" and time.time() < deadline:
+    while RunFolder(runs_dir / "paused").status().get("state") != "completed" and time.time() < deadline:
         time.sleep(0.5)
-    assert runs.read_status(runs_dir / "paused")["state"] == "completed"
+    assert RunFolder(runs_dir / "paused").status()["state"] == "completed"
     assert (runs_dir / "paused" / "predictions.npz").exists()
 
 
@@ -249,7 +265,7 @@ def test_the_lr_finder_runs_from_the_train_page_and_its_suggestion_is_used(tmp_p
     [run] = runs.list_runs(tmp_path)
     assert run.task == "lr_find"
     deadline = time.time() + 180
-    while runs.read_status(run.path).get("state") != "completed" and time.time() < deadline:
+    while RunFolder(run.path).status().get("state") != "completed" and time.time() < deadline:
         time.sleep(0.5)
     app.run()
     use = next(b for b in app.button if b.label.startswith("Use valley"))
@@ -267,4 +283,4 @@ def test_the_lesson_one_preset_fills_in_fastais_recipe(runs_env):
     assert by_label(app.number_input, "Frozen epochs first").value == 4
     assert by_label(app.number_input, "Epochs").value == 2
     assert by_label(app.select_slider, "Image size (pixels)").value == 224
-    assert app.session_state["dataset"] == "builtin:pets" and app.session_state["lr"] == 1e-3
+    assert app.session_state["data"] == "builtin:pets" and app.session_state["lr"] == 1e-3

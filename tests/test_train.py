@@ -1,24 +1,18 @@
-"""The training engine: the schedule's shape, freezing, the recipe, and the run folder a run leaves."""
+"""The training engine: the schedule's shape, freezing, the recipe, the cached frozen phase, the LR finder, the
+command line's config."""
 import dataclasses
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from core import runs
-from core.config import TrainConfig
-from core.models import Classifier, build_classifier, freeze_body, unfreeze
 from core.callbacks import Callback
-from core.train import Loop, Split, even_mults, fine_tune, fit_one_cycle, main, run_training
-from tests.conftest import ROOT
+from core.config import TrainConfig
+from core.data import Split
+from core.loop import Learner, fit_one_cycle
+from core.models import Classifier, build_classifier, freeze_body, unfreeze
+from core.recipe import even_mults, fine_tune
 
 
 def tiny_split(n=32, size=8, n_classes=2) -> Split:
@@ -50,8 +44,8 @@ class Recorder(Callback):
 def test_one_cycle_warms_up_to_the_peak_then_anneals_far_below_it():
     config = TrainConfig(bs=4, lr=0.01, pretrained=False)
     recorder = Recorder()
-    loop = Loop(tiny_classifier(), tiny_split(), config, torch.device("cpu"), callbacks=[recorder])
-    fit_one_cycle(loop, 2, [{"params": list(loop.classifier.model.parameters()), "lr": 0.01}], pct_start=0.25)
+    learner = Learner(tiny_classifier(), tiny_split(), config, torch.device("cpu"), callbacks=[recorder])
+    fit_one_cycle(learner, 2, [{"params": list(learner.classifier.model.parameters()), "lr": 0.01}], pct_start=0.25)
     lrs = recorder.lrs
     assert len(lrs) == 16  # 32 images / batch 4 * 2 epochs
     assert lrs[0] == pytest.approx(0.01 / 25)  # starts at lr / div
@@ -74,9 +68,9 @@ def test_freezing_really_freezes_the_body_and_trains_the_head():
     head_before = classifier.head[-1].weight.detach().clone()
     freeze_body(classifier)
     config = TrainConfig(bs=8, size=32)
-    loop = Loop(classifier, tiny_split(16, 32), config, torch.device("cpu"))
+    learner = Learner(classifier, tiny_split(16, 32), config, torch.device("cpu"))
     trainable = [p for p in classifier.model.parameters() if p.requires_grad]
-    fit_one_cycle(loop, 1, [{"params": trainable, "lr": 1e-2}])
+    fit_one_cycle(learner, 1, [{"params": trainable, "lr": 1e-2}])
     convs_after = [m.weight for m in classifier.body.modules() if isinstance(m, nn.Conv2d)]
     assert all(torch.equal(a, b) for a, b in zip(convs_before, convs_after))
     assert not torch.equal(head_before, classifier.head[-1].weight)
@@ -99,10 +93,10 @@ def test_fine_tune_counts_epochs_like_fastai_with_discriminative_rates():
     classifier = build_classifier("resnet18", 2, pretrained=False, size=32)
     config = TrainConfig(arch="resnet18", pretrained=True, bs=8, epochs=2, freeze_epochs=1, lr=2e-3, size=32)
     recorder = Recorder()
-    loop = Loop(classifier, tiny_split(16, 32), config, torch.device("cpu"), callbacks=[recorder])
-    fine_tune(loop)
+    learner = Learner(classifier, tiny_split(16, 32), config, torch.device("cpu"), callbacks=[recorder])
+    fine_tune(learner)
     assert [row["phase"] for row in recorder.epochs] == ["frozen", "unfrozen", "unfrozen"]
-    peaks = [group["max_lr"] for group in loop.optimizer.param_groups]
+    peaks = [group["max_lr"] for group in learner.optimizer.param_groups]
     assert peaks == pytest.approx([1e-5, 1e-4, 1e-3])  # slice(base_lr/100, base_lr) with base_lr = lr/2
 
 
@@ -118,157 +112,6 @@ def test_resnet_without_a_network_says_what_to_do(tmp_path, monkeypatch):
         pytest.skip("this machine reached the network and downloaded the weights")
 
 
-def test_run_folder_after_a_one_epoch_run(trained_run):
-    config = json.loads((trained_run / "config.json").read_text())
-    assert config["config"]["arch"] == "resnet18" and config["class_names"] == [str(i) for i in range(10)]
-    assert config["command"].startswith("python -m core.train --data builtin:digits --arch resnet18")
-    assert config["n_train"] + config["n_valid"] == 1797 and len(config["data_fingerprint"]) == 16
-    status = runs.read_status(trained_run)
-    assert status["state"] == "completed" and status["step"] == status["total_steps"] == 1437 // 64
-    tail = runs.read_metrics(trained_run)
-    assert len(tail.steps) == 22 and [row["epoch"] for row in tail.epochs] == [1]
-    epoch = tail.epochs[0]
-    assert set(epoch) >= {"epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "seconds"}
-    assert epoch["accuracy"] > 0.5  # chance is 0.1
-    assert epoch["error_rate"] == pytest.approx(1 - epoch["accuracy"])
-    checkpoint = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
-    assert checkpoint["epoch"] == 1 and "optimizer" in checkpoint and "scheduler" in checkpoint
-    with np.load(trained_run / "predictions.npz") as predictions:
-        assert predictions["probs"].shape == (config["n_valid"], 10)
-        assert (predictions["probs"].argmax(1) == predictions["targets"]).mean() == pytest.approx(epoch["accuracy"])
-
-
-def test_a_second_training_is_refused_while_one_holds_the_device(tmp_path):
-    lock = runs.TrainingLock(tmp_path)
-    lock.acquire("first-run")
-    try:
-        run_dir = runs.create_run(TrainConfig(), tmp_path, "second")
-        assert run_training(run_dir) == "failed"
-        assert "first-run is training" in runs.read_status(run_dir)["message"]
-        assert runs.active_run(tmp_path) == "first-run"
-    finally:
-        lock.release()
-    assert runs.TrainingLock(tmp_path).held_by_other() is None
-
-
-def test_stop_ends_a_launched_run_cleanly_and_keeps_what_it_learned(tmp_path):
-    config = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64, epochs=30)
-    run_dir = runs.create_run(config, tmp_path, "stoppable")
-    process = runs.launch(run_dir)
-    deadline = time.time() + 240
-    while time.time() < deadline and not runs.read_metrics(run_dir).epochs:
-        assert process.poll() is None, (run_dir / "log.txt").read_text()
-        time.sleep(0.5)
-    assert runs.read_status(run_dir)["state"] == "running"
-    runs.request_stop(run_dir)
-    assert process.wait(timeout=120) == 0
-    status = runs.read_status(run_dir)
-    assert status["state"] == "stopped" and "Stopped at epoch" in status["message"]
-    assert status["step"] < status["total_steps"]
-    assert (run_dir / "checkpoints" / "last.pt").exists() and (run_dir / "predictions.npz").exists()
-    assert "Stopped at epoch" in (run_dir / "log.txt").read_text()
-
-
-def test_core_never_imports_streamlit():
-    code = ("import sys, core.data, core.models, core.train, core.runs, core.interpret, core.visualize; "
-            "sys.exit('streamlit' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
-
-
-def wait_for(condition, timeout=240):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.2)
-
-
-RESUME_CONFIG = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64, epochs=3, seed=1)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict:
-    run_dir = runs.create_run(RESUME_CONFIG, tmp_path_factory.mktemp("whole"), "whole")
-    assert run_training(run_dir) == "completed"
-    return runs.read_metrics(run_dir).epochs[-1]
-
-
-def test_a_run_killed_mid_epoch_shows_interrupted_keeps_its_metrics_and_resumes(tmp_path, uninterrupted):
-    run_dir = runs.create_run(RESUME_CONFIG, tmp_path, "killed")
-    process = runs.launch(run_dir)
-    wait_for(lambda: len(runs.read_metrics(run_dir).steps) >= 30)  # well into the second epoch (22 steps each)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    before = runs.read_metrics(run_dir)
-    assert runs.read_status(run_dir)["state"] == "interrupted" and runs.can_resume(run_dir)
-    assert len(before.steps) >= 30 and [row["epoch"] for row in before.epochs] == [1]
-    # a checkpoint write cut short leaves only a temporary file, never a broken last.pt
-    (run_dir / "checkpoints" / ".last.pt.tmp").write_bytes(b"half a checkpoint")
-    assert main(["--resume", str(run_dir)]) == 0
-    after = runs.read_metrics(run_dir)
-    assert runs.read_status(run_dir)["state"] == "completed"
-    assert [row["step"] for row in after.steps] == list(range(1, 67))  # every step once, none lost or doubled
-    assert [row["epoch"] for row in after.epochs] == [1, 2, 3]
-    assert abs(after.epochs[-1]["accuracy"] - uninterrupted["accuracy"]) <= 0.02
-
-
-def test_a_stopped_run_resumes_mid_epoch_where_it_stopped(tmp_path, uninterrupted):
-    run_dir = runs.create_run(RESUME_CONFIG, tmp_path, "stopped")
-
-    process = runs.launch(run_dir)
-    wait_for(lambda: len(runs.read_metrics(run_dir).steps) >= 27)
-    runs.request_stop(run_dir)
-    process.wait(timeout=120)
-    status = runs.read_status(run_dir)
-    assert status["state"] == "stopped" and 27 <= status["step"] < 66
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert checkpoint["step"] == status["step"] and checkpoint["batch_in_epoch"] == status["step"] - 22
-    assert run_training(run_dir, resume=True) == "completed"
-    after = runs.read_metrics(run_dir)
-    assert [row["step"] for row in after.steps] == list(range(1, 67))
-    assert abs(after.epochs[-1]["accuracy"] - uninterrupted["accuracy"]) <= 0.02
-
-
-def test_checkpoints_load_weights_only_and_a_pickle_payload_never_runs(tmp_path, trained_run):
-    import pickle
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {tmp_path / 'pwned'}",))
-
-    evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"model": Payload()}, protocol=2))
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(evil, weights_only=True)
-    assert not (tmp_path / "pwned").exists()
-    shutil.copytree(trained_run, tmp_path / "run")
-    shutil.copyfile(evil, tmp_path / "run" / "checkpoints" / "best.pt")
-    from core.visualize import load_model
-    with pytest.raises(pickle.UnpicklingError):
-        load_model(tmp_path / "run")
-    assert not (tmp_path / "pwned").exists()
-
-
-def test_a_nan_loss_stops_the_run_with_a_sentence_and_keeps_the_last_good_epoch(tmp_path):
-    config = TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=1, lr=1e9)
-    early = runs.create_run(config, tmp_path, "early")
-    assert run_training(early) == "failed"
-    status = runs.read_status(early)
-    assert status["message"].startswith("The loss became nan") and "10 times lower" in status["message"]
-    assert "no model to keep" in status["message"] and not (early / "predictions.npz").exists()
-    # a blow-up after a checkpoint (here: optimizer state poisoned so the first resumed step breaks the weights)
-    later = runs.create_run(TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=2), tmp_path, "later")
-    (later / "STOP").touch()  # stops after its first batch, saving a good checkpoint
-    assert run_training(later) == "stopped"
-    checkpoint = torch.load(later / "checkpoints" / "last.pt", weights_only=True)
-    for state in checkpoint["optimizer"]["state"].values():
-        state["exp_avg_sq"].fill_(-1.0)  # sqrt of a negative: the next update is NaN
-    torch.save(checkpoint, later / "checkpoints" / "last.pt")
-    assert run_training(later, resume=True) == "failed"
-    assert "last checkpoint is kept" in runs.read_status(later)["message"]
-    with np.load(later / "predictions.npz") as predictions:
-        assert np.isfinite(predictions["probs"]).all()
-
-
 def test_early_stopping_waits_patience_epochs_without_improvement():
     from core.callbacks import EarlyStop, EarlyStopping
 
@@ -277,15 +120,6 @@ def test_early_stopping_waits_patience_epochs_without_improvement():
         callback.on_epoch_end(epoch, {"valid_loss": loss})
     with pytest.raises(EarlyStop, match="after epoch 4"):
         callback.on_epoch_end(4, {"valid_loss": 0.85})
-
-
-def test_keep_best_finishes_with_the_best_epoch_and_label_smoothing_trains(tmp_path):
-    config = TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=3, keep_best=True, label_smoothing=0.1)
-    run_dir = runs.create_run(config, tmp_path)
-    assert run_training(run_dir) == "completed"
-    best = max(row["accuracy"] for row in runs.read_metrics(run_dir).epochs)
-    assert runs.read_status(run_dir)["final_accuracy"] == pytest.approx(best)
-    assert "--keep-best" in runs.read_json(run_dir / "config.json")["command"]
 
 
 def test_lr_suggestions_are_pure_functions_of_the_curve():
@@ -316,15 +150,6 @@ def test_the_lr_sweep_grows_exponentially_stops_on_explosion_and_restores_the_we
     assert all(p.requires_grad for p in classifier.model.parameters())
 
 
-def test_lr_find_from_the_command_line_writes_its_curve_and_suggestion(tmp_path):
-    assert main(["--lr-find", "--arch", "resnet18", "--no-pretrained", "--size", "16", "--runs-dir", str(tmp_path),
-                 "--name", "sweep"]) == 0
-    found = runs.read_json(tmp_path / "sweep" / "lr_find.json")
-    assert len(found["lrs"]) == len(found["losses"]) > 10 and set(found["suggestions"]) == {"valley", "steep"}
-    assert runs.read_status(tmp_path / "sweep")["state"] == "completed"
-    assert "--lr-find" in runs.read_json(tmp_path / "sweep" / "config.json")["command"]
-
-
 def test_the_lesson_one_preset_and_explicit_unfrozen_rates():
     from core.train import config_from_args, parse_args
 
@@ -334,40 +159,23 @@ def test_the_lesson_one_preset_and_explicit_unfrozen_rates():
     assert config.epochs == 3  # typed on the command line: wins over the preset
     assert (config.unfrozen_lr_min, config.unfrozen_lr_max) == (1e-6, 1e-4)
     classifier = build_classifier("resnet18", 2, pretrained=False, size=16)
-    loop = Loop(classifier, tiny_split(16, 16), dataclasses.replace(config, bs=8, freeze_epochs=1, epochs=1),
+    learner = Learner(classifier, tiny_split(16, 16), dataclasses.replace(config, bs=8, freeze_epochs=1, epochs=1),
                 torch.device("cpu"))
-    fine_tune(loop)
-    assert [g["max_lr"] for g in loop.optimizer.param_groups] == pytest.approx([1e-6, 1e-5, 1e-4])
+    fine_tune(learner)
+    assert [g["max_lr"] for g in learner.optimizer.param_groups] == pytest.approx([1e-6, 1e-5, 1e-4])
 
 
 def test_running_out_of_gpu_memory_says_which_batch_size_to_try():
-    from core.train import OutOfMemory
+    from core.loop import OutOfMemory
 
     class Greedy(nn.Module):
         def forward(self, x):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     classifier = Classifier(nn.Sequential(nn.Identity(), Greedy()), [[], []])
-    loop = Loop(classifier, tiny_split(), TrainConfig(bs=8, size=8), torch.device("cpu"))
+    learner = Learner(classifier, tiny_split(), TrainConfig(bs=8, size=8), torch.device("cpu"))
     with pytest.raises(OutOfMemory, match="at batch size 8 and 8 px. Try batch size 4"):
-        fit_one_cycle(loop, 2, [{"params": [nn.Parameter(torch.zeros(1))], "lr": 1e-3}])
-
-
-def test_torchrun_trains_with_two_processes_and_rank_zero_writes_the_run(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores: one thread each
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-               "core.train", "--arch", "resnet18", "--no-pretrained", "--size", "16", "--bs", "32", "--epochs", "2",
-               "--runs-dir", str(tmp_path), "--name", "ddp"]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    run_dir = tmp_path / "ddp"
-    status = runs.read_status(run_dir)
-    # 1,437 training images in batches of 32: 44 full batches an epoch, 22 for each of the two processes
-    assert status["state"] == "completed" and status["total_steps"] == 44
-    tail = runs.read_metrics(run_dir)
-    assert [row["step"] for row in tail.steps] == list(range(1, 45)) and len(tail.epochs) == 2
-    assert tail.epochs[-1]["accuracy"] > 0.8
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".train.lock", "ddp"]  # one run folder, from rank 0
+        fit_one_cycle(learner, 2, [{"params": [nn.Parameter(torch.zeros(1))], "lr": 1e-3}])
 
 
 def bn_statistics(model: nn.Module) -> list[torch.Tensor]:
@@ -375,7 +183,8 @@ def bn_statistics(model: nn.Module) -> list[torch.Tensor]:
 
 
 def test_the_frozen_phase_trains_the_head_on_features_computed_once():
-    from core.train import body_features, caches_features, evaluate
+    from core.loop import evaluate
+    from core.recipe import body_features, caches_features
     from core.distributed import World
 
     classifier = build_classifier("efficientnet_lite0", 2, pretrained=True, size=32)
@@ -387,8 +196,8 @@ def test_the_frozen_phase_trains_the_head_on_features_computed_once():
     body_before = {k: v.clone() for k, v in classifier.body.state_dict().items()}
     head_before = classifier.head[-1].weight.detach().clone()
     recorder = Recorder()
-    loop = Loop(classifier, split, config, torch.device("cpu"), callbacks=[recorder])
-    fine_tune(loop)
+    learner = Learner(classifier, split, config, torch.device("cpu"), callbacks=[recorder])
+    fine_tune(learner)
     # The body ran over the 32 training and 8 validation images once, not once an epoch.
     assert sum(calls) == 32 + 8 and [row["phase"] for row in recorder.epochs] == ["frozen", "frozen"]
     hook.remove()
@@ -403,7 +212,7 @@ def test_the_frozen_phase_trains_the_head_on_features_computed_once():
 
 
 def test_features_are_not_cached_when_each_epoch_would_see_other_images_or_statistics():
-    from core.train import caches_features
+    from core.recipe import caches_features
     from core.distributed import World
 
     base = TrainConfig()
@@ -420,11 +229,11 @@ def test_with_augmentation_the_frozen_phase_runs_the_body_every_epoch_and_keeps_
     classifier.body.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
     before = bn_statistics(classifier.model)
     config = TrainConfig(bs=8, size=32, freeze_epochs=2, epochs=1, flip=True)
-    fine_tune(Loop(classifier, tiny_split(32, 32), config, torch.device("cpu")))
+    fine_tune(Learner(classifier, tiny_split(32, 32), config, torch.device("cpu")))
     assert sum(calls) == 3 * (32 + 8)  # three epochs of training and validation images
     assert all(torch.equal(a, b) for a, b in zip(before, bn_statistics(classifier.model)))
     adapting = build_classifier("efficientnet_lite0", 2, pretrained=True, size=32)
-    fine_tune(Loop(adapting, tiny_split(32, 32), dataclasses.replace(config, adapt_bn=True), torch.device("cpu")))
+    fine_tune(Learner(adapting, tiny_split(32, 32), dataclasses.replace(config, adapt_bn=True), torch.device("cpu")))
     assert not all(torch.equal(a, b) for a, b in zip(before, bn_statistics(adapting.model)))
 
 
@@ -432,7 +241,7 @@ def test_channels_last_everywhere_on_a_cpu_and_on_a_gpu_only_without_depthwise_c
     """The layout rule (measured: channels_last trains 1.6x faster on this CPU; on an H100 it is ResNet-50's
     fastest layout, while EfficientNet's depthwise convolutions in it cost many seconds of cuDNN set-up).
     Deciding needs no GPU: it reads the network and the device's type."""
-    from core.train import in_layout, memory_format_for
+    from core.device import in_layout, memory_format_for
 
     resnet = build_classifier("resnet18", 3, pretrained=False, size=32).model
     efficientnet = build_classifier("efficientnet_lite0", 3, pretrained=False, size=32).model

@@ -1,0 +1,54 @@
+"""The checkpoint format: everything needed to resume a run exactly, and to rebuild its model anywhere.
+
+A checkpoint is a plain dict of tensors and numbers, saved with torch.save and always loaded with
+weights_only=True, so nothing in a file can run code. It carries its own config and class names: a checkpoint
+copied out of its run folder still rebuilds its model (core.export does).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from core.atomic import write_atomic
+from core.config import TrainConfig
+from core.models import build_classifier
+from core.runfolder import RunFolder
+
+if TYPE_CHECKING:
+    from core.loop import Learner
+
+
+def save_checkpoint(path: Path, learner: Learner, class_names: list[str]) -> None:
+    """Model, optimizer, schedule, RNG state and position, written atomically."""
+    state = {
+        "model": learner.classifier.model.state_dict(),
+        "optimizer": learner.optimizer.state_dict() if learner.optimizer else {},
+        "scheduler": learner.scheduler.state_dict() if learner.scheduler else {},
+        "rng": torch.get_rng_state(),
+        "epoch": learner.epoch, "step": learner.step, "phase": learner.phase, "phase_epoch": learner.phase_epoch,
+        "batch_in_epoch": learner.batch_in_epoch,
+        "config": learner.config.to_dict(), "class_names": list(class_names),
+    }
+    write_atomic(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents on the CPU; pickle.UnpicklingError for anything but plain weights and numbers."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_model(run_dir: Path) -> tuple[nn.Module, list[str], TrainConfig]:
+    """Rebuild a run's model from the checkpoint that counts (core.runfolder), in eval mode, with its class
+    names and config; FileNotFoundError before its first epoch ended."""
+    path = RunFolder(run_dir).model_checkpoint()
+    if path is None:
+        raise FileNotFoundError(f"The run {Path(run_dir).name} has no checkpoint yet: it has not finished an epoch.")
+    state = load_checkpoint(path)
+    config = TrainConfig.from_dict(state["config"])
+    class_names = [str(name) for name in state["class_names"]]
+    classifier = build_classifier(config.arch, len(class_names), pretrained=False, size=config.size)
+    classifier.model.load_state_dict(state["model"])
+    return classifier.model.eval(), class_names, config

@@ -1,0 +1,223 @@
+"""Running a run: the process that owns a run folder from "queued" to its final state.
+
+`run_training` and `run_lr_find` share one frame (`in_run_process`): take the device lock, say "running",
+do the work, and turn every failure into a sentence in status.json with the traceback in the log. Training is
+core.recipe's fine_tune on core.loop, with the callbacks that write the folder; the finder is core.lr_find's
+sweep. Under torchrun every process calls `run_training`; only rank 0 holds the lock and writes the folder.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.atomic import write_atomic
+from core.callbacks import (EarlyStop, EarlyStopping, NonFiniteLoss, RunFolderWriter, StopOnNonFiniteLoss,
+                            StopOnRequest, StopTraining, TerminalProgress)
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.config import TrainConfig
+from core.data import Split, load_source
+from core.device import describe_device, memory_format_for, pick_device
+from core.distributed import World
+from core.errors import DataError
+from core.images import LabeledImages
+from core.loop import Evaluation, Learner, OutOfMemory, evaluate, keeps_bn_stats
+from core.lr_find import suggest_steep, suggest_valley, sweep
+from core.models import Classifier, WeightsUnavailable, build_classifier
+from core.recipe import fine_tune
+from core.runfolder import RunFolder
+from core.runs import DeviceBusy, TrainingLock
+
+
+def run_training(run_dir: Path, resume: bool = False, world: World = World()) -> str:
+    """Train the run whose folder (with config.json) exists; returns the final state.
+
+    With resume, continue from checkpoints/last.pt exactly where it was saved (mid-epoch too): model,
+    optimizer, schedule, RNG and position; metric rows written after that checkpoint are dropped and redone.
+    """
+    folder = RunFolder(run_dir, writes=world.is_main)
+    return in_run_process(folder, world, lambda config, device: _train(folder, config, device, world, resume),
+                          message="Loading data and weights", resume=resume)
+
+
+def run_lr_find(run_dir: Path) -> str:
+    """The learning-rate finder as a run: its own process, holding the device lock, writing lr_find.json."""
+    folder = RunFolder(run_dir)
+    return in_run_process(folder, World(), lambda config, device: _sweep(folder, config, device),
+                          message="Sweeping the learning rate")
+
+
+def in_run_process(folder: RunFolder, world: World, work: Callable[[TrainConfig, torch.device], str], *,
+                   message: str, resume: bool = False) -> str:
+    """Hold the device lock while `work(config, device)` runs; any failure ends the run with a sentence."""
+    lock = TrainingLock(folder.path.parent)
+    busy = None
+    if world.is_main:
+        try:
+            lock.acquire(folder.run_id)
+        except DeviceBusy as error:
+            busy = error
+    if world.any(busy is not None):
+        folder.update_status(state="failed", pid=os.getpid(), message=str(busy))
+        print(busy or "Rank 0 could not take the training lock.", flush=True)
+        return "failed"
+    device = pick_device(world)
+    started = folder.raw_status().get("started") if resume else time.time()
+    folder.update_status(state="running", pid=os.getpid(), device=describe_device(device), started=started,
+                         finished=None, message=message)
+    try:
+        config = folder.config()
+        problems = config.problems()
+        if problems:
+            raise DataError("These settings cannot be trained: " +
+                            "; ".join(f"{name} {sentence}" for name, sentence in problems.items()) + ".")
+        return work(config, device)
+    except (DataError, WeightsUnavailable) as error:
+        folder.finish("failed", str(error))
+        print(f"Failed: {error}", flush=True)
+        return "failed"
+    except Exception as error:  # anything else: a plain sentence for the page, the traceback for the log
+        traceback.print_exc()
+        folder.finish("failed", f"The run failed unexpectedly ({type(error).__name__}: {error}). The details are "
+                                "in the run's log.")
+        return "failed"
+    finally:
+        if world.is_main:
+            lock.release()
+
+
+def prepare(folder: RunFolder, config: TrainConfig, device: torch.device,
+            world: World = World()) -> tuple[LabeledImages, Split, Classifier]:
+    """Load the data, split it, build the model on the device, and record what the data turned out to be."""
+    torch.manual_seed(config.seed)  # the same new head on every process
+    data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
+    split = Split.from_dataset(data, config.valid_pct, config.seed).placed(device)
+    folder.record_data(list(data.class_names), data.fingerprint(), len(split.train_labels), len(split.valid_labels))
+    classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained, size=config.size)
+    classifier.model.to(device, memory_format=memory_format_for(classifier.model, device))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return data, split, classifier
+
+
+def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: World, resume: bool) -> str:
+    # SIGTERM (a `kill`, a logout) is a stop request: finish the batch, keep what was learned.
+    signal.signal(signal.SIGTERM, lambda *_: folder.request_stop())
+    checkpoint = _checkpoint_to_resume(folder, world) if resume else None
+    data, split, classifier = prepare(folder, config, device, world)
+    class_names = list(data.class_names)
+    writer = None
+    if world.is_main:
+        best = max((row["accuracy"] for row in folder.read_metrics().epochs), default=-1.0) if checkpoint else -1.0
+        writer = RunFolderWriter(folder, class_names, best_accuracy=best)
+    # The NaN check comes first: a NaN step is never written as a metrics row.
+    callbacks = [StopOnNonFiniteLoss(world), *([writer, TerminalProgress()] if writer else []),
+                 StopOnRequest(folder, world), *([EarlyStopping(config.patience)] if config.patience > 0 else [])]
+    learner = Learner(classifier, split, config, device, callbacks=callbacks, world=world,
+                      announce=lambda message: folder.update_status(message=message))
+    learner.total_epochs = config.total_epochs
+    learner.total_steps = learner.total_epochs * learner.batches_per_epoch()
+    if checkpoint is not None:
+        classifier.model.load_state_dict(checkpoint["model"])
+        learner.step, learner.epoch, learner.resume = checkpoint["step"], checkpoint["epoch"], checkpoint
+        folder.update_status(best_accuracy=writer.best_accuracy if writer and writer.best_accuracy >= 0 else None)
+        print(f"Resuming at epoch {learner.epoch + 1}, step {learner.step}.", flush=True)
+    folder.update_status(state="running", message="", total_steps=learner.total_steps,
+                         total_epochs=learner.total_epochs, step=learner.step, epoch=learner.epoch)
+    try:
+        learner.call("on_fit_start", learner)
+        state, note = _fine_tune_until_it_ends(learner, folder, class_names)
+        return _finish(learner, folder, state, note)
+    finally:
+        if writer is not None:
+            writer.metrics.close()
+
+
+def _checkpoint_to_resume(folder: RunFolder, world: World) -> dict:
+    if not folder.last_checkpoint.exists():
+        raise DataError("This run saved no checkpoint before it ended, so there is nothing to resume; start it "
+                        "again instead.")
+    checkpoint = load_checkpoint(folder.last_checkpoint)
+    folder.clear_stop()
+    folder.truncate_metrics(checkpoint["step"], checkpoint["epoch"])
+    world.any(False)  # every rank waits until the stale stop request is gone
+    return checkpoint
+
+
+def _fine_tune_until_it_ends(learner: Learner, folder: RunFolder, class_names: list[str]) -> tuple[str, str]:
+    """(final state, a note for the message): whatever ended the recipe, as a state."""
+    try:
+        fine_tune(learner)
+    except StopTraining:
+        if learner.optimizer is not None and learner.world.is_main:
+            save_checkpoint(folder.last_checkpoint, learner, class_names)
+        return "stopped", ""
+    except EarlyStop as early:
+        return "completed", f"{early} "
+    except NonFiniteLoss as bad:  # the weights that produced it are already broken: go back to an epoch's end
+        return "failed", f"{bad} The learning rate is probably too high: try one about 10 times lower. "
+    except OutOfMemory as full:
+        if learner.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return "failed", f"{full} "
+    return "completed", ""
+
+
+def _finish(learner: Learner, folder: RunFolder, state: str, note: str) -> str:
+    """Settle on the run's final weights, write its predictions, and say how it ended."""
+    config = learner.config
+    restore = (folder.best_checkpoint if config.keep_best and state == "completed" else
+               folder.last_checkpoint if state == "failed" else None)
+    if restore is not None and restore.exists():
+        learner.classifier.model.load_state_dict(load_checkpoint(restore)["model"])
+        note += "Kept the weights of the best epoch. " if restore == folder.best_checkpoint else \
+            "The model of the last checkpoint is kept. "
+    elif state == "failed":
+        note += "No epoch had finished, so there is no model to keep."
+        folder.finish(state, note.strip())
+        print(note, flush=True)
+        return state
+    if not learner.world.is_main:
+        return state
+    evaluation = save_predictions(folder, learner)
+    learner.call("on_fit_end", {"accuracy": evaluation.accuracy})
+    message = f"{note}Validation accuracy {evaluation.accuracy:.1%} after {learner.epoch} epochs."
+    if state == "stopped":
+        message = f"Stopped at epoch {learner.epoch + 1}, step {learner.step}. " + message
+    folder.finish(state, message, step=learner.step, epoch=learner.epoch, final_accuracy=evaluation.accuracy,
+                  model_checkpoint=(restore or folder.last_checkpoint).name)
+    print(message, flush=True)
+    return state
+
+
+def save_predictions(folder: RunFolder, learner: Learner) -> Evaluation:
+    """Validation targets, probabilities, losses and item ids: the input of every interpretation view."""
+    split = learner.split
+    evaluation = evaluate(learner.classifier.model, split.valid_images, split.valid_labels,
+                          batch_size=learner.config.bs, device=learner.device)
+    write_atomic(folder.predictions_path, lambda f: np.savez(f, targets=split.valid_labels.numpy(),
+                                                             probs=evaluation.probs, losses=evaluation.losses,
+                                                             item_ids=split.valid_ids))
+    return evaluation
+
+
+def _sweep(folder: RunFolder, config: TrainConfig, device: torch.device) -> str:
+    _, split, classifier = prepare(folder, config, device)
+    progress = lambda step, total: folder.update_status(  # noqa: E731
+        state="running", step=step, total_steps=total) if step % 5 == 0 else None
+    lrs, losses = sweep(classifier, split, batch_size=config.bs, device=device, pretrained=config.pretrained,
+                        keep_bn_stats=keeps_bn_stats(config), seed=config.seed, on_step=progress)
+    if len(lrs) < 5:
+        raise DataError("The learning-rate finder failed: the loss exploded at once, even at the smallest rates.")
+    suggestions = {"valley": suggest_valley(lrs, losses), "steep": suggest_steep(lrs, losses)}
+    folder.write_lr_find(lrs.tolist(), losses.tolist(), suggestions)
+    message = f"Suggested learning rate {suggestions['valley']:.1e} (valley); steepest {suggestions['steep']:.1e}."
+    folder.finish("completed", message, step=len(lrs), total_steps=len(lrs))
+    print(message, flush=True)
+    return "completed"

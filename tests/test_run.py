@@ -1,0 +1,232 @@
+"""A run as a process with a folder: what a finished run leaves, the device lock, stop, resume, a NaN loss, the
+command line and torchrun."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from core import runs
+from core.config import TrainConfig
+from core.run import run_training
+from core.runfolder import RunFolder
+from core.train import main
+from tests.conftest import ROOT
+
+
+def test_run_folder_after_a_one_epoch_run(trained_run):
+    config = json.loads((trained_run / "config.json").read_text())  # what was asked, written once
+    assert config["config"]["arch"] == "resnet18" and set(config) == {"config", "task", "command", "created",
+                                                                      "versions"}
+    assert config["command"].startswith("python -m core.train --data builtin:digits --arch resnet18")
+    data = json.loads((trained_run / "data.json").read_text())  # what the data turned out to be
+    assert data["class_names"] == [str(i) for i in range(10)] == RunFolder(trained_run).class_names()
+    assert data["n_train"] + data["n_valid"] == 1797 and len(data["data_fingerprint"]) == 16
+    status = RunFolder(trained_run).status()
+    assert status["state"] == "completed" and status["step"] == status["total_steps"] == 1437 // 64
+    tail = RunFolder(trained_run).read_metrics()
+    assert len(tail.steps) == 22 and [row["epoch"] for row in tail.epochs] == [1]
+    epoch = tail.epochs[0]
+    assert set(epoch) >= {"epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "seconds"}
+    assert epoch["accuracy"] > 0.5  # chance is 0.1
+    assert epoch["error_rate"] == pytest.approx(1 - epoch["accuracy"])
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1 and "optimizer" in checkpoint and "scheduler" in checkpoint
+    with np.load(trained_run / "predictions.npz") as predictions:
+        assert predictions["probs"].shape == (data["n_valid"], 10)
+        assert (predictions["probs"].argmax(1) == predictions["targets"]).mean() == pytest.approx(epoch["accuracy"])
+
+
+def test_a_second_training_is_refused_while_one_holds_the_device(tmp_path):
+    lock = runs.TrainingLock(tmp_path)
+    lock.acquire("first-run")
+    try:
+        run_dir = runs.create_run(TrainConfig(), tmp_path, "second")
+        assert run_training(run_dir) == "failed"
+        assert "first-run is training" in RunFolder(run_dir).status()["message"]
+        assert runs.active_run(tmp_path) == "first-run"
+    finally:
+        lock.release()
+    assert runs.TrainingLock(tmp_path).held_by_other() is None
+
+
+def test_stop_ends_a_launched_run_cleanly_and_keeps_what_it_learned(tmp_path):
+    config = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64, epochs=30)
+    run_dir = runs.create_run(config, tmp_path, "stoppable")
+    process = runs.launch(run_dir)
+    deadline = time.time() + 240
+    while time.time() < deadline and not RunFolder(run_dir).read_metrics().epochs:
+        assert process.poll() is None, (run_dir / "log.txt").read_text()
+        time.sleep(0.5)
+    assert RunFolder(run_dir).status()["state"] == "running"
+    RunFolder(run_dir).request_stop()
+    assert process.wait(timeout=120) == 0
+    status = RunFolder(run_dir).status()
+    assert status["state"] == "stopped" and "Stopped at epoch" in status["message"]
+    assert status["step"] < status["total_steps"]
+    assert (run_dir / "checkpoints" / "last.pt").exists() and (run_dir / "predictions.npz").exists()
+    assert "Stopped at epoch" in (run_dir / "log.txt").read_text()
+
+
+def test_core_never_imports_streamlit():
+    code = ("import sys, core.data, core.models, core.train, core.run, core.runs, core.runfolder, core.loop, core.recipe, core.lr_find, core.checkpoint, core.export, core.interpret, core.visualize, core.attribution; "
+            "sys.exit('streamlit' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def wait_for(condition, timeout=240):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+RESUME_CONFIG = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64, epochs=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    run_dir = runs.create_run(RESUME_CONFIG, tmp_path_factory.mktemp("whole"), "whole")
+    assert run_training(run_dir) == "completed"
+    return RunFolder(run_dir).read_metrics().epochs[-1]
+
+
+def test_a_run_killed_mid_epoch_shows_interrupted_keeps_its_metrics_and_resumes(tmp_path, uninterrupted):
+    run_dir = runs.create_run(RESUME_CONFIG, tmp_path, "killed")
+    process = runs.launch(run_dir)
+    wait_for(lambda: len(RunFolder(run_dir).read_metrics().steps) >= 30)  # well into the second epoch (22 steps each)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = RunFolder(run_dir).read_metrics()
+    assert RunFolder(run_dir).status()["state"] == "interrupted" and RunFolder(run_dir).can_resume()
+    assert len(before.steps) >= 30 and [row["epoch"] for row in before.epochs] == [1]
+    # a checkpoint write cut short leaves only a temporary file, never a broken last.pt
+    (run_dir / "checkpoints" / ".last.pt.tmp").write_bytes(b"half a checkpoint")
+    assert main(["--resume", str(run_dir)]) == 0
+    after = RunFolder(run_dir).read_metrics()
+    assert RunFolder(run_dir).status()["state"] == "completed"
+    assert [row["step"] for row in after.steps] == list(range(1, 67))  # every step once, none lost or doubled
+    assert [row["epoch"] for row in after.epochs] == [1, 2, 3]
+    assert abs(after.epochs[-1]["accuracy"] - uninterrupted["accuracy"]) <= 0.02
+
+
+def test_a_stopped_run_resumes_mid_epoch_where_it_stopped(tmp_path, uninterrupted):
+    run_dir = runs.create_run(RESUME_CONFIG, tmp_path, "stopped")
+
+    process = runs.launch(run_dir)
+    wait_for(lambda: len(RunFolder(run_dir).read_metrics().steps) >= 27)
+    RunFolder(run_dir).request_stop()
+    process.wait(timeout=120)
+    status = RunFolder(run_dir).status()
+    assert status["state"] == "stopped" and 27 <= status["step"] < 66
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["step"] == status["step"] and checkpoint["batch_in_epoch"] == status["step"] - 22
+    assert run_training(run_dir, resume=True) == "completed"
+    after = RunFolder(run_dir).read_metrics()
+    assert [row["step"] for row in after.steps] == list(range(1, 67))
+    assert abs(after.epochs[-1]["accuracy"] - uninterrupted["accuracy"]) <= 0.02
+
+
+def test_checkpoints_load_weights_only_and_a_pickle_payload_never_runs(tmp_path, trained_run):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": Payload()}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(evil, weights_only=True)
+    assert not (tmp_path / "pwned").exists()
+    shutil.copytree(trained_run, tmp_path / "run")
+    for name in ("best.pt", "last.pt"):  # whichever the run's model is read from
+        shutil.copyfile(evil, tmp_path / "run" / "checkpoints" / name)
+    from core.checkpoint import load_model
+    with pytest.raises(pickle.UnpicklingError):
+        load_model(tmp_path / "run")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_nan_loss_stops_the_run_with_a_sentence_and_keeps_the_last_good_epoch(tmp_path):
+    config = TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=1, lr=1e9)
+    early = runs.create_run(config, tmp_path, "early")
+    assert run_training(early) == "failed"
+    status = RunFolder(early).status()
+    assert status["message"].startswith("The loss became nan") and "10 times lower" in status["message"]
+    assert "no model to keep" in status["message"] and not (early / "predictions.npz").exists()
+    # a blow-up after a checkpoint (here: optimizer state poisoned so the first resumed step breaks the weights)
+    later = runs.create_run(TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=2), tmp_path, "later")
+    (later / "STOP").touch()  # stops after its first batch, saving a good checkpoint
+    assert run_training(later) == "stopped"
+    checkpoint = torch.load(later / "checkpoints" / "last.pt", weights_only=True)
+    for state in checkpoint["optimizer"]["state"].values():
+        state["exp_avg_sq"].fill_(-1.0)  # sqrt of a negative: the next update is NaN
+    torch.save(checkpoint, later / "checkpoints" / "last.pt")
+    assert run_training(later, resume=True) == "failed"
+    assert "last checkpoint is kept" in RunFolder(later).status()["message"]
+    with np.load(later / "predictions.npz") as predictions:
+        assert np.isfinite(predictions["probs"]).all()
+
+
+def test_keep_best_finishes_with_the_best_epoch_and_label_smoothing_trains(tmp_path):
+    config = TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=3, keep_best=True, label_smoothing=0.1)
+    run_dir = runs.create_run(config, tmp_path)
+    assert run_training(run_dir) == "completed"
+    best = max(row["accuracy"] for row in RunFolder(run_dir).read_metrics().epochs)
+    assert RunFolder(run_dir).status()["final_accuracy"] == pytest.approx(best)
+    assert "--keep-best" in RunFolder(run_dir).command
+    assert_model_is_the_one_that_predicted(run_dir, "best.pt")
+
+
+def assert_model_is_the_one_that_predicted(run_dir, checkpoint_name: str) -> None:
+    """Every page that loads a run's model gets the weights its predictions.npz was made with."""
+    from core.checkpoint import load_model
+    from core.data import Split, load_source
+    from core.interpret import load_predictions
+    from core.loop import evaluate
+
+    folder = RunFolder(run_dir)
+    assert folder.model_checkpoint().name == checkpoint_name
+    model, class_names, config = load_model(run_dir)
+    data = load_source(config.data, config.size)
+    split = Split.from_dataset(data, config.valid_pct, config.seed)
+    evaluation = evaluate(model, split.valid_images, split.valid_labels, batch_size=64, device=torch.device("cpu"))
+    assert np.allclose(evaluation.probs, load_predictions(run_dir).probs, atol=1e-5)
+    assert class_names == folder.class_names()
+
+
+def test_the_model_of_a_run_without_keep_best_is_its_last_epoch(trained_run):
+    assert_model_is_the_one_that_predicted(trained_run, "last.pt")
+
+
+def test_lr_find_from_the_command_line_writes_its_curve_and_suggestion(tmp_path):
+    assert main(["--lr-find", "--arch", "resnet18", "--no-pretrained", "--size", "16", "--runs-dir", str(tmp_path),
+                 "--name", "sweep"]) == 0
+    found = RunFolder(tmp_path / "sweep").lr_find()
+    assert len(found["lrs"]) == len(found["losses"]) > 10 and set(found["suggestions"]) == {"valley", "steep"}
+    assert RunFolder(tmp_path / "sweep").status()["state"] == "completed"
+    assert "--lr-find" in RunFolder(tmp_path / "sweep").command
+
+
+def test_torchrun_trains_with_two_processes_and_rank_zero_writes_the_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores: one thread each
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "core.train", "--arch", "resnet18", "--no-pretrained", "--size", "16", "--bs", "32", "--epochs", "2",
+               "--runs-dir", str(tmp_path), "--name", "ddp"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run_dir = tmp_path / "ddp"
+    status = RunFolder(run_dir).status()
+    # 1,437 training images in batches of 32: 44 full batches an epoch, 22 for each of the two processes
+    assert status["state"] == "completed" and status["total_steps"] == 44
+    tail = RunFolder(run_dir).read_metrics()
+    assert [row["step"] for row in tail.steps] == list(range(1, 45)) and len(tail.epochs) == 2
+    assert tail.epochs[-1]["accuracy"] > 0.8
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".train.lock", "ddp"]  # one run folder, from rank 0
