@@ -3,12 +3,12 @@ import streamlit as st
 
 from core import runs
 from core.sources import source_label
-from pages._common import current_run_dir, device_label, init_session, select_run
+from pages._common import app_frame, current_run_dir, device_label, init_session, select_run
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="assets/logo.svg", layout="wide")
 init_session()
-# Progress bars jump to their new value instead of gliding there for half a second: a live run's bar moves at each
-# refresh, and the glide's repaints were a third of what Chromium spent watching a run (0.13 -> 0.09 cores).
+# Progress bars jump to their new value instead of gliding there for half a second (bench/ui_cost: the glide's
+# repaints were a third of what Chromium spent watching a run).
 st.html("<style>.stProgress * { transition: none !important; }</style>")
 
 navigation = st.navigation([
@@ -33,10 +33,18 @@ with st.sidebar:
             select_run(chosen)
     if current_run_dir() is not None:
         st.query_params["run"] = st.session_state["run_id"]  # keep the run in the address across page switches
-    device_slot = st.empty()  # filled after the page: finding the device imports torch (~1.5 s, once)
+    device_slot = st.empty()  # finding the device imports torch (~1.5 s, once): named after the page first draws
 
-try:
+
+def show_dataset_and_device() -> None:
+    dataset_slot.caption(f"**Dataset** · {source_label(st.session_state['data'])}")
+    if "device_label" in st.session_state:
+        device_slot.caption(f"**Device** · {st.session_state['device_label']}")
+
+
+# Drawn before the page too: a page that ends early (st.stop) ends the script run, and nothing drawn after it shows.
+show_dataset_and_device()
+with app_frame():
     navigation.run()
-finally:  # also when the page stopped early (st.stop)
-    dataset_slot.caption(f"**Dataset** · {source_label(st.session_state['dataset'])}")
-    device_slot.caption(f"**Device** · {device_label()}")
+st.session_state["device_label"] = device_label()
+show_dataset_and_device()  # the Data page may have changed the dataset

@@ -1,16 +1,24 @@
-"""What several pages share: session defaults, cached loaders, the current run, and plotly figure builders."""
+"""What several pages share: routing through app.py, the session's settings, cached loaders and the current run.
+
+The session's settings are keyed by TrainConfig's own field names (`st.session_state["size"]`, `["lr"]`, ...),
+and each is owned by one widget on one page; `current_config()` reads them all back as the config a Start would
+train.
+"""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import pickle
 import runpy
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import streamlit as st
 
 from core import runs
 from core.config import TrainConfig
+from core.runfolder import RunFolder
 
 # torch, captum and scikit-learn take about two seconds to import: they load when a function below first needs
 # them, so the Home page and the sidebar draw before that (bench/startup).
@@ -19,58 +27,69 @@ if TYPE_CHECKING:
     import torch
 
     from core.augment import Augment
-    from core.data import LabeledImages
+    from core.images import LabeledImages
     from core.interpret import Predictions
 
 DEFAULTS = TrainConfig()
+SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
 IMAGE_SIZES = [16, 24, 32, 48, 64, 96, 128, 160, 192, 224]
+_IN_APP = contextvars.ContextVar("in_app", default=False)
+
+
+@contextlib.contextmanager
+def app_frame() -> Iterator[None]:
+    """app.py runs the chosen page inside this, so the page knows app.py is around it."""
+    token = _IN_APP.set(True)
+    try:
+        yield
+    finally:
+        _IN_APP.reset(token)
 
 
 def route_through_app() -> None:
-    """Make sure app.py (navigation, sidebar, session defaults) runs around this page.
+    """Run app.py (navigation, sidebar, session defaults) around this page when Streamlit ran the page alone.
 
-    Streamlit treats a folder named pages/ as old-style multipage until app.py calls st.navigation, and
-    AppTest resets that before every run: a request for /train would then run the page file alone. Switch that
-    mode off and run app.py in its place, in this same script run so no click is lost; app.py runs this page.
+    While a folder named pages/ exists, Streamlit runs a page file by itself until some session has called
+    st.navigation: a fresh server's first deep link (/train), and every AppTest run, which re-detects the
+    folder (streamlit/streamlit#9446, fixed for apps without a pages/ folder by PR #14217; no supported switch
+    exists, see the MPA v1/v2 discussion in PR #10276). Then run app.py in this same script run instead: its
+    st.navigation turns that mode off and runs this page inside app_frame, so no click is lost.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
+    if not _IN_APP.get():
         runpy.run_path(str(APP_PATH), run_name="__main__")
         st.stop()
 
 
-AUGMENT_KEYS = ("flip", "rotate", "zoom", "lighting")
-
-
 def init_session() -> None:
-    """Shared choices live under named keys, so every page sees the same dataset, size, augmentation and run."""
-    st.session_state.setdefault("dataset", DEFAULTS.data)
-    st.session_state.setdefault("label_regex", DEFAULTS.label_regex)
-    st.session_state.setdefault("resize", DEFAULTS.resize)
-    st.session_state.setdefault("image_size", DEFAULTS.size)
-    for key in AUGMENT_KEYS:
-        st.session_state.setdefault(key, getattr(DEFAULTS, key))
-    if "run_id" not in st.session_state:
-        # the address names the run; a new tab without one shows the run that is training, if any
-        st.session_state["run_id"] = st.query_params.get("run") or runs.active_run()
+    """Every setting starts at its TrainConfig default; the run shown comes from the address, else the one that
+    is training. Re-assigning each setting keeps it when its widget's page is not shown (Streamlit drops the
+    state of widgets that were not drawn)."""
+    state = st.session_state
+    for name in SETTINGS:
+        state[name] = state[name] if name in state else getattr(DEFAULTS, name)
+    if "run_id" not in state:
+        state["run_id"] = st.query_params.get("run") or runs.active_run()
+
+
+def current_config() -> TrainConfig:
+    """The settings chosen on the Data and Train pages, as the config a Start would train."""
+    return TrainConfig(**{name: st.session_state[name] for name in SETTINGS})
 
 
 def current_augment() -> Augment:
     """The augmentation chosen on the Data page."""
     from core.augment import Augment
 
-    return Augment(*(st.session_state[key] for key in AUGMENT_KEYS))
+    return Augment.from_config(current_config())
 
 
 def current_run_dir() -> Path | None:
     run_id = st.session_state.get("run_id")
     if not run_id:
         return None
-    path = runs.runs_root() / run_id
-    return path if (path / "config.json").exists() else None
+    folder = RunFolder(runs.runs_root() / run_id)
+    return folder.path if folder.is_run() else None
 
 
 def select_run(run_id: str | None) -> None:
@@ -83,7 +102,7 @@ def select_run(run_id: str | None) -> None:
 
 @st.cache_resource(show_spinner=False)
 def device_label() -> str:
-    from core.train import describe_device, pick_device
+    from core.device import describe_device, pick_device
 
     return describe_device(pick_device())
 
@@ -103,34 +122,30 @@ def run_dataset(config: TrainConfig) -> LabeledImages:
 
 def current_dataset(size: int) -> LabeledImages:
     """The dataset chosen on the Data page, at `size`."""
-    state = st.session_state
-    return dataset(state["dataset"], size, state.get("label_regex", ""), state.get("resize", "squish"))
+    config = current_config()
+    return dataset(config.data, size, config.label_regex, config.resize)
 
 
 @st.cache_data(show_spinner="Checking every image…", ttl=120, max_entries=8)
 def health_report(source: str, label_regex: str = ""):
     """core.data's health report of a folder or zip (or a built-in set), rechecked at most every two minutes."""
-    from core.data import builtin_report, inspect_source
+    from core.builtin import builtin_report
+    from core.data import inspect_source
 
     if source.startswith("builtin:"):
         return builtin_report(source)
     return inspect_source(source, label_regex or None)
 
 
-
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime if path.exists() else 0.0
-
-
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def _model(run_dir: str, _key: str):
-    from core.visualize import load_model
+def _model(run_dir: str, _stamp: str):
+    from core.checkpoint import load_model
 
     return load_model(Path(run_dir))
 
 
 def run_model(run_dir: Path):
-    """(model in eval mode, class names, config) of a run, reloaded only when its checkpoint changes.
+    """(model in eval mode, class names, config) of a run, reloaded only when its model's checkpoint changes.
 
     A checkpoint that is missing, damaged or carries anything but weights stops the page with a sentence."""
     try:
@@ -141,15 +156,20 @@ def run_model(run_dir: Path):
         st.stop()
 
 
+def model_key(run_dir: Path) -> str:
+    """A cache key that changes when the run's model does."""
+    return RunFolder(run_dir).model_stamp()
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
-def _predictions(run_dir: str, _mtime_stamp: float) -> Predictions:
+def _predictions(run_dir: str, _stamp: float) -> Predictions:
     from core.interpret import load_predictions
 
     return load_predictions(Path(run_dir))
 
 
 def run_predictions(run_dir: Path) -> Predictions:
-    return _predictions(str(run_dir), _mtime(run_dir / "predictions.npz"))
+    return _predictions(str(run_dir), RunFolder(run_dir).predictions_stamp())
 
 
 def pick_finished_run(purpose: str) -> Path | None:
@@ -197,9 +217,3 @@ def cached_attribution(model_key: str, images_key: str, targets: tuple[int, ...]
     from core.attribution import attribute
 
     return attribute(_model, _images, list(targets), method)
-
-
-def model_key(run_dir: Path) -> str:
-    """A cache key that changes when the run's checkpoint does."""
-    checkpoints = run_dir / "checkpoints"
-    return f"{run_dir}@{max(_mtime(checkpoints / 'best.pt'), _mtime(checkpoints / 'last.pt'))}"

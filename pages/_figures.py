@@ -6,7 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.runs import MetricsTail
+from core.runfolder import MetricsTail
 
 HEAT_SCALE = "Inferno"
 

@@ -8,11 +8,11 @@ import html
 import time
 from pathlib import Path
 
-from core import runs
 from core.attribution import attribute
-from core.data import LabeledImages
+from core.formats import format_seconds
+from core.images import LabeledImages
 from core.interpret import Predictions, confusion_matrix, most_confused, per_class_metrics, top_losses
-from core.callbacks import format_seconds
+from core.runfolder import RunFolder
 from pages._figures import confusion_figure, loss_figure, lr_figure, overlay_grid, to_hwc
 
 STYLE = """body{font-family:system-ui,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -31,9 +31,8 @@ def _table(rows: list[dict]) -> str:
 def run_report_html(run_dir: Path, model, data: LabeledImages, predictions: Predictions,
                     class_names: list[str], n_top_losses: int = 12) -> str:
     """The whole report as one HTML string."""
-    meta = runs.read_json(run_dir / "config.json")
-    status = runs.read_status(run_dir)
-    tail = runs.read_metrics(run_dir)
+    folder = RunFolder(run_dir)
+    request, status, tail = folder.request(), folder.status(), folder.read_metrics()
     matrix = confusion_matrix(predictions.targets, predictions.predicted, len(class_names))
     worst = top_losses(predictions, n_top_losses)
     images = data.images[predictions.item_ids[worst]]
@@ -46,7 +45,7 @@ def run_report_html(run_dir: Path, model, data: LabeledImages, predictions: Pred
     epochs = [{"epoch": r["epoch"], "phase": r["phase"], "train_loss": f"{r['train_loss']:.4f}",
                "valid_loss": f"{r['valid_loss']:.4f}", "accuracy": f"{r['accuracy']:.4f}",
                "error_rate": f"{r['error_rate']:.4f}", "time": format_seconds(r["seconds"])} for r in tail.epochs]
-    settings = [{"setting": k, "value": v} for k, v in meta.get("config", {}).items()]
+    settings = [{"setting": k, "value": v} for k, v in request.get("config", {}).items()]
     pairs = [{"actual": a, "predicted": p, "count": n} for a, p, n in most_confused(matrix, class_names)[:15]]
     per_class = [{"class": m.class_name, "precision": f"{m.precision:.3f}", "recall": f"{m.recall:.3f}",
                   "f1": f"{m.f1:.3f}", "support": m.support} for m in per_class_metrics(predictions, class_names)]
@@ -58,7 +57,7 @@ def run_report_html(run_dir: Path, model, data: LabeledImages, predictions: Pred
 <b>{predictions.accuracy:.1%}</b> on {len(predictions.targets)} images · report made
 {time.strftime('%Y-%m-%d %H:%M')}</p>
 <h2>Settings</h2>{_table(settings)}
-<p>Reproduce: <code>{html.escape(meta.get('command', ''))}</code></p>
+<p>Reproduce: <code>{html.escape(folder.command)}</code></p>
 <h2>Training</h2>{charts[0]}{charts[1]}{_table(epochs)}
 <h2>Confusion matrix</h2><p>Rows: actual class; columns: predicted class.</p>{charts[2]}
 <h2>Most confused</h2>{_table(pairs)}

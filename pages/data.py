@@ -8,9 +8,11 @@ import streamlit as st
 
 from core.archive import archive_name, data_root, extract_zip
 from core.augment import preview
-from core.data import BUILTIN_DATASETS, RESIZE_METHODS, DataError
+from core.builtin import BUILTIN_DATASETS
+from core.config import FASTAI_AUGMENT, RESIZE_METHODS
+from core.errors import DataError
 from core.layouts import PETS_REGEX
-from pages._common import IMAGE_SIZES, current_augment, dataset, health_report, route_through_app
+from pages._common import current_augment, dataset, health_report, route_through_app
 from pages._figures import image_grid, to_hwc
 
 route_through_app()
@@ -20,7 +22,7 @@ RESIZE_HELP = {"squish": "stretch the whole image to a square", "crop": "cut the
                "pad": "fit it whole and fill the rest with black"}
 
 st.title("Data")
-current = state["dataset"]
+current = state["data"]
 if "data_source_kind" not in state:  # the widget keeps its own state while the page is shown
     state["data_source_kind"] = SOURCES[0 if current.startswith("builtin:") else
                                         1 if current.startswith(str(data_root())) else 2]
@@ -77,7 +79,7 @@ except DataError as error:
 if not report.ok:
     st.caption(f"The dataset in use stays **{current}** until this one can be trained on.")
     st.stop()
-state["dataset"], state["label_regex"] = source, label_regex
+state["data"], state["label_regex"] = source, label_regex
 
 counts = report.class_counts
 left, middle, right = st.columns(3)
@@ -108,13 +110,11 @@ for title, rows in [("Skipped files", [{"file": f, "reason": r} for f, r in repo
             st.dataframe(rows, hide_index=True, width="stretch")
 
 st.subheader("What the network will see")
-left, right = st.columns(2)
-size = left.select_slider("Image size (pixels)", IMAGE_SIZES, value=state["image_size"],
-                          help="The network sees every image resized to this square. Small is fast on a CPU; "
-                               "pretrained networks see most at 128–224 px.")
-resize = right.radio("Make images square by", RESIZE_METHODS, index=RESIZE_METHODS.index(state["resize"]),
-                     horizontal=True, format_func=lambda m: f"{m} ({RESIZE_HELP[m]})")
-state["image_size"], state["resize"] = size, resize
+resize = st.radio("Make images square by", RESIZE_METHODS, key="resize", horizontal=True,
+                  format_func=lambda m: f"{m} ({RESIZE_HELP[m]})")
+size = state["size"]
+st.caption(f"At {size} px, the image size chosen on the Train page: small is fast on a CPU; pretrained networks "
+           "see most at 128–224 px.")
 try:
     data = dataset(source, size, label_regex, resize)
 except DataError as error:
@@ -133,13 +133,13 @@ st.caption("Each image is then normalized with ImageNet's channel mean and stand
 st.subheader("Augmentation")
 st.caption("Random changes to each training image, new every epoch, so the model learns the object rather than the "
            "exact pixels. Validation images are never changed. Flipping is wrong for digits and text.")
-if st.button("Use fastai's standard set (flip, rotate 10°, zoom 1.1, lighting 0.2)"):
-    state["flip"], state["rotate"], state["zoom"], state["lighting"] = True, 10.0, 1.1, 0.2
+st.button("Use fastai's standard set (flip, rotate 10°, zoom 1.1, lighting 0.2)", on_click=state.update,
+          args=(FASTAI_AUGMENT,))
 columns = st.columns(4)
-state["flip"] = columns[0].toggle("Flip left-right", value=state["flip"])
-state["rotate"] = columns[1].slider("Rotate up to (degrees)", 0.0, 30.0, float(state["rotate"]), 1.0)
-state["zoom"] = columns[2].slider("Zoom in up to", 1.0, 1.5, float(state["zoom"]), 0.05)
-state["lighting"] = columns[3].slider("Lighting change up to", 0.0, 0.5, float(state["lighting"]), 0.05)
+columns[0].toggle("Flip left-right", key="flip")
+columns[1].slider("Rotate up to (degrees)", 0.0, 30.0, step=1.0, key="rotate")
+columns[2].slider("Zoom in up to", 1.0, 1.5, step=0.05, key="zoom")
+columns[3].slider("Lighting change up to", 0.0, 0.5, step=0.05, key="lighting")
 augment = current_augment()
 if augment.active:
     shown = preview(augment, data.images[picks[:4]], copies=6)

@@ -31,5 +31,5 @@ for column, (page, label, icon, what) in zip(st.columns(4), steps):
 st.subheader("Where you are")
 run_dir = current_run_dir()
 left, right = st.columns(2)
-left.metric("Dataset", source_label(st.session_state["dataset"]))
+left.metric("Dataset", source_label(st.session_state["data"]))
 right.metric("Run", run_dir.name if run_dir else "none yet")

@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from core import runs
+from core.runfolder import RunFolder
 from core.interpret import (confusion_matrix, most_confused, normalize_rows, pair_positions, per_class_metrics,
                             top_losses, typical_positions)
 from pages._common import (cached_attribution, model_key, pick_finished_run, route_through_app, run_dataset, run_model,
@@ -17,8 +17,8 @@ run_dir = pick_finished_run("to see what the model confuses")
 if run_dir is None:
     st.stop()
 
-class_names = [str(name) for name in runs.read_json(run_dir / "config.json").get("class_names", [])]
-config = runs.load_config(run_dir)
+class_names = RunFolder(run_dir).class_names()
+config = RunFolder(run_dir).config()
 predictions = run_predictions(run_dir)
 data = run_dataset(config)
 matrix = confusion_matrix(predictions.targets, predictions.predicted, len(class_names))

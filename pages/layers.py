@@ -6,10 +6,11 @@ import numpy as np
 import streamlit as st
 
 from core.attribution import METHODS, top_predictions
-from core.data import DataError, decode_image
+from core.errors import DataError
+from core.images import decode_image
 from core.models import conv_layers, describe_layer, feature_layers
-from core.visualize import (KERNELS, activations, apply_learned_filter, conv_filters, convolve, filter_slices, first_conv,
-                            grayscale, top_images_for_channel)
+from core.visualize import (KERNELS, activations, apply_learned_filter, conv_filters, convolve, filter_kernel,
+                            filter_slices, first_conv, grayscale, top_images_for_channel)
 from pages._common import (IMAGE_SIZES, cached_attribution, cached_channel_maxima, current_dataset, imagenet_model,
                            model_key, pick_finished_run, route_through_app, run_dataset, run_model, run_predictions)
 from pages._figures import image_grid, overlay_grid, pixel_figure, to_hwc
@@ -143,7 +144,7 @@ else:
     else:
         conv = first_conv(model)[1]
         index = st.number_input(f"Learned filter (0–{conv.out_channels - 1})", 0, conv.out_channels - 1, 0)
-        kernel = conv.weight[index].detach().float().mean(0).numpy()  # averaged over colour, to show its numbers
+        kernel = filter_kernel(conv, index)
         output = apply_learned_filter(conv, index, image)
     a, b, c = st.columns(3)
     a.plotly_chart(pixel_figure(gray, "Input (grey)", value_format=None))

@@ -1,11 +1,12 @@
 """Predict: a model's top classes for your own images, from a trained run or the ImageNet network itself."""
-import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from core.attribution import top_predictions
-from core.data import DataError, decode_image
+from core.errors import DataError
+from core.images import decode_image
 from pages._common import imagenet_model, pick_finished_run, route_through_app, run_model
+from pages._figures import to_hwc
 
 route_through_app()
 
@@ -43,7 +44,7 @@ for name, data in pictures:
         continue
     ranked = top_predictions(model, image, class_names, k=k)
     picture, chart = st.columns([1, 3])
-    picture.image(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), caption=name, width="stretch")
+    picture.image(to_hwc(image[None].numpy())[0], caption=name, width="stretch")
     figure = go.Figure(go.Bar(x=[p for _, p in ranked][::-1], y=[c for c, _ in ranked][::-1], orientation="h",
                               text=[f"{p:.1%}" for _, p in ranked][::-1], textposition="auto"))
     figure.update_layout(height=60 + 32 * len(ranked), margin=dict(l=0, r=0, t=30, b=0), xaxis_range=[0, 1],

@@ -5,7 +5,8 @@ import streamlit as st
 
 from core import runs
 from core.export import export_zip
-from core.callbacks import format_seconds
+from core.formats import format_seconds
+from core.runfolder import RunFolder
 from pages._common import route_through_app, select_run
 from pages._figures import compare_figure
 
@@ -33,7 +34,7 @@ if not picked:
 
 if len(picked) == 1 and picked[0].run_id != st.session_state.get("run_id"):
     select_run(picked[0].run_id)
-metrics = {r.run_id: runs.read_metrics(r.path) for r in picked}
+metrics = {r.run_id: RunFolder(r.path).read_metrics() for r in picked}
 left, right = st.columns(2)
 left.plotly_chart(compare_figure({rid: ([e["epoch"] for e in m.epochs], [e["accuracy"] for e in m.epochs])
                                   for rid, m in metrics.items()}, "Validation accuracy", "epoch", "accuracy",
@@ -64,7 +65,7 @@ for run in picked:
                            mime="application/zip", on_click="ignore", icon=":material/download:",
                            key=f"export:{run.run_id}", help="A zip with model.torchscript.pt, model.onnx, "
                            "weights.safetensors, classes.json and preprocessing.json; the README shows how to use it.")
-    active = runs.is_active(runs.read_status(run.path))
+    active = RunFolder(run.path).is_active()
     with st.popover("Delete this run", icon=":material/delete:", disabled=active, key=f"popover:{run.run_id}",
                     help="Stop it first" if active else "Removes the run's folder: curves, checkpoints, predictions."):
         st.write(f"Delete **{run.run_id}** and everything in its folder? This cannot be undone.")
