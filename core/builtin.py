@@ -123,10 +123,12 @@ def builtin_report(source: str):
     """A health report of a built-in dataset (curated: nothing to skip), for `inspect` and the Data page."""
     from core.health import IMBALANCE, HealthReport
 
-    data = load_builtin(source.split(":", 1)[1], 32)
+    from core.edits import EditLog, apply_edits_to_images
+
+    data = apply_edits_to_images(load_builtin(source.split(":", 1)[1], 32), source)
     counts = data.class_counts()
     largest = max(counts.values())
     return HealthReport(source=source, root="(built in)", layout="built-in dataset", class_counts=counts,
                         sizes={}, skipped=[], duplicates=[], conflicts=[], too_small=[],
                         imbalanced=sorted(c for c, n in counts.items() if n * IMBALANCE <= largest),
-                        own_split=data.valid_mask is not None)
+                        own_split=data.valid_mask is not None, edits=EditLog(source).summary().to_dict())

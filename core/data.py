@@ -3,7 +3,8 @@
 Sources: "builtin:NAME" (core.builtin), a folder, or a .zip. Folders and zips go through core.layouts (what is
 where) and core.health (what is usable), then core.images decodes exactly what the health report accepted:
 
-    python -m core.data inspect PATH_OR_ZIP [--json] [--label-regex REGEX]
+    python -m core.data inspect PATH_OR_ZIP [--json] [--label-regex REGEX]   (and suspects, edit, undo, export:
+                                                                             core.data_cli)
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.builtin import builtin_report, load_builtin
+from core.builtin import load_builtin
 from core.config import RESIZE_METHODS
+from core.edits import EditLog, apply_edits, apply_edits_to_images, relative_file
 from core.errors import DataError
 from core.images import LabeledImages, check_memory, open_rgb
 
@@ -38,11 +40,20 @@ def resolve_folder(source: str) -> Path:
 
 
 def inspect_source(source: str, label_regex: str | None = None):
-    """The health report (core.health.HealthReport) of a folder or zip source."""
+    """The health report (core.health.HealthReport) of a folder or zip source, with its edit log applied."""
     from core.health import inspect_scan
     from core.layouts import scan_folder
 
-    return inspect_scan(scan_folder(resolve_folder(source), label_regex), source)
+    folder = resolve_folder(source)
+    scan, removed = apply_edits(scan_folder(folder, label_regex), folder)
+    report = inspect_scan(scan, source)
+    report.folder, report.edits = str(folder), {**EditLog(folder).summary().to_dict(), "removed_files": removed}
+    return report
+
+
+def edit_log_for(source: str) -> EditLog:
+    """The edit log of a source: a built-in dataset's own, or the one of the folder a path stands for."""
+    return EditLog(source if source.startswith("builtin:") else resolve_folder(source))
 
 
 def load_report(report, size: int, resize: str = "squish") -> LabeledImages:
@@ -56,7 +67,7 @@ def load_report(report, size: int, resize: str = "squish") -> LabeledImages:
     for i, item in enumerate(report.accepted):
         images[i] = open_rgb(item.path, size, resize)
     labels = torch.tensor([index[item.label] for item in report.accepted], dtype=torch.long)
-    names = tuple(str(item.path.relative_to(report.root)) for item in report.accepted)
+    names = tuple(relative_file(item.path, Path(report.folder or report.root)) for item in report.accepted)
     valid = torch.tensor([bool(item.valid) for item in report.accepted]) if report.own_split else None
     return LabeledImages(images, labels, class_names, names, valid)
 
@@ -66,7 +77,7 @@ def load_source(source: str, size: int, *, label_regex: str | None = None, resiz
     if resize not in RESIZE_METHODS:
         raise DataError(f"Resize method must be one of {', '.join(RESIZE_METHODS)}.")
     if source.startswith("builtin:"):
-        return load_builtin(source.split(":", 1)[1], size)
+        return apply_edits_to_images(load_builtin(source.split(":", 1)[1], size), source)
     return load_report(inspect_source(source, label_regex), size, resize)
 
 
@@ -119,51 +130,9 @@ class Split:
                                    valid_images=self.valid_images.to(device))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m core.data inspect PATH_OR_ZIP [--json]`: the health report; exit 0 if trainable, else 2."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m core.data")
-    commands = parser.add_subparsers(dest="command", required=True)
-    inspect = commands.add_parser("inspect", help="check a dataset before training")
-    inspect.add_argument("source", help="a folder, a .zip, or builtin:NAME")
-    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
-    inspect.add_argument("--label-regex", default=None, help="labels from file names: a regex with one group")
-    args = parser.parse_args(argv)
-    try:
-        if args.source.startswith("builtin:"):
-            report = builtin_report(args.source)
-        else:
-            report = inspect_source(args.source, args.label_regex)
-    except DataError as error:
-        print(json.dumps({"ok": False, "verdict": str(error)}) if args.json else str(error))
-        return 2
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
-    else:
-        print(f"{report.source}: {report.layout}, in {report.root}")
-        width = max(len(name) for name in report.class_counts) if report.class_counts else 0
-        for name, count in report.class_counts.items():
-            flag = "  (few: imbalanced)" if name in report.imbalanced else ""
-            print(f"  {name:<{width}}  {count:>6}{flag}")
-        if report.sizes.get("width"):
-            w, h = report.sizes["width"], report.sizes["height"]
-            print(f"image sizes: width {w['min']}–{w['max']} (median {w['median']}), "
-                  f"height {h['min']}–{h['max']} (median {h['median']})")
-        for file, reason in report.skipped:
-            print(f"skipped {file}: {reason}")
-        for group in report.duplicates:
-            print(f"identical files: {', '.join(group)}")
-        for group in report.conflicts:
-            print(f"the same image under different labels: {', '.join(group)}")
-        if report.too_small:
-            print(f"too few images to split: {', '.join(report.too_small)}")
-        print(report.verdict())
-    return 0 if report.ok else 2
-
-
 if __name__ == "__main__":
     import sys
+
+    from core.data_cli import main
 
     sys.exit(main())

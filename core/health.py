@@ -32,6 +32,8 @@ class HealthReport:
     own_split: bool  # the data brings its own train/validation split
     problems: list[str] = field(default_factory=list)  # why it cannot be trained on
     accepted: list[Item] = field(default_factory=list, repr=False)
+    folder: str = ""  # the dataset folder the edit log and item names refer to (a zip's unpacked folder)
+    edits: dict = field(default_factory=dict)  # core.edits' summary of the edits in force
 
     @property
     def n_images(self) -> int:
@@ -51,6 +53,8 @@ class HealthReport:
             notes.append(f"{len(self.conflicts)} image(s) filed under two labels")
         if self.imbalanced:
             notes.append(f"{len(self.imbalanced)} class(es) much smaller than the largest")
+        if self.edits.get("relabelled") or self.edits.get("removed"):
+            notes.append(f"your edits: {self.edits['relabelled']} relabelled, {self.edits['removed']} removed")
         tail = f" ({'; '.join(notes)})" if notes else ""
         return f"Ready: {self.n_images:,} images in {len(self.class_counts)} classes{tail}."
 
@@ -59,7 +63,8 @@ class HealthReport:
                 "verdict": self.verdict(), "n_images": self.n_images, "class_counts": self.class_counts,
                 "sizes": self.sizes, "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
                 "duplicates": self.duplicates, "conflicts": self.conflicts, "too_small": self.too_small,
-                "imbalanced": self.imbalanced, "own_split": self.own_split, "problems": self.problems}
+                "imbalanced": self.imbalanced, "own_split": self.own_split, "problems": self.problems,
+                "edits": {k: v for k, v in self.edits.items() if k != "removed_files"}}
 
 
 def check_image(path: Path) -> tuple[tuple[int, int], str]:

@@ -22,7 +22,7 @@ from core.callbacks import (EarlyStop, EarlyStopping, NonFiniteLoss, RunFolderWr
                             StopOnRequest, StopTraining, TerminalProgress)
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.config import TrainConfig
-from core.data import Split, load_source
+from core.data import Split, edit_log_for, load_source
 from core.device import describe_device, memory_format_for, pick_device
 from core.distributed import World
 from core.errors import DataError
@@ -98,7 +98,9 @@ def prepare(folder: RunFolder, config: TrainConfig, device: torch.device,
     torch.manual_seed(config.seed)  # the same new head on every process
     data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
     split = Split.from_dataset(data, config.valid_pct, config.seed).placed(device)
-    folder.record_data(list(data.class_names), data.fingerprint(), len(split.train_labels), len(split.valid_labels))
+    folder.record_data(list(data.class_names), data.fingerprint(), len(split.train_labels), len(split.valid_labels),
+                       edit_log_for(config.data).summary().to_dict(),
+                       [(name, data.class_names[label]) for name, label in zip(data.item_names, data.labels.tolist())])
     classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained, size=config.size)
     classifier.model.to(device, memory_format=memory_format_for(classifier.model, device))
     if device.type == "cuda":

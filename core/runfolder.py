@@ -2,7 +2,8 @@
 
 runs/<run_id>/
   config.json     what was asked, written once when the run is made: TrainConfig, task, the CLI command, versions
-  data.json       what the data turned out to be, written by the training process: class names, fingerprint, sizes
+  data.json       what the data turned out to be, written by the training process: class names, fingerprint, sizes,
+                  the dataset edits it was read with (and data_items.json: every image with its label)
   status.json     state, pid, heartbeat, epoch/step, message; replaced atomically by the training process (and by
                   the dashboard when it queues a run)
   metrics.jsonl   append-only rows: {"kind": "step", ...} per batch, {"kind": "epoch", ...} per epoch
@@ -86,10 +87,23 @@ class RunFolder:
         return self.request().get("command", "")
 
     # What the data turned out to be: data.json, written by the training process.
-    def record_data(self, class_names: list[str], fingerprint: str, n_train: int, n_valid: int) -> None:
+    def record_data(self, class_names: list[str], fingerprint: str, n_train: int, n_valid: int, edits: dict,
+                    items: list[tuple[str, str]]) -> None:
+        """What the data turned out to be: classes, fingerprint, sizes, the edits it was read with (core.edits'
+        summary), and every image with the label it trained with (data_items.json, to compare runs' data)."""
         if self.writes:
             write_json_atomic(self.path / "data.json", {"class_names": list(class_names), "data_fingerprint":
-                                                        fingerprint, "n_train": n_train, "n_valid": n_valid})
+                                                        fingerprint, "n_train": n_train, "n_valid": n_valid,
+                                                        "edits": edits})
+            write_json_atomic(self.path / "data_items.json", [list(item) for item in items])
+
+    def data_items(self) -> dict[str, str]:
+        """{image name: label} of every image the run trained or validated on; {} for older runs."""
+        try:
+            rows = json.loads((self.path / "data_items.json").read_text(encoding="utf-8"))
+            return {str(name): str(label) for name, label in rows}
+        except (OSError, ValueError, TypeError):
+            return {}
 
     def data_record(self) -> dict:
         return read_json(self.path / "data.json") or read_json(self.path / "config.json")  # older runs kept it there

@@ -205,3 +205,15 @@ def config_differences(configs: dict[str, TrainConfig]) -> list[dict]:
         if len({repr(v) for v in values.values()}) > 1:
             rows.append({"setting": name, **{run_id: str(v) for run_id, v in values.items()}})
     return rows
+
+
+def data_differences(first: Path, second: Path) -> dict[str, list] | None:
+    """How the data of two runs differed, image by image: {"relabelled": [(name, label in first, label in
+    second)], "removed": [names only the first had], "added": [names only the second had]}; None when either
+    run recorded no image list (older runs)."""
+    before, after = RunFolder(first).data_items(), RunFolder(second).data_items()
+    if not before or not after:
+        return None
+    return {"relabelled": sorted((name, before[name], after[name]) for name in before.keys() & after.keys()
+                                 if before[name] != after[name]),
+            "removed": sorted(before.keys() - after.keys()), "added": sorted(after.keys() - before.keys())}

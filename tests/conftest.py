@@ -14,6 +14,13 @@ TINY_RUN_ARGS = ["--data", "builtin:digits", "--arch", "resnet18", "--no-pretrai
                  "--epochs", "1", "--seed", "0", "--lr", "2e-3"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_folder(tmp_path_factory):
+    """Downloads, uploads and edit logs of the test session go to a folder of its own, never to data/."""
+    if "STUDIO_DATA_DIR" not in os.environ:
+        os.environ["STUDIO_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A completed run folder made by the real command line entry."""

@@ -15,7 +15,8 @@ from PIL import Image
 
 from core.archive import ArchiveLimits, extract_zip
 from core.augment import Augment, preview
-from core.data import inspect_source, load_source, main as data_main, resolve_folder
+from core.data import inspect_source, load_source, resolve_folder
+from core.data_cli import main as data_main
 from core.errors import DataError
 from core.images import decode_image
 from core.health import check_image
