@@ -39,13 +39,16 @@ def resolve_folder(source: str) -> Path:
     return folder
 
 
-def inspect_source(source: str, label_regex: str | None = None):
-    """The health report (core.health.HealthReport) of a folder or zip source, with its edit log applied."""
+def inspect_source(source: str, label_regex: str | None = None, *, edits: bool = True):
+    """The health report (core.health.HealthReport) of a folder or zip source, with its edit log applied
+    (unless `edits` is off: the files as they are)."""
     from core.health import inspect_scan
     from core.layouts import scan_folder
 
     folder = resolve_folder(source)
-    scan, removed = apply_edits(scan_folder(folder, label_regex), folder)
+    scan, removed = scan_folder(folder, label_regex), []
+    if edits:
+        scan, removed = apply_edits(scan, folder)
     report = inspect_scan(scan, source)
     report.folder, report.edits = str(folder), {**EditLog(folder).summary().to_dict(), "removed_files": removed}
     return report
@@ -72,13 +75,16 @@ def load_report(report, size: int, resize: str = "squish") -> LabeledImages:
     return LabeledImages(images, labels, class_names, names, valid)
 
 
-def load_source(source: str, size: int, *, label_regex: str | None = None, resize: str = "squish") -> LabeledImages:
-    """Load a dataset by its source string ("builtin:NAME", a folder or a .zip) at `size` pixels."""
+def load_source(source: str, size: int, *, label_regex: str | None = None, resize: str = "squish",
+                edits: bool = True) -> LabeledImages:
+    """Load a dataset by its source string ("builtin:NAME", a folder or a .zip) at `size` pixels, as its edit log
+    leaves it (unless `edits` is off)."""
     if resize not in RESIZE_METHODS:
         raise DataError(f"Resize method must be one of {', '.join(RESIZE_METHODS)}.")
     if source.startswith("builtin:"):
-        return apply_edits_to_images(load_builtin(source.split(":", 1)[1], size), source)
-    return load_report(inspect_source(source, label_regex), size, resize)
+        data = load_builtin(source.split(":", 1)[1], size)
+        return apply_edits_to_images(data, source) if edits else data
+    return load_report(inspect_source(source, label_regex, edits=edits), size, resize)
 
 
 def stratified_split(labels: torch.Tensor, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

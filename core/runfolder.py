@@ -98,7 +98,8 @@ class RunFolder:
             write_json_atomic(self.path / "data_items.json", [list(item) for item in items])
 
     def data_items(self) -> dict[str, str]:
-        """{image name: label} of every image the run trained or validated on; {} for older runs."""
+        """{image name: label} of every image the run trained or validated on, in the order the run indexed
+        them (predictions.npz's item ids count in it); {} for older runs."""
         try:
             rows = json.loads((self.path / "data_items.json").read_text(encoding="utf-8"))
             return {str(name): str(label) for name, label in rows}

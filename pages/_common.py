@@ -107,17 +107,54 @@ def device_label() -> str:
     return describe_device(pick_device())
 
 
+def edits_stamp(source: str) -> str:
+    """Changes whenever the dataset's edit log does: part of every cache key of a dataset read."""
+    from core.data import edit_log_for
+    from core.errors import DataError
+
+    try:
+        stat = edit_log_for(source).path.stat()
+    except (OSError, DataError):
+        return ""
+    return f"{stat.st_size}@{stat.st_mtime_ns}"
+
+
 @st.cache_resource(show_spinner="Loading images…", max_entries=4)
-def dataset(source: str, size: int, label_regex: str = "", resize: str = "squish") -> LabeledImages:
-    """Decoded once per (source, size, labels, resize) and shared by every session; never mutated."""
+def _dataset(source: str, size: int, label_regex: str, resize: str, edits: bool, stamp: str) -> LabeledImages:
     from core.data import load_source
 
-    return load_source(source, size, label_regex=label_regex or None, resize=resize)
+    return load_source(source, size, label_regex=label_regex or None, resize=resize, edits=edits)
 
 
-def run_dataset(config: TrainConfig) -> LabeledImages:
-    """The images a run trained on, decoded the way it decoded them."""
-    return dataset(config.data, config.size, config.label_regex, config.resize)
+def dataset(source: str, size: int, label_regex: str = "", resize: str = "squish", edits: bool = True) -> LabeledImages:
+    """Decoded once per (source, size, labels, resize, edits in force) and shared by every session; never mutated."""
+    return _dataset(source, size, label_regex, resize, edits, edits_stamp(source) if edits else "")
+
+
+def run_images(run_dir: Path) -> torch.Tensor:
+    """(N, 3, S, S) uint8: the images a run trained and validated on, in the order its predictions' item ids
+    count them, decoded the way it decoded them, whatever edits the dataset has had since."""
+    import torch
+
+    config = RunFolder(run_dir).config()
+    names = list(RunFolder(run_dir).data_items())
+    if not names:  # runs from before data_items.json: the dataset as it reads now
+        return dataset(config.data, config.size, config.label_regex, config.resize).images
+    files = dataset(config.data, config.size, config.label_regex, config.resize, edits=False)
+    position = {name: i for i, name in enumerate(files.item_names)}
+    rows = [position.get(name, -1) for name in names]
+    if -1 in rows:  # a file the run saw is gone: show a black square in its place
+        images = torch.zeros((len(rows), *files.images.shape[1:]), dtype=torch.uint8)
+        found = [i for i, row in enumerate(rows) if row >= 0]
+        images[found] = files.images[[rows[i] for i in found]]
+        return images
+    return files.images[rows]
+
+
+def forget_dataset_caches() -> None:
+    """After files were added to a dataset: read it afresh everywhere."""
+    _dataset.clear()
+    _health_report.clear()
 
 
 def current_dataset(size: int) -> LabeledImages:
@@ -127,14 +164,19 @@ def current_dataset(size: int) -> LabeledImages:
 
 
 @st.cache_data(show_spinner="Checking every image…", ttl=120, max_entries=8)
-def health_report(source: str, label_regex: str = ""):
-    """core.data's health report of a folder or zip (or a built-in set), rechecked at most every two minutes."""
+def _health_report(source: str, label_regex: str, stamp: str):
     from core.builtin import builtin_report
     from core.data import inspect_source
 
     if source.startswith("builtin:"):
         return builtin_report(source)
     return inspect_source(source, label_regex or None)
+
+
+def health_report(source: str, label_regex: str = ""):
+    """core.data's health report of a folder or zip (or a built-in set), rechecked at most every two minutes
+    and whenever its edits change."""
+    return _health_report(source, label_regex, edits_stamp(source))
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)

@@ -7,13 +7,16 @@ from __future__ import annotations
 import html
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.attribution import attribute
 from core.formats import format_seconds
-from core.images import LabeledImages
 from core.interpret import Predictions, confusion_matrix, most_confused, per_class_metrics, top_losses
 from core.runfolder import RunFolder
 from pages._figures import confusion_figure, loss_figure, lr_figure, overlay_grid, to_hwc
+
+if TYPE_CHECKING:
+    import torch
 
 STYLE = """body{font-family:system-ui,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{color:#1f4e79}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
@@ -28,14 +31,14 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def run_report_html(run_dir: Path, model, data: LabeledImages, predictions: Predictions,
+def run_report_html(run_dir: Path, model, run_images: torch.Tensor, predictions: Predictions,
                     class_names: list[str], n_top_losses: int = 12) -> str:
     """The whole report as one HTML string."""
     folder = RunFolder(run_dir)
     request, status, tail = folder.request(), folder.status(), folder.read_metrics()
     matrix = confusion_matrix(predictions.targets, predictions.predicted, len(class_names))
     worst = top_losses(predictions, n_top_losses)
-    images = data.images[predictions.item_ids[worst]]
+    images = run_images[predictions.item_ids[worst]]
     heats = attribute(model, images, [int(predictions.predicted[p]) for p in worst], "grad_cam")
     titles = [f"{class_names[predictions.targets[p]]}→{class_names[predictions.predicted[p]]} "
               f"loss {predictions.losses[p]:.2f}" for p in worst]

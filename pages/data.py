@@ -9,15 +9,17 @@ import streamlit as st
 from core.archive import archive_name, data_root, extract_zip
 from core.augment import preview
 from core.builtin import BUILTIN_DATASETS
+from core.collect import made_root
 from core.config import FASTAI_AUGMENT, RESIZE_METHODS
 from core.errors import DataError
 from core.layouts import PETS_REGEX
+from pages._collect import dataset_builder
 from pages._common import current_augment, dataset, health_report, route_through_app
 from pages._figures import image_grid, to_hwc
 
 route_through_app()
 state = st.session_state
-SOURCES = ["Built-in dataset", "Upload a .zip", "A folder on this machine"]
+SOURCES = ["Built-in dataset", "Upload a .zip", "A folder on this machine", "Make my own"]
 RESIZE_HELP = {"squish": "stretch the whole image to a square", "crop": "cut the centre square out",
                "pad": "fit it whole and fill the rest with black"}
 
@@ -25,6 +27,7 @@ st.title("Data")
 current = state["data"]
 if "data_source_kind" not in state:  # the widget keeps its own state while the page is shown
     state["data_source_kind"] = SOURCES[0 if current.startswith("builtin:") else
+                                        3 if current.startswith(str(made_root())) else
                                         1 if current.startswith(str(data_root())) else 2]
 kind = st.radio("Images from", SOURCES, horizontal=True, key="data_source_kind")
 
@@ -53,6 +56,10 @@ elif kind == SOURCES[1]:
     for entry, reason in state.get("extraction_skipped", []):
         st.warning(f"Not unpacked: `{entry}` — {reason}.")
     source = str(folder)
+elif kind == SOURCES[3]:
+    source = dataset_builder(current)
+    if source is None:
+        st.stop()
 else:
     typed = st.text_input("Folder path", value="" if current.startswith(("builtin:", str(data_root()))) else current,
                           placeholder="/home/me/pictures/my_dataset",

@@ -5,10 +5,11 @@ import streamlit as st
 from core.runfolder import RunFolder
 from core.interpret import (confusion_matrix, most_confused, normalize_rows, pair_positions, per_class_metrics,
                             top_losses, typical_positions)
-from pages._common import (cached_attribution, model_key, pick_finished_run, route_through_app, run_dataset, run_model,
+from pages._common import (cached_attribution, model_key, pick_finished_run, route_through_app, run_images, run_model,
                            run_predictions)
 from pages._figures import confusion_figure, image_grid, overlay_grid, to_hwc
 from pages._report import run_report_html
+from pages._review import edit_notice, retrain_button, review_grid
 
 route_through_app()
 
@@ -16,17 +17,36 @@ st.title("Interpret")
 run_dir = pick_finished_run("to see what the model confuses")
 if run_dir is None:
     st.stop()
+if "last_edit_batch" in st.session_state:
+    edit_notice(RunFolder(run_dir).config().data)
+    retrain_button(RunFolder(run_dir).config(), "interpret")
 
 class_names = RunFolder(run_dir).class_names()
 config = RunFolder(run_dir).config()
 predictions = run_predictions(run_dir)
-data = run_dataset(config)
+images = run_images(run_dir)
 matrix = confusion_matrix(predictions.targets, predictions.predicted, len(class_names))
 
 
 def images_at(positions: np.ndarray) -> np.ndarray:
     """Validation images at these positions of the predictions, (N, S, S, 3) uint8."""
-    return to_hwc(data.images[predictions.item_ids[positions]].numpy())
+    return to_hwc(images[predictions.item_ids[positions]].numpy())
+
+
+run_items = list(RunFolder(run_dir).data_items())  # image names in the order predictions' item ids count them
+
+
+def fix_labels(positions: np.ndarray, key: str, view: str) -> None:
+    """Relabel, remove or keep the images at these positions (fastai's ImageClassifierCleaner)."""
+    with st.expander("Fix these labels"):
+        if not run_items:
+            st.caption("This run is older than the record of its images; retrain it to fix its data here.")
+            return
+        names = [run_items[int(predictions.item_ids[p])] for p in positions]
+        if review_grid(key, images_at(positions), names, [class_names[predictions.targets[p]] for p in positions],
+                       class_names, source=config.data, view=view,
+                       suggested=[class_names[predictions.predicted[p]] for p in positions]):
+            st.rerun()
 
 
 def gallery(positions: np.ndarray, empty: str, limit: int = 16, columns: int = 8, key: str = "") -> None:
@@ -65,6 +85,8 @@ predicted = right.selectbox("Predicted as", class_names, key="cell_predicted")
 cell = pair_positions(predictions, class_names.index(actual), class_names.index(predicted))
 st.caption(f"{len(cell)} validation images of **{actual}** predicted as **{predicted}**, surest first.")
 gallery(cell, "No image falls in this cell.", key="cell_gallery")
+if len(cell) and actual != predicted:
+    fix_labels(cell[:16], "cell", "confusion matrix")
 
 st.subheader("Most confused")
 st.caption("The pairs of classes the model mixes up most often (fastai's `most_confused`).")
@@ -82,6 +104,7 @@ if shown:
         st.caption(f"**{a}** images the model called **{p}**")
         gallery(pair_positions(predictions, class_names.index(a), class_names.index(p)), "", limit=8, columns=4,
                 key="mistaken")
+    fix_labels(pair_positions(predictions, class_names.index(a), class_names.index(p))[:12], "pair", "most confused")
     with typical:
         st.caption(f"Typical **{p}** images, as the model sees them")
         gallery(typical_positions(predictions, class_names.index(p), 8), f"No {p} image was predicted right.",
@@ -101,11 +124,12 @@ heats = None
 if show_cam:
     model, _, _ = run_model(run_dir)
     heats = cached_attribution(model_key(run_dir), f"top_losses:{k}", tuple(int(predictions.predicted[p]) for p in worst),
-                               "grad_cam", model, data.images[predictions.item_ids[worst]])
+                               "grad_cam", model, images[predictions.item_ids[worst]])
 titles = [f"{class_names[predictions.targets[p]]}→{class_names[predictions.predicted[p]]} · "
           f"loss {predictions.losses[p]:.2f} · p {predictions.probs[p, predictions.predicted[p]]:.2f}" for p in worst]
 st.plotly_chart(overlay_grid(images_at(worst), heats, titles, columns=6, opacity=opacity), key="top_losses")
 st.caption("Titles read actual→predicted · loss · probability of the prediction.")
+fix_labels(worst, "top_losses", "top losses")
 
 st.subheader("Per-class metrics")
 st.caption("Precision: of the images called this class, the share that were. Recall: of this class's images, the "
@@ -116,7 +140,7 @@ st.dataframe([{"class": m.class_name, "precision": round(m.precision, 3), "recal
 
 st.subheader("Share this run")
 model, _, _ = run_model(run_dir)
-st.download_button("Download an HTML report", lambda: run_report_html(run_dir, model, data, predictions, class_names),
+st.download_button("Download an HTML report", lambda: run_report_html(run_dir, model, images, predictions, class_names),
                    file_name=f"{run_dir.name}-report.html", mime="text/html", on_click="ignore",
                    icon=":material/download:", help="Settings, curves, confusion matrix, most-confused pairs and top "
                                                      "losses in one file that opens in any browser, without the app.")

@@ -12,7 +12,7 @@ from core.models import conv_layers, describe_layer, feature_layers
 from core.visualize import (KERNELS, activations, apply_learned_filter, conv_filters, convolve, filter_kernel,
                             filter_slices, first_conv, grayscale, top_images_for_channel)
 from pages._common import (IMAGE_SIZES, cached_attribution, cached_channel_maxima, current_dataset, imagenet_model,
-                           model_key, pick_finished_run, route_through_app, run_dataset, run_model, run_predictions)
+                           model_key, pick_finished_run, route_through_app, run_images, run_model, run_predictions)
 from pages._figures import image_grid, overlay_grid, pixel_figure, to_hwc
 
 route_through_app()
@@ -36,8 +36,7 @@ else:
     model, class_names, config = run_model(run_dir)
     key, size = model_key(run_dir), config.size
     predictions = run_predictions(run_dir)
-    data = run_dataset(config)
-    candidates = data.images[predictions.item_ids]
+    candidates = run_images(run_dir)[predictions.item_ids]
     captions = [class_names[t] for t in predictions.targets]
 
 left, right = st.columns([1, 2])

@@ -12,6 +12,27 @@ from pages._figures import compare_figure
 
 route_through_app()
 
+def show_data_differences(first: runs.RunSummary, second: runs.RunSummary) -> None:
+    """How the two runs' data differed, image by image, beside how their accuracy differed."""
+    st.subheader("Data that differs")
+    changes = runs.data_differences(first.path, second.path)
+    if changes is None:
+        st.caption("One of these runs is older than the record of the images it trained on.")
+        return
+    columns = st.columns(4)
+    for column, name in zip(columns, ("relabelled", "removed", "added")):
+        column.metric(f"Images {name}", len(changes[name]))
+    if first.best_accuracy is not None and second.best_accuracy is not None:
+        columns[3].metric("Best accuracy", f"{second.best_accuracy:.1%}",
+                          f"{(second.best_accuracy - first.best_accuracy) * 100:+.1f} points")
+    st.caption(f"From {first.run_id} (older) to {second.run_id} (newer).")
+    rows = [{"image": name, "change": f"{a} → {b}"} for name, a, b in changes["relabelled"]] + \
+        [{"image": name, "change": "removed"} for name in changes["removed"]] + \
+        [{"image": name, "change": "added"} for name in changes["added"]]
+    if rows:
+        st.dataframe(rows[:500], hide_index=True, width="stretch", key="data_differences")
+
+
 st.title("Runs")
 found = runs.list_runs()
 if not found:
@@ -53,6 +74,8 @@ if len(picked) > 1:
         st.dataframe(differences, hide_index=True, width="stretch", key="differences")
     else:
         st.caption("These runs used the same settings.")
+if len(picked) == 2:
+    show_data_differences(*sorted(picked, key=lambda r: r.created))
 
 for run in picked:
     st.subheader(f"Run {run.run_id}")

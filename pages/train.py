@@ -44,9 +44,28 @@ def choose_preset() -> None:
                    "this needs a network the first time.")
 
 
+def not_ready() -> str:
+    """Why the chosen dataset cannot be trained yet (a dataset made in the app with too few images), or ""."""
+    from core.collect import made_root, shortfall
+    from pages._common import health_report
+
+    source = st.session_state["data"]
+    if not source.startswith(str(made_root())):
+        return ""
+    report = health_report(source, st.session_state["label_regex"])
+    needs = shortfall(report.class_counts)
+    if not report.ok or needs or len(report.class_counts) < 2:
+        more = "; ".join(f"{name}: {n} more" for name, n in needs.items()) or "add a second class"
+        return f"This dataset needs more images before training ({more}). Add them on the Data page."
+    return ""
+
+
 def settings_form() -> tuple[bool, bool]:
     """The settings, each widget keyed by its TrainConfig field; returns (start pressed, finder pressed)."""
     state = st.session_state
+    waiting = not_ready()
+    if waiting:
+        st.warning(waiting)
     with st.form("settings"):
         augment = current_augment()
         st.caption(f"Dataset: **{source_label(state['data'])}**, images made square by {state['resize']}, "
@@ -87,8 +106,9 @@ def settings_form() -> tuple[bool, bool]:
                               "which lets the frozen epochs train on features computed once; on, the frozen epochs "
                               "run the whole network every time.")
         start_column, find_column = st.columns([1, 3])
-        start = start_column.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
-        find = find_column.form_submit_button("Find a learning rate", icon=":material/query_stats:",
+        start = start_column.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
+                                                disabled=bool(waiting))
+        find = find_column.form_submit_button("Find a learning rate", icon=":material/query_stats:", disabled=bool(waiting),
                                               help="Sweeps the rate from tiny to huge over ~100 batches and suggests "
                                                    "one where the loss falls fastest without blowing up (fastai's "
                                                    "lr_find). Trains nothing it keeps.")

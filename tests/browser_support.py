@@ -48,7 +48,9 @@ def streamlit_server(runs_dir: Path) -> Iterator[str]:
         process.wait(timeout=20)
 
 
-def launch_chromium(playwright):
+def launch_chromium(playwright, camera: bool = False):
+    """Debian's Chromium, headless; with `camera`, a fake camera that needs no permission prompt."""
     if not os.path.exists(CHROMIUM):
         raise RuntimeError("Debian's chromium is needed: apt-get install -y chromium")
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"] if camera else []
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_camera)

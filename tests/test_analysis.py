@@ -227,7 +227,7 @@ def test_the_html_report_stands_alone(trained_run):
     from pages._report import run_report_html
 
     model, class_names, config = load_model(trained_run)
-    html = run_report_html(trained_run, model, load_source(config.data, config.size), load_predictions(trained_run),
+    html = run_report_html(trained_run, model, load_source(config.data, config.size).images, load_predictions(trained_run),
                            class_names)
     for heading in ["Settings", "Training", "Confusion matrix", "Most confused", "Per-class metrics", "Top losses"]:
         assert f"<h2>{heading}" in html

@@ -125,3 +125,70 @@ def test_train_watch_refresh_and_look_inside(server, tmp_path):
         expect(page.locator(".js-plotly-plot")).to_have_count(1)
         expect(page.get_by_test_id("stException")).to_have_count(0)
         browser.close()
+
+
+def photos_of(page, name: str) -> int:
+    """The running count the Data page shows for a class."""
+    import re
+
+    text = page.get_by_text(f"{name}: ").first.inner_text()
+    return int(re.search(rf"^{name}: (\d+) image", text, re.M).group(1))
+
+
+def camera_ready(page) -> None:
+    """Wait until the camera widget shows live video: a click before that takes no photo."""
+    page.wait_for_function("() => { const v = document.querySelector('video'); "
+                           "return v && v.readyState >= 2 && v.videoWidth > 0; }")
+    page.wait_for_timeout(300)
+
+
+def test_a_dataset_from_camera_photos_trains_and_predicts(server, tmp_path):
+    """Teachable Machine's path: two classes of camera photos (Chromium's fake camera), one click a photo,
+    then training, then a prediction on a new photo."""
+    url, runs_dir = server
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright, camera=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(90_000)
+        expect.set_options(timeout=90_000)
+        page.goto(f"{url}/data")
+        page.get_by_text("Make my own").click()
+        page.get_by_label("Name").fill("camera toys")
+        page.get_by_role("button", name="Create").click()
+        for name in ("left", "right"):
+            page.get_by_placeholder("cat").fill(name)
+            page.get_by_role("button", name="Add a class").click()
+            expect(page.get_by_text(f"{name}: 0 images")).to_be_visible()
+        page.get_by_text("Use the camera").click()
+        for name in ("left", "right"):
+            page.get_by_test_id("stRadio").filter(has_text="Add images to").get_by_text(name, exact=True).click()
+            while photos_of(page, name) < 5:
+                before = photos_of(page, name)
+                camera_ready(page)
+                page.get_by_role("button", name="Take Photo").click()  # one click, one photo
+                for _ in range(50):  # a click while the camera restarts after a save takes no photo: try again
+                    if photos_of(page, name) > before:
+                        break
+                    page.wait_for_timeout(200)
+            assert photos_of(page, name) == 5
+        expect(page.get_by_text("Ready: 10 images in 2 classes")).to_be_visible()  # perhaps with notes
+        assert len(list((tmp_path / "data" / "made" / "camera-toys" / "left").iterdir())) == 5
+
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()
+        page.get_by_test_id("stSelectbox").filter(has_text="Backbone").click()
+        page.get_by_role("option", name="ResNet-18").click()
+        page.get_by_text("Start from ImageNet weights").click()
+        page.get_by_role("button", name="Start training").click()
+        page.wait_for_url("**run=*")
+        run_id = page.url.split("run=")[1].split("&")[0]
+        expect(page.get_by_role("heading", name=f"Run {run_id} · completed")).to_be_visible(timeout=180_000)
+
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Predict").click()
+        page.get_by_text("Use the camera").click()
+        camera_ready(page)
+        page.get_by_role("button", name="Take Photo").click()
+        expect(page.locator(".js-plotly-plot")).to_have_count(1)
+        title = page.locator(".js-plotly-plot .gtitle").text_content()
+        assert title.split(" (")[0] in ("left", "right")
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        browser.close()

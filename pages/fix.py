@@ -1,0 +1,103 @@
+"""Fix: the images whose label is probably wrong, near-duplicates, and every edit made to the dataset, with
+undo, an export of the mended dataset, and a retrain on it."""
+import re
+import time
+
+import streamlit as st
+
+from core.sources import source_label
+from pages._common import current_config, dataset, edits_stamp, route_through_app
+from pages._figures import to_hwc
+from pages._review import edit_notice, retrain_button, review_grid
+
+route_through_app()
+
+
+@st.cache_data(show_spinner="Looking for label errors: features of every image, then its neighbours' votes…",
+               max_entries=4)
+def find_problems(source: str, label_regex: str, stamp: str) -> dict:
+    """core.mend's review of the dataset as its edits leave it (recomputed when they change)."""
+    from core.mend import review, review_json
+
+    data, result = review(source, label_regex or None)
+    return review_json(data, result)
+
+
+st.title("Fix")
+config = current_config()
+source = config.data
+st.caption(f"Dataset: {source_label(source)}. Edits are recorded beside it under the data folder and applied "
+           "whenever it is read; the image files themselves are never changed.")
+edit_notice(source)
+from core.data import edit_log_for  # noqa: E402  (torch loads only once this page is open)
+from core.errors import DataError  # noqa: E402
+
+try:
+    log = edit_log_for(source)
+except DataError as error:
+    st.error(str(error))
+    st.stop()
+
+st.subheader("Suspected label errors")
+st.caption("Every image is compared with the images most like it (features of the pretrained network at several "
+           "depths); where its neighbours agree on another label, confident learning (cleanlab) flags it. Most "
+           "suspicious first.")
+if st.toggle("Look for label errors", key="find_suspects", help="Takes seconds at 64 px on a CPU."):
+    try:
+        found = find_problems(source, config.label_regex, edits_stamp(source))
+    except DataError as error:
+        st.error(str(error))
+        st.stop()
+    data = dataset(source, 64, config.label_regex, config.resize)
+    position = {name: i for i, name in enumerate(data.item_names)}
+    kept = {file for file, decision in log.decisions().items() if decision.get("keep")}
+    suspects = [row for row in found["suspects"] if row["file"] not in kept and row["file"] in position]
+    if not suspects:
+        st.success("No image's label is contradicted by its neighbours.")
+    else:
+        shown = suspects[:st.slider("Suspects to review", 6, max(6, min(60, len(suspects))), 12, step=6)]
+        st.caption(f"{len(suspects)} suspect(s); reviewing the first {len(shown)}.")
+        rows = [position[row["file"]] for row in shown]
+        if review_grid("suspects", to_hwc(data.images[rows].numpy()), [r["file"] for r in shown],
+                       [r["label"] for r in shown], list(data.class_names), source=source, view="suspects",
+                       suggested=[r["suggested"] for r in shown]):
+            st.rerun()
+    pairs = found["near_duplicates"]
+    st.subheader("Near-duplicates")
+    st.caption("Pairs of images that look the same to the network: across training and validation they flatter the "
+               "validation score; under two labels one of them is wrong.")
+    if not pairs:
+        st.caption("None that cross the split or disagree on the label.")
+    for n, pair in enumerate(pairs[:10]):
+        why = "one in training, one in validation" if pair["crosses_split"] else "different labels"
+        st.text(f"{' and '.join(pair['files'])}: {why} (similarity {pair['similarity']:.3f})")
+        rows = [position[f] for f in pair["files"] if f in position]
+        if len(rows) == 2:
+            if review_grid(f"pair{n}", to_hwc(data.images[rows].numpy()), pair["files"], pair["labels"],
+                           list(data.class_names), source=source, view="near-duplicates", columns=2):
+                st.rerun()
+
+st.subheader("Edits")
+batches = log.batches()
+if not batches:
+    st.caption("No edits yet: relabel or remove images here, or on the Interpret page.")
+else:
+    summary = log.summary()
+    st.caption(f"In force: {summary.relabelled} relabelled, {summary.removed} removed, {summary.kept} reviewed and "
+               f"kept, in {summary.batches} batch(es).")
+    st.dataframe([{"batch": b["batch"], "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(b.get("time", 0))),
+                   "from": b.get("view", ""), "edits": len(b.get("edits", []))} for b in reversed(batches)],
+                 hide_index=True, key="batches")
+    left, middle, right = st.columns(3)
+    if left.button("Undo the last batch", icon=":material/undo:"):
+        taken = log.undo()
+        st.session_state.pop("last_edit_batch", None)
+        st.toast(f"Took back batch {taken['batch']}.")
+        st.rerun()
+    from core.mend import mended_zip  # noqa: E402
+
+    middle.download_button("Export the mended dataset (.zip)", lambda: mended_zip(source, config.label_regex or None),
+                           file_name=f"{re.sub(r'[^A-Za-z0-9_-]+', '-', source_label(source))[:40].strip('-')}-mended.zip", mime="application/zip",
+                           on_click="ignore", icon=":material/download:")
+    with right:
+        retrain_button(config, "fix")
