@@ -199,8 +199,11 @@ def apply_edits_to_images(data: LabeledImages, source: str) -> LabeledImages:
             label = class_names.index(decision["label"])
         keep.append(index)
         labels.append(label)
+    used = sorted(set(labels))  # a class whose every image was removed or relabelled is gone
+    renumber = {old: new for new, old in enumerate(used)}
     rows = torch.tensor(keep, dtype=torch.long)
-    return LabeledImages(data.images[rows], torch.tensor(labels, dtype=torch.long), tuple(class_names),
+    return LabeledImages(data.images[rows], torch.tensor([renumber[label] for label in labels], dtype=torch.long),
+                         tuple(class_names[i] for i in used),
                          tuple(data.item_names[i] for i in keep),
                          data.valid_mask[rows] if data.valid_mask is not None else None)
 

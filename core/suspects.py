@@ -114,8 +114,12 @@ def review_labels(data: LabeledImages, *, arch: str = "efficientnet_lite0", size
     probs = np.mean([votes[name] for name in best], axis=0)
     given = labels.numpy()
     quality = get_label_quality_scores(given, probs, method="self_confidence")
-    ranking = np.argsort(quality, kind="stable")
-    flagged = find_label_issues(given, np.clip(probs, 1e-6, 1.0), filter_by="prune_by_noise_rate") \
+    # Many images get no vote at all for their label (quality 0): among them, the one whose neighbours agree
+    # most on one other label comes first.
+    other = np.where(np.arange(n_classes) == given[:, None], 0.0, probs).max(1)
+    ranking = np.lexsort((-other, quality))
+    # n_jobs=1: cleanlab forks a process pool otherwise, which deadlocks inside a threaded server (Streamlit).
+    flagged = find_label_issues(given, np.clip(probs, 1e-6, 1.0), filter_by="prune_by_noise_rate", n_jobs=1) \
         if np.bincount(given, minlength=n_classes).min() >= 2 else np.zeros(len(given), dtype=bool)
     suspects = [Suspect(int(i), data.class_names[given[i]], data.class_names[int(probs[i].argmax())],
                         float(1 - quality[i])) for i in ranking if flagged[i] and probs[i].argmax() != given[i]]

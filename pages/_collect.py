@@ -41,17 +41,18 @@ def dataset_builder(current: str) -> str | None:
     _manage_classes(folder, counts, items)
     needs = shortfall(counts)
     if needs or len(counts) < 2:
-        more = "; ".join(f"{name}: {n} more" for name, n in needs.items())
         st.warning(f"Before training, every class needs at least {MIN_IMAGES_PER_CLASS} images and there must be two "
-                   f"classes or more. {more}".strip())
+                   "classes or more.")
+        if needs:
+            st.text("Still needed: " + "; ".join(f"{name}: {n} more" for name, n in needs.items()))
     return str(folder)
 
 
 def _contents(folder) -> tuple[dict[str, int], dict[str, str]]:
     """({class: images} including empty classes, {file: label}) as the dataset now reads, edits applied."""
-    from core.data import inspect_source
+    from pages._common import health_report
 
-    report = inspect_source(str(folder))
+    report = health_report(str(folder))
     items = {item.path.relative_to(folder).as_posix(): item.label for item in report.accepted}
     counts = {p.name: 0 for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")}
     for label in items.values():
@@ -88,8 +89,10 @@ def _add_images(folder, counts: dict[str, int]) -> None:
         state["made_refused"] = refused
         forget_dataset_caches()
         st.rerun()
-    for file, reason in state.pop("made_refused", []):
-        st.warning(f"Not added: {file} — {reason}")
+    refused = state.pop("made_refused", [])
+    if refused:
+        st.warning("Some files were not added:")
+        st.text("\n".join(f"{file}: {reason}" for file, reason in refused))
 
 
 def _manage_classes(folder, counts: dict[str, int], items: dict[str, str]) -> None:

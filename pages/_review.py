@@ -13,7 +13,8 @@ NO_CHANGE, KEEP, REMOVE, RELABEL = "no change", "keep: the label is right", "rem
 
 
 def review_grid(key: str, images: np.ndarray, names: list[str], labels: list[str], class_names: list[str], *,
-                source: str, view: str, suggested: list[str] | None = None, columns: int = 6) -> bool:
+                source: str, view: str, suggested: list[str] | None = None, columns: int = 6,
+                label_regex: str = "") -> bool:
     """Images (N, S, S, 3) uint8 with a decision each; returns True when a batch of edits was just recorded."""
     with st.form(f"review:{key}", border=False):
         choices = []
@@ -35,7 +36,7 @@ def review_grid(key: str, images: np.ndarray, names: list[str], labels: list[str
         edits = [{"file": n, "label": s, "was": l} for n, l, s in zip(names, labels, suggested) if s != l]
     else:
         edits = [_edit(name, label, choice) for name, label, choice in zip(names, labels, choices) if choice != NO_CHANGE]
-    return record(source, edits, view)
+    return record(source, edits, view, label_regex)
 
 
 def _edit(name: str, label: str, choice: str) -> dict:
@@ -46,7 +47,7 @@ def _edit(name: str, label: str, choice: str) -> dict:
     return {"file": name, "label": choice[len(RELABEL):], "was": label}
 
 
-def record(source: str, edits: list[dict], view: str) -> bool:
+def record(source: str, edits: list[dict], view: str, label_regex: str = "") -> bool:
     """Record a batch and say so; a refusal is a sentence."""
     from core.mend import record_edits
 
@@ -54,7 +55,7 @@ def record(source: str, edits: list[dict], view: str) -> bool:
         st.info("Nothing was chosen: every image says \"no change\".")
         return False
     try:
-        batch = record_edits(source, edits, view, st.session_state.get("label_regex") or None)
+        batch = record_edits(source, edits, view, label_regex or None)
     except DataError as error:
         st.error(str(error))
         return False

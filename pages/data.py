@@ -58,7 +58,7 @@ elif kind == SOURCES[1]:
     source = str(folder)
 elif kind == SOURCES[3]:
     source = dataset_builder(current)
-    if source is None:
+    if source is None or not health_report(source).ok:  # the builder says what is still needed
         st.stop()
 else:
     typed = st.text_input("Folder path", value="" if current.startswith(("builtin:", str(data_root()))) else current,
@@ -69,7 +69,7 @@ else:
     source = typed.strip()
 
 label_regex = ""
-if not source.startswith("builtin:"):
+if kind in SOURCES[1:3]:
     with st.expander("Labels from file names", expanded=bool(state["label_regex"])):
         use_names = st.toggle("Take each image's label from its file name", value=bool(state["label_regex"]))
         pattern = st.text_input("Pattern (a regular expression; its first group is the label)",

@@ -26,8 +26,9 @@ def find_problems(source: str, label_regex: str, stamp: str) -> dict:
 st.title("Fix")
 config = current_config()
 source = config.data
-st.caption(f"Dataset: {source_label(source)}. Edits are recorded beside it under the data folder and applied "
-           "whenever it is read; the image files themselves are never changed.")
+st.text(f"Dataset: {source_label(source)}")
+st.caption("Edits are recorded under the data folder and applied whenever the dataset is read; the image files "
+           "themselves are never changed.")
 edit_notice(source)
 from core.data import edit_log_for  # noqa: E402  (torch loads only once this page is open)
 from core.errors import DataError  # noqa: E402
@@ -60,6 +61,7 @@ if st.toggle("Look for label errors", key="find_suspects", help="Takes seconds a
         rows = [position[row["file"]] for row in shown]
         if review_grid("suspects", to_hwc(data.images[rows].numpy()), [r["file"] for r in shown],
                        [r["label"] for r in shown], list(data.class_names), source=source, view="suspects",
+                       label_regex=config.label_regex,
                        suggested=[r["suggested"] for r in shown]):
             st.rerun()
     pairs = found["near_duplicates"]
@@ -74,7 +76,8 @@ if st.toggle("Look for label errors", key="find_suspects", help="Takes seconds a
         rows = [position[f] for f in pair["files"] if f in position]
         if len(rows) == 2:
             if review_grid(f"pair{n}", to_hwc(data.images[rows].numpy()), pair["files"], pair["labels"],
-                           list(data.class_names), source=source, view="near-duplicates", columns=2):
+                           list(data.class_names), source=source, view="near-duplicates",
+                           label_regex=config.label_regex):
                 st.rerun()
 
 st.subheader("Edits")

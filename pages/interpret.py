@@ -44,7 +44,7 @@ def fix_labels(positions: np.ndarray, key: str, view: str) -> None:
             return
         names = [run_items[int(predictions.item_ids[p])] for p in positions]
         if review_grid(key, images_at(positions), names, [class_names[predictions.targets[p]] for p in positions],
-                       class_names, source=config.data, view=view,
+                       class_names, source=config.data, view=view, label_regex=config.label_regex,
                        suggested=[class_names[predictions.predicted[p]] for p in positions]):
             st.rerun()
 

@@ -46,7 +46,7 @@ def choose_preset() -> None:
 
 def not_ready() -> str:
     """Why the chosen dataset cannot be trained yet (a dataset made in the app with too few images), or ""."""
-    from core.collect import made_root, shortfall
+    from core.collect import MIN_IMAGES_PER_CLASS, made_root, shortfall
     from pages._common import health_report
 
     source = st.session_state["data"]
@@ -55,8 +55,8 @@ def not_ready() -> str:
     report = health_report(source, st.session_state["label_regex"])
     needs = shortfall(report.class_counts)
     if not report.ok or needs or len(report.class_counts) < 2:
-        more = "; ".join(f"{name}: {n} more" for name, n in needs.items()) or "add a second class"
-        return f"This dataset needs more images before training ({more}). Add them on the Data page."
+        return (f"This dataset needs more images before training: at least two classes of "
+                f"{MIN_IMAGES_PER_CLASS} images each ({sum(needs.values())} more to go). Add them on the Data page.")
     return ""
 
 

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "gpu": "real / synthetic:",
     "startup": "page switch: median",
     "ui_cost": "watched / headless while polling:",
+    "label_noise": "precision among the top N (median",
 }
 
 

@@ -9,7 +9,6 @@ from PIL import Image
 from bench.label_noise import write_digits
 from core.collect import add_images
 from core.data import edit_log_for
-from tests.conftest import write_image_folder
 from tests.test_pages import by_label, open_page
 
 
@@ -39,7 +38,8 @@ def test_make_a_dataset_in_the_app_and_train_only_once_it_has_enough(runs_env, t
     from pages._common import forget_dataset_caches
     forget_dataset_caches()
     app.run()
-    assert not app.exception and any("ball: 2 more" in w.value for w in app.warning)
+    assert not app.exception and any("at least 5 images" in w.value for w in app.warning)
+    assert any("ball: 2 more" in t.value for t in app.text)
     train = app.switch_page("pages/train.py").run()
     assert any("needs more images" in w.value for w in train.warning)
     assert by_label(train.button, "Start training").disabled

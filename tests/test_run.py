@@ -80,6 +80,24 @@ def test_core_never_imports_streamlit():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
+def test_core_modules_import_one_way():
+    """No two core modules import each other at load time, directly or round a loop: each has one job, below
+    the ones that use it."""
+    import ast
+
+    imports = {}
+    for path in (ROOT / "core").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imports[path.stem] = {node.module.split(".")[1] if node.module != "core" else alias.name
+                              for node in tree.body if isinstance(node, ast.ImportFrom) and node.module
+                              and node.module.startswith("core") for alias in node.names}
+
+    def reaches(start, target, seen=()):
+        return any(d == target or (d not in seen and reaches(d, target, (*seen, d))) for d in imports.get(start, ()))
+
+    assert [module for module in imports if reaches(module, module)] == []
+
+
 def wait_for(condition, timeout=240):
     deadline = time.time() + timeout
     while not condition():
