@@ -98,8 +98,9 @@ def retrain(folder: Path, clean: Path, files: list[str], suggested: list[str], n
     from core.mend import record_edits
 
     record_edits(str(folder), [{"file": f, "label": s} for f, s in zip(files[:n], suggested[:n])], "bench")
-    mended = run_timed([python(), "-m", "core.train", "--data", str(folder), "--runs-dir", str(folder.parent / "runs")])
-    reference = run_timed([python(), "-m", "core.train", "--data", str(clean), "--runs-dir", str(folder.parent / "runs")])
+    runs_dir = str(folder.parent / "runs")
+    mended = run_timed([python(), "-m", "core.train", "--data", str(folder), "--runs-dir", runs_dir])
+    reference = run_timed([python(), "-m", "core.train", "--data", str(clean), "--runs-dir", runs_dir])
     return mended.final_accuracy, reference.final_accuracy
 
 
@@ -123,14 +124,14 @@ def main() -> None:
             results["baseline precision"].append(precision(base_files, moved))
             results["ours s"].append(seconds)
             results["baseline s"].append(base_seconds)
-            print(f"seed {seed}: N = {len(moved)}; precision among the top N: ours {results['ours precision'][-1]:.3f}, "
-                  f"baseline {results['baseline precision'][-1]:.3f}; {seconds:.1f} s against {base_seconds:.1f} s",
+            print(f"seed {seed}: N = {len(moved)}; precision among the top N: "
+                  f"ours {results['ours precision'][-1]:.3f}, baseline {results['baseline precision'][-1]:.3f}; {seconds:.1f} s against {base_seconds:.1f} s",
                   flush=True)
             if args.retrain:
                 write_digits(Path(tmp) / "clean", None)
                 mended, clean = retrain(folder, Path(tmp) / "clean", files, suggested, len(moved))
-                print(f"  retrained with the defaults: mended {mended:.4f}, clean {clean:.4f}, gap {clean - mended:+.4f}",
-                      flush=True)
+                print(f"  retrained with the defaults: mended {mended:.4f}, clean {clean:.4f}, "
+                      f"gap {clean - mended:+.4f}", flush=True)
     median = {name: statistics.median(values) for name, values in results.items()}
     print(f"precision among the top N (median of {len(args.seeds)} seeds): ours {median['ours precision']:.3f}, "
           f"baseline {median['baseline precision']:.3f} (target >= 0.85)")

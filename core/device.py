@@ -1,4 +1,5 @@
-"""Device policy: which device trains, how it is named, and the layouts, precisions and batch sizes it runs best with."""
+"""Device policy: which device trains, how it is named, and the layouts, precisions and batch sizes it runs
+best with."""
 from __future__ import annotations
 
 import contextlib

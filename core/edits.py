@@ -54,7 +54,8 @@ def edit_log_path(dataset: str | Path) -> Path:
     if str(dataset).startswith("builtin:"):
         return data_root() / "edits" / f"builtin-{_slug(str(dataset)[8:])}.jsonl"
     resolved = Path(dataset).resolve()
-    return data_root() / "edits" / f"{_slug(resolved.name)}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}.jsonl"
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    return data_root() / "edits" / f"{_slug(resolved.name)}-{digest}.jsonl"
 
 
 def _slug(name: str) -> str:

@@ -28,7 +28,8 @@ from core.device import autocast_for, in_layout, inference_batch_size, memory_fo
 from core.distributed import World
 from core.models import Classifier
 
-Schedule = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]  # (optimizer, steps) -> schedule
+# (optimizer, total steps) -> the learning-rate schedule
+Schedule = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
 
 
 class OutOfMemory(Exception):

@@ -97,6 +97,10 @@ class RunFolder:
                                                         "edits": edits})
             write_json_atomic(self.path / "data_items.json", [list(item) for item in items])
 
+    def data_items_stamp(self) -> float:
+        """Changes when data_items.json does (0.0 when there is none)."""
+        return _mtime(self.path / "data_items.json")
+
     def data_items(self) -> dict[str, str]:
         """{image name: label} of every image the run trained or validated on, in the order the run indexed
         them (predictions.npz's item ids count in it); {} for older runs."""
@@ -179,7 +183,8 @@ class RunFolder:
         if not self.writes:
             return
         tail = self.read_metrics()
-        rows = [r for r in tail.steps if r.get("step", 0) <= step] + [r for r in tail.epochs if r.get("epoch", 0) <= epoch]
+        rows = [r for r in tail.steps if r.get("step", 0) <= step] + \
+            [r for r in tail.epochs if r.get("epoch", 0) <= epoch]
         rows.sort(key=lambda r: (r.get("step", 0), r.get("kind") == "epoch"))
         write_atomic(self.path / "metrics.jsonl", lambda f: f.writelines((json.dumps(r) + "\n").encode() for r in rows))
 

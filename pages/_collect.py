@@ -105,10 +105,10 @@ def _manage_classes(folder, counts: dict[str, int], items: dict[str, str]) -> No
         if right.button(f"Delete {chosen}", disabled=not counts.get(chosen)):
             _apply(lambda: delete_class(folder, items, chosen))
         if chosen and counts.get(chosen):
-            from core.data import load_source
+            from pages._common import dataset
             from pages._figures import to_hwc
 
-            data = load_source(str(folder), 64)
+            data = dataset(str(folder), 64)
             rows = [i for i, label in enumerate(data.labels.tolist()) if data.class_names[label] == chosen][:30]
             if review_grid(f"class:{chosen}", to_hwc(data.images[rows].numpy()), [data.item_names[i] for i in rows],
                            [chosen] * len(rows), list(counts), source=str(folder), view="data"):

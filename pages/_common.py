@@ -109,14 +109,31 @@ def device_label() -> str:
 
 def edits_stamp(source: str) -> str:
     """Changes whenever the dataset's edit log does: part of every cache key of a dataset read."""
+    try:
+        stat = _edit_log_path(source, _file_stamp(source)).stat()
+    except OSError:
+        return ""
+    return f"{stat.st_size}@{stat.st_mtime_ns}"
+
+
+def _file_stamp(source: str) -> str:
+    try:
+        stat = Path(source).stat()
+    except (OSError, ValueError):
+        return ""
+    return f"{stat.st_size}@{stat.st_mtime_ns}"
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _edit_log_path(source: str, file_stamp: str) -> Path:
+    """Where a source's edit log is; cached, since naming a zip's folder reads the whole zip."""
     from core.data import edit_log_for
     from core.errors import DataError
 
     try:
-        stat = edit_log_for(source).path.stat()
-    except (OSError, DataError):
-        return ""
-    return f"{stat.st_size}@{stat.st_mtime_ns}"
+        return edit_log_for(source).path
+    except DataError:
+        return Path("/nonexistent")
 
 
 @st.cache_resource(show_spinner="Loading images…", max_entries=4)
@@ -131,13 +148,30 @@ def dataset(source: str, size: int, label_regex: str = "", resize: str = "squish
     return _dataset(source, size, label_regex, resize, edits, edits_stamp(source) if edits else "")
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _run_item_names(run_dir: str, stamp: float) -> list[str]:
+    return list(RunFolder(Path(run_dir)).data_items())
+
+
+def run_item_names(run_dir: Path) -> list[str]:
+    """The names of a run's images, in the order its predictions' item ids count them ([] for older runs)."""
+    return _run_item_names(str(run_dir), RunFolder(run_dir).data_items_stamp())
+
+
 def run_images(run_dir: Path) -> torch.Tensor:
     """(N, 3, S, S) uint8: the images a run trained and validated on, in the order its predictions' item ids
     count them, decoded the way it decoded them, whatever edits the dataset has had since."""
+    config = RunFolder(run_dir).config()
+    stamp = RunFolder(run_dir).data_items_stamp() or edits_stamp(config.data)
+    return _run_images(str(run_dir), str(stamp))
+
+
+@st.cache_resource(show_spinner="Loading the run's images…", max_entries=2)
+def _run_images(run_dir: str, stamp: str) -> torch.Tensor:
     import torch
 
-    config = RunFolder(run_dir).config()
-    names = list(RunFolder(run_dir).data_items())
+    config = RunFolder(Path(run_dir)).config()
+    names = run_item_names(Path(run_dir))
     if not names:  # runs from before data_items.json: the dataset as it reads now
         return dataset(config.data, config.size, config.label_regex, config.resize).images
     files = dataset(config.data, config.size, config.label_regex, config.resize, edits=False)

@@ -35,7 +35,8 @@ def review_grid(key: str, images: np.ndarray, names: list[str], labels: list[str
     if accept:
         edits = [{"file": n, "label": s, "was": l} for n, l, s in zip(names, labels, suggested) if s != l]
     else:
-        edits = [_edit(name, label, choice) for name, label, choice in zip(names, labels, choices) if choice != NO_CHANGE]
+        edits = [_edit(name, label, choice) for name, label, choice in zip(names, labels, choices)
+                 if choice != NO_CHANGE]
     return record(source, edits, view, label_regex)
 
 

@@ -99,8 +99,9 @@ else:
         st.rerun()
     from core.mend import mended_zip  # noqa: E402
 
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", source_label(source))[:40].strip("-") or "dataset"
     middle.download_button("Export the mended dataset (.zip)", lambda: mended_zip(source, config.label_regex or None),
-                           file_name=f"{re.sub(r'[^A-Za-z0-9_-]+', '-', source_label(source))[:40].strip('-')}-mended.zip", mime="application/zip",
+                           file_name=f"{stem}-mended.zip", mime="application/zip",
                            on_click="ignore", icon=":material/download:")
     with right:
         retrain_button(config, "fix")

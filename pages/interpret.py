@@ -5,8 +5,8 @@ import streamlit as st
 from core.runfolder import RunFolder
 from core.interpret import (confusion_matrix, most_confused, normalize_rows, pair_positions, per_class_metrics,
                             top_losses, typical_positions)
-from pages._common import (cached_attribution, model_key, pick_finished_run, route_through_app, run_images, run_model,
-                           run_predictions)
+from pages._common import (cached_attribution, model_key, pick_finished_run, route_through_app, run_images,
+                           run_item_names, run_model, run_predictions)
 from pages._figures import confusion_figure, image_grid, overlay_grid, to_hwc
 from pages._report import run_report_html
 from pages._review import edit_notice, retrain_button, review_grid
@@ -33,7 +33,7 @@ def images_at(positions: np.ndarray) -> np.ndarray:
     return to_hwc(images[predictions.item_ids[positions]].numpy())
 
 
-run_items = list(RunFolder(run_dir).data_items())  # image names in the order predictions' item ids count them
+run_items = run_item_names(run_dir)  # image names in the order predictions' item ids count them
 
 
 def fix_labels(positions: np.ndarray, key: str, view: str) -> None:

@@ -108,7 +108,8 @@ def settings_form() -> tuple[bool, bool]:
         start_column, find_column = st.columns([1, 3])
         start = start_column.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
                                                 disabled=bool(waiting))
-        find = find_column.form_submit_button("Find a learning rate", icon=":material/query_stats:", disabled=bool(waiting),
+        find = find_column.form_submit_button("Find a learning rate", icon=":material/query_stats:",
+                                              disabled=bool(waiting),
                                               help="Sweeps the rate from tiny to huge over ~100 batches and suggests "
                                                    "one where the loss falls fastest without blowing up (fastai's "
                                                    "lr_find). Trains nothing it keeps.")
