@@ -56,7 +56,8 @@ if st.toggle("Look for label errors", key="find_suspects", help="Takes seconds a
     if not suspects:
         st.success("No image's label is contradicted by its neighbours.")
     else:
-        shown = suspects[:st.slider("Suspects to review", 6, max(6, min(60, len(suspects))), 12, step=6)]
+        limit = 12 if len(suspects) <= 12 else st.slider("Suspects to review", 12, min(60, len(suspects)), 12, step=6)
+        shown = suspects[:limit]
         st.caption(f"{len(suspects)} suspect(s); reviewing the first {len(shown)}.")
         rows = [position[row["file"]] for row in shown]
         if review_grid("suspects", to_hwc(data.images[rows].numpy()), [r["file"] for r in shown],
