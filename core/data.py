@@ -50,7 +50,7 @@ def inspect_source(source: str, label_regex: str | None = None, *, edits: bool =
     if edits:
         scan, removed = apply_edits(scan, folder)
     report = inspect_scan(scan, source)
-    report.folder, report.edits = str(folder), {**EditLog(folder).summary().to_dict(), "removed_files": removed}
+    report.folder, report.edits, report.removed = str(folder), EditLog(folder).summary().to_dict(), removed
     return report
 
 
@@ -102,6 +102,13 @@ def stratified_split(labels: torch.Tensor, valid_pct: float, seed: int) -> tuple
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(valid, dtype=np.int64))
 
 
+def split_indices(data: LabeledImages, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) item indices a run uses: the data's own split when it brings one, else a seeded one."""
+    if data.valid_mask is not None:
+        return np.flatnonzero(~data.valid_mask.numpy()), np.flatnonzero(data.valid_mask.numpy())
+    return stratified_split(data.labels, valid_pct, seed)
+
+
 @dataclass(frozen=True)
 class Split:
     """Training and validation tensors of one dataset, all uint8 images in memory."""
@@ -115,11 +122,7 @@ class Split:
     @classmethod
     def from_dataset(cls, data: LabeledImages, valid_pct: float, seed: int) -> "Split":
         """The data's own split when it brings one (train/ and valid/ folders), else a seeded stratified one."""
-        if data.valid_mask is not None:
-            valid = np.flatnonzero(data.valid_mask.numpy())
-            train = np.flatnonzero(~data.valid_mask.numpy())
-        else:
-            train, valid = stratified_split(data.labels, valid_pct, seed)
+        train, valid = split_indices(data, valid_pct, seed)
         return cls(data.images[train], data.labels[train], data.images[valid], data.labels[valid], valid)
 
     def placed(self, device: torch.device, share: float = 0.25) -> "Split":

@@ -34,6 +34,7 @@ class HealthReport:
     accepted: list[Item] = field(default_factory=list, repr=False)
     folder: str = ""  # the dataset folder the edit log and item names refer to (a zip's unpacked folder)
     edits: dict = field(default_factory=dict)  # core.edits' summary of the edits in force
+    removed: list[str] = field(default_factory=list)  # files the edits removed (relative to `folder`)
 
     @property
     def n_images(self) -> int:
@@ -64,7 +65,7 @@ class HealthReport:
                 "sizes": self.sizes, "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
                 "duplicates": self.duplicates, "conflicts": self.conflicts, "too_small": self.too_small,
                 "imbalanced": self.imbalanced, "own_split": self.own_split, "problems": self.problems,
-                "edits": {k: v for k, v in self.edits.items() if k != "removed_files"}}
+                "edits": self.edits}
 
 
 def check_image(path: Path) -> tuple[tuple[int, int], str]:

@@ -12,7 +12,9 @@ import io
 import zipfile
 from pathlib import Path
 
-from core.data import edit_log_for, inspect_source, load_source, stratified_split
+from core.config import TrainConfig
+from core.data import edit_log_for, inspect_source, load_source, split_indices
+from core.edits import relative_file
 from core.errors import DataError
 from core.images import LabeledImages
 from core.suspects import LabelReview, near_duplicates, review_labels
@@ -20,14 +22,12 @@ from core.suspects import LabelReview, near_duplicates, review_labels
 REVIEW_SIZE = 64  # the image size features are computed at: seconds on a CPU, and what bench/label_noise measures
 
 
-def valid_mask(data: LabeledImages, valid_pct: float = 0.2, seed: int = 42):
-    """Which images a run with these settings validates on: the data's own split, else the seeded one."""
+def valid_mask(data: LabeledImages, valid_pct: float = TrainConfig.valid_pct, seed: int = TrainConfig.seed):
+    """Which images a run with these settings (the defaults: the Train page's) validates on."""
     import torch
 
-    if data.valid_mask is not None:
-        return data.valid_mask
     mask = torch.zeros(len(data), dtype=torch.bool)
-    mask[stratified_split(data.labels, valid_pct, seed)[1]] = True
+    mask[split_indices(data, valid_pct, seed)[1]] = True
     return mask
 
 
@@ -72,8 +72,7 @@ def _item_names(source: str, label_regex: str | None) -> list[str]:
 
         return list(load_builtin(source[8:], 8).item_names)
     report = inspect_source(source, label_regex)
-    return [*(item.path.relative_to(report.folder).as_posix() for item in report.accepted),
-            *report.edits.get("removed_files", [])]
+    return [*(relative_file(item.path, report.folder) for item in report.accepted), *report.removed]
 
 
 def mended_zip(source: str, label_regex: str | None = None, size: int = 64) -> bytes:
@@ -87,7 +86,7 @@ def mended_zip(source: str, label_regex: str | None = None, size: int = 64) -> b
             report = inspect_source(source, label_regex)
             for item in report.accepted:
                 part = "" if item.valid is None else ("valid/" if item.valid else "train/")
-                relative = item.path.relative_to(report.folder).as_posix()
+                relative = relative_file(item.path, report.folder)
                 archive.write(item.path, f"{part}{item.label}/{relative}")
     return buffer.getvalue()
 

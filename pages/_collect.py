@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.collect import (MIN_IMAGES_PER_CLASS, add_class, add_images, create_dataset, delete_class, made_datasets,
                           made_root, rename_class, shortfall)
+from core.edits import relative_file
 from core.errors import DataError
 from pages._common import forget_dataset_caches
 from pages._review import edit_notice, review_grid
@@ -53,7 +54,7 @@ def _contents(folder) -> tuple[dict[str, int], dict[str, str]]:
     from pages._common import health_report
 
     report = health_report(str(folder))
-    items = {item.path.relative_to(folder).as_posix(): item.label for item in report.accepted}
+    items = {relative_file(item.path, folder): item.label for item in report.accepted}
     counts = {p.name: 0 for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")}
     for label in items.values():
         counts[label] = counts.get(label, 0) + 1

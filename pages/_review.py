@@ -8,6 +8,7 @@ import streamlit as st
 
 from core import runs
 from core.errors import DataError
+from pages._common import select_run
 
 NO_CHANGE, KEEP, REMOVE, RELABEL = "no change", "keep: the label is right", "remove from the dataset", "relabel as "
 
@@ -83,8 +84,6 @@ def retrain_button(config, key: str) -> None:
     if busy:
         st.warning(f"Run {busy} is training on this device. Stop it or wait for it to finish, then retrain.")
         return
-    from pages._common import select_run
-
     run_dir = runs.create_run(config)
     runs.launch(run_dir)
     select_run(run_dir.name)

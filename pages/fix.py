@@ -5,6 +5,9 @@ import time
 
 import streamlit as st
 
+from core.data import edit_log_for
+from core.errors import DataError
+from core.mend import mended_zip
 from core.sources import source_label
 from pages._common import current_config, dataset, edits_stamp, route_through_app
 from pages._figures import to_hwc
@@ -30,9 +33,6 @@ st.text(f"Dataset: {source_label(source)}")
 st.caption("Edits are recorded under the data folder and applied whenever the dataset is read; the image files "
            "themselves are never changed.")
 edit_notice(source)
-from core.data import edit_log_for  # noqa: E402  (torch loads only once this page is open)
-from core.errors import DataError  # noqa: E402
-
 try:
     log = edit_log_for(source)
 except DataError as error:
@@ -98,8 +98,6 @@ else:
         st.session_state.pop("last_edit_batch", None)
         st.toast(f"Took back batch {taken['batch']}.")
         st.rerun()
-    from core.mend import mended_zip  # noqa: E402
-
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", source_label(source))[:40].strip("-") or "dataset"
     middle.download_button("Export the mended dataset (.zip)", lambda: mended_zip(source, config.label_regex or None),
                            file_name=f"{stem}-mended.zip", mime="application/zip",
