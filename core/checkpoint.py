@@ -6,6 +6,7 @@ copied out of its run folder still rebuilds its model (core.export does).
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,11 +15,15 @@ from torch import nn
 
 from core.atomic import write_atomic
 from core.config import TrainConfig
+from core.errors import BrokenRun
 from core.models import build_classifier
 from core.runfolder import RunFolder
 
 if TYPE_CHECKING:
     from core.loop import Learner
+
+
+CHECKPOINT_KEYS = ("model", "config", "class_names")  # what every reader needs; resuming needs the rest too
 
 
 def save_checkpoint(path: Path, learner: Learner, class_names: list[str]) -> None:
@@ -36,8 +41,27 @@ def save_checkpoint(path: Path, learner: Learner, class_names: list[str]) -> Non
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint's contents on the CPU; pickle.UnpicklingError for anything but plain weights and numbers."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint's contents on the CPU, read with weights_only=True so nothing in the file can run code;
+    BrokenRun, a sentence, when it is empty, damaged, or carries anything but weights and numbers."""
+    path = Path(path)
+    where = f"The checkpoint {path.parent.parent.name}/{path.parent.name}/{path.name}"
+    try:
+        if path.stat().st_size == 0:
+            raise BrokenRun(f"{where} is empty (0 bytes): the run was cut off while saving it.")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except BrokenRun:
+        raise
+    except pickle.UnpicklingError:
+        raise BrokenRun(f"{where} holds more than weights (Python objects that could run code), so it was not "
+                        "loaded; only checkpoints this app wrote can be used.") from None
+    except FileNotFoundError:
+        raise BrokenRun(f"{where} is missing.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise BrokenRun(f"{where} is damaged and cannot be read ({type(error).__name__}).") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise BrokenRun(f"{where} is not a checkpoint of this app (it has no {', '.join(missing)}).")
+    return state
 
 
 def load_model(run_dir: Path) -> tuple[nn.Module, list[str], TrainConfig]:
@@ -47,8 +71,12 @@ def load_model(run_dir: Path) -> tuple[nn.Module, list[str], TrainConfig]:
     if path is None:
         raise FileNotFoundError(f"The run {Path(run_dir).name} has no checkpoint yet: it has not finished an epoch.")
     state = load_checkpoint(path)
-    config = TrainConfig.from_dict(state["config"])
-    class_names = [str(name) for name in state["class_names"]]
-    classifier = build_classifier(config.arch, len(class_names), pretrained=False, size=config.size)
-    classifier.model.load_state_dict(state["model"])
+    try:
+        config = TrainConfig.from_dict(state["config"])
+        class_names = [str(name) for name in state["class_names"]]
+        classifier = build_classifier(config.arch, len(class_names), pretrained=False, size=config.size)
+        classifier.model.load_state_dict(state["model"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:  # a setting or a weight that does not fit
+        raise BrokenRun(f"The checkpoint {Path(run_dir).name}/{path.name} does not fit its own model ({error})."
+                        ) from None
     return classifier.model.eval(), class_names, config

@@ -72,9 +72,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        """Build from a dict, ignoring keys this version does not know (older or newer run folders)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """Build from a dict (a run folder's or checkpoint's), ignoring keys this version does not know (older or
+        newer run folders); ValueError, a sentence, when a known setting has the wrong type."""
+        if not isinstance(values, dict):
+            raise ValueError(f"the settings are a {type(values).__name__}, not an object")
+        checked = {}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                checked[f.name] = _checked_value(f.name, values[f.name], type(f.default))
+        return cls(**checked)
 
     def problems(self) -> dict[str, str]:
         """What is wrong with this config, by field name, each a sentence; empty when it can be trained."""
@@ -114,6 +120,18 @@ class TrainConfig:
 
     def cli_command(self) -> str:
         return shlex.join(["python", "-m", "core.train", *self.cli_args()])
+
+
+def _checked_value(name: str, value, kind: type):
+    """`value` as a setting of type `kind` (an int is a fine float); ValueError naming the setting otherwise.
+    bool is an int to Python, so it is told apart explicitly: `"size": true` is not a size."""
+    fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not fits:
+        names = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+        raise ValueError(f"setting '{name}' is {value!r:.40}, not {names[kind]}")
+    return value
 
 
 ALWAYS_SPELLED = {"data", "arch", "size", "bs", "epochs", "freeze_epochs", "lr", "wd", "valid_pct", "seed"}

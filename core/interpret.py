@@ -1,11 +1,15 @@
 """Interpretation of a run's validation predictions (predictions.npz): confusion matrix and most-confused pairs."""
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+from core.errors import BrokenRun
+from core.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,24 @@ class Predictions:
 
 
 def load_predictions(run_dir: Path) -> Predictions:
-    with np.load(Path(run_dir) / "predictions.npz", allow_pickle=False) as npz:
-        return Predictions(npz["targets"], npz["probs"], npz["losses"], npz["item_ids"])
+    """A run's predictions.npz, checked against its class names; BrokenRun, a sentence, when it is damaged."""
+    folder = RunFolder(run_dir)
+    n_classes = len(folder.class_names())
+    broken = BrokenRun(f"Run {folder.run_id}'s predictions.npz is damaged or does not fit its {n_classes} classes.")
+    try:
+        with np.load(folder.predictions_path, allow_pickle=False) as npz:
+            predictions = Predictions(*(np.asarray(npz[key]) for key in ("targets", "probs", "losses", "item_ids")))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing, cut off, not .npz, pickled
+        raise broken from None
+    n = len(predictions.targets)
+    shapes_fit = predictions.targets.shape == predictions.losses.shape == predictions.item_ids.shape == (n,) and \
+        predictions.probs.shape == (n, n_classes) and n > 0
+    kinds_fit = all(np.issubdtype(a.dtype, np.integer) for a in (predictions.targets, predictions.item_ids)) and \
+        all(np.issubdtype(a.dtype, np.floating) for a in (predictions.probs, predictions.losses))
+    if not (shapes_fit and kinds_fit) or predictions.targets.min() < 0 or predictions.targets.max() >= n_classes \
+            or predictions.item_ids.min() < 0 or not np.isfinite(predictions.probs).all():
+        raise broken
+    return predictions
 
 
 def confusion_matrix(targets: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:

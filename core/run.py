@@ -25,7 +25,7 @@ from core.config import TrainConfig
 from core.data import Split, edit_log_for, load_source
 from core.device import describe_device, memory_format_for, pick_device
 from core.distributed import World
-from core.errors import DataError
+from core.errors import BrokenRun, DataError
 from core.images import LabeledImages
 from core.loop import Evaluation, Learner, OutOfMemory, evaluate, keeps_bn_stats
 from core.lr_find import suggest_steep, suggest_valley, sweep
@@ -78,7 +78,7 @@ def in_run_process(folder: RunFolder, world: World, work: Callable[[TrainConfig,
             raise DataError("These settings cannot be trained: " +
                             "; ".join(f"{name} {sentence}" for name, sentence in problems.items()) + ".")
         return work(config, device)
-    except (DataError, WeightsUnavailable) as error:
+    except (DataError, WeightsUnavailable, BrokenRun) as error:
         folder.finish("failed", str(error))
         print(f"Failed: {error}", flush=True)
         return "failed"

@@ -17,6 +17,7 @@ runs/<run_id>/
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from core.atomic import read_json, write_atomic, write_json_atomic
 from core.config import TrainConfig
+from core.errors import BrokenRun
 
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
@@ -69,12 +71,48 @@ class RunFolder:
                                                       "created": time.time(), "versions": versions})
 
     def request(self) -> dict:
-        return read_json(self.path / "config.json")
+        """config.json, checked; BrokenRun (a sentence) when it is missing, damaged or not as this app writes it."""
+        try:
+            request = json.loads((self.path / "config.json").read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise BrokenRun(self._broken("config.json is missing")) from None
+        except UnicodeDecodeError:
+            raise BrokenRun(self._broken("config.json is not UTF-8 text")) from None
+        except ValueError:
+            raise BrokenRun(self._broken("config.json is not valid JSON (it may have been cut off)")) from None
+        except OSError as error:
+            raise BrokenRun(self._broken(f"config.json cannot be read ({error.strerror or error})")) from None
+        if not isinstance(request, dict):
+            raise BrokenRun(self._broken(f"config.json holds a JSON {_json_kind(request)}, not an object"))
+        try:
+            TrainConfig.from_dict(request.get("config"))
+        except ValueError as error:
+            raise BrokenRun(f"Run {self.run_id} cannot be read: in its config.json, {error}.") from None
+        for key, kinds, what in (("created", (int, float), "a time"), ("task", (str,), "a task name"),
+                                 ("command", (str,), "a command")):
+            value = request.get(key, 0.0 if key == "created" else "train" if key == "task" else "")
+            if not isinstance(value, kinds) or isinstance(value, bool) or \
+                    (key == "created" and not math.isfinite(value)) or (key == "task" and value not in TASKS):
+                raise BrokenRun(self._broken(f"config.json's '{key}' is {value!r:.40}, not {what}"))
+        return request
+
+    def problem(self) -> str | None:
+        """Why this run folder cannot be read (a sentence), or None when its config.json is sound."""
+        try:
+            self.request()
+        except BrokenRun as error:
+            return str(error)
+        return None
+
+    def _broken(self, what: str) -> str:
+        return f"Run {self.run_id} cannot be read: its {what}."
 
     def is_run(self) -> bool:
-        return (self.path / "config.json").is_file()
+        """A folder the app made for a run (it has a config.json, sound or not), not a symbolic link."""
+        return not self.path.is_symlink() and (self.path / "config.json").is_file()
 
     def config(self) -> TrainConfig:
+        """The run's settings; BrokenRun when config.json cannot be read."""
         return TrainConfig.from_dict(self.request().get("config", {}))
 
     @property
@@ -114,7 +152,11 @@ class RunFolder:
         return read_json(self.path / "data.json") or read_json(self.path / "config.json")  # older runs kept it there
 
     def class_names(self) -> list[str]:
-        return [str(name) for name in self.data_record().get("class_names", [])]
+        """The run's class names, in the order of its outputs; BrokenRun when they are not a list of text."""
+        names = self.data_record().get("class_names", [])
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise BrokenRun(self._broken("data.json's class names are not a list of names"))
+        return names
 
     # status.json
     def update_status(self, **fields) -> None:
@@ -129,7 +171,9 @@ class RunFolder:
         self.update_status(state=state, finished=time.time(), message=message, **fields)
 
     def raw_status(self) -> dict:
-        return read_json(self.path / "status.json")
+        """status.json with every field of the wrong type left out (a damaged file reads as an empty status)."""
+        return {key: value for key, value in read_json(self.path / "status.json").items()
+                if _fits(value, STATUS_FIELDS.get(key, (str, int, float, bool, type(None))))}
 
     def status(self) -> dict:
         """status.json, with a run whose process is gone (or silent too long) reported as interrupted, and a
@@ -213,8 +257,39 @@ class RunFolder:
         write_json_atomic(self.path / "lr_find.json", {"lrs": lrs, "losses": losses, "suggestions": suggestions})
 
     def lr_find(self) -> dict:
-        """{"lrs", "losses", "suggestions"} of a learning-rate sweep; {} when there is none."""
-        return read_json(self.path / "lr_find.json")
+        """{"lrs", "losses", "suggestions"} of a learning-rate sweep; {} when there is none or it is damaged."""
+        sweep = read_json(self.path / "lr_find.json")
+        lrs, losses, suggestions = sweep.get("lrs"), sweep.get("losses"), sweep.get("suggestions")
+        sound = isinstance(lrs, list) and isinstance(losses, list) and len(lrs) == len(losses) and \
+            all(_fits(v, NUMBER) for v in lrs + losses) and isinstance(suggestions, dict) and \
+            all(isinstance(k, str) and _fits(v, NUMBER) for k, v in suggestions.items())
+        return sweep if sound else {}
+
+
+NUMBER = (int, float)
+TASKS = ("train", "lr_find")
+# status.json's fields and their types: a field of another type (a damaged or foreign file) is left out.
+STATUS_FIELDS = {"state": (str,), "message": (str,), "device": (str,), "phase": (str,), "model_checkpoint": (str,),
+                 "pid": (int,), "step": (int,), "total_steps": (int,), "epoch": (int,), "total_epochs": (int,),
+                 "heartbeat": NUMBER, "started": NUMBER, "finished": (*NUMBER, type(None)), "imgs_per_s": NUMBER,
+                 "eta_s": NUMBER, "best_accuracy": (*NUMBER, type(None)), "final_accuracy": NUMBER}
+# metrics.jsonl rows: the fields every reader relies on, by kind; a row without them is skipped.
+ROW_FIELDS = {"step": {"step": (int,), "loss": NUMBER, "lr": NUMBER},
+              "epoch": {"epoch": (int,), "step": (int,), "phase": (str,), "train_loss": NUMBER, "valid_loss": NUMBER,
+                        "accuracy": NUMBER, "error_rate": NUMBER, "seconds": NUMBER}}
+
+
+def _fits(value, kinds: tuple) -> bool:
+    """`value` is one of `kinds` (bool is not a number here), and a finite number if it is one."""
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False  # NaN or infinity: no reader's arithmetic or format survives it
+    return isinstance(value, kinds)
+
+
+def _json_kind(value) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "true/false"}.get(type(value), "null")
 
 
 def _mtime(path: Path) -> float:
@@ -275,8 +350,9 @@ class MetricsTail:
                 row = json.loads(line)
             except ValueError:
                 continue
-            if not isinstance(row, dict):
-                continue
+            kind = row.get("kind") if isinstance(row, dict) else None
+            if kind not in ROW_FIELDS or not all(_fits(row.get(key), kinds) for key, kinds in ROW_FIELDS[kind].items()):
+                continue  # damaged or foreign: every reader may rely on these fields
             (self.epochs if row.get("kind") == "epoch" else self.steps).append(row)
             rows += 1
         return rows

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import TrainConfig
+from core.errors import BrokenRun
 from core.runfolder import RunFolder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCK_NAME = ".train.lock"
+RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")  # what create_run makes: no separators, no hidden names
 
 
 def runs_root() -> Path:
@@ -31,7 +33,7 @@ def runs_root() -> Path:
 
 
 def _unique_run_dir(runs_dir: Path, name: str) -> Path:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "run"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:150] or "run"
     candidate, n = runs_dir / name, 2
     while candidate.exists():
         candidate, n = runs_dir / f"{name}-{n}", n + 1
@@ -63,6 +65,23 @@ def create_run(config: TrainConfig, runs_dir: Path | None = None, name: str | No
     return folder.path
 
 
+def run_folder(run_id: str | None, runs_dir: Path | None = None) -> Path | None:
+    """The folder of run `run_id` when it is a run folder directly inside the runs folder, else None.
+
+    Run ids come from addresses (`?run=`) and clicks: an absolute path, `..`, a separator, a hidden name or a
+    symbolic link never names a folder outside the runs folder, so nothing outside it is ever shown, resumed,
+    exported or deleted."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        return None
+    runs_dir = Path(runs_dir or runs_root())
+    path = runs_dir / run_id
+    try:
+        inside = path.resolve().parent == runs_dir.resolve()
+    except (OSError, RuntimeError):  # a loop of links, a name the file system refuses
+        return None
+    return path if inside and RunFolder(path).is_run() else None
+
+
 @dataclass(frozen=True)
 class RunSummary:
     run_id: str
@@ -75,39 +94,59 @@ class RunSummary:
     seconds: float | None  # wall time from start to finish (or to the last heartbeat)
     command: str  # the command line that reproduces it
     task: str  # "train" or "lr_find"
+    problem: str | None = None  # why the folder cannot be read (then state is "broken"), else None
+
+    @property
+    def broken(self) -> bool:
+        return self.problem is not None
 
 
 def summarize(path: Path) -> RunSummary | None:
-    """What the run list shows of one folder: config.json and status.json only; None if it is not a run."""
+    """What the run list shows of one folder: config.json and status.json only; None if it is not a run. A run
+    whose config.json cannot be read is still listed, as broken, with the reason."""
     folder = RunFolder(path)
-    request = folder.request()
-    if not request:
+    if not folder.is_run():
         return None
+    try:
+        request = folder.request()
+    except BrokenRun as error:
+        return RunSummary(folder.run_id, path, "broken", TrainConfig(), _mtime(path), None, False, None, "",
+                          "train", problem=str(error))
     status = folder.status()
     started = status.get("started")
     seconds = (status.get("finished") or status.get("heartbeat", 0)) - started if started else None
     return RunSummary(folder.run_id, path, status.get("state", "unknown"),
-                      TrainConfig.from_dict(request.get("config", {})), request.get("created", 0.0),
+                      TrainConfig.from_dict(request.get("config", {})), float(request.get("created", 0.0)),
                       status.get("best_accuracy"),  # kept there at every epoch's end: no metrics file is read
                       folder.has_predictions(), seconds, request.get("command", ""), request.get("task", "train"))
 
 
-def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
-    """Every run folder under runs_dir, newest first."""
-    runs_dir = Path(runs_dir or runs_root())
-    if not runs_dir.is_dir():
+def _run_paths(runs_dir: Path) -> list[Path]:
+    """The run folders directly in runs_dir (symbolic links left out: they could point anywhere)."""
+    try:
+        entries = list(runs_dir.iterdir())
+    except OSError:
         return []
-    found = [summarize(path) for path in runs_dir.iterdir() if path.is_dir()]
+    return [path for path in entries if RUN_ID.fullmatch(path.name) and RunFolder(path).is_run() and path.is_dir()]
+
+
+def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
+    """Every run folder under runs_dir, newest first; broken ones too (state "broken", with the reason)."""
+    found = [summarize(path) for path in _run_paths(Path(runs_dir or runs_root()))]
     return sorted((run for run in found if run is not None), key=lambda run: run.created, reverse=True)
 
 
 def run_ids(runs_dir: Path | None = None) -> list[str]:
-    """The ids of every run folder, newest first: only config.json is read (cheap enough for every rerun)."""
-    runs_dir = Path(runs_dir or runs_root())
-    if not runs_dir.is_dir():
-        return []
-    created = {path.name: RunFolder(path).request().get("created") for path in runs_dir.iterdir() if path.is_dir()}
-    return sorted((name for name, when in created.items() if when is not None), key=created.get, reverse=True)
+    """The ids of every run folder, broken ones included, newest first: only config.json is read (cheap enough
+    for every rerun)."""
+    return [run.run_id for run in list_runs(runs_dir)]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class DeviceBusy(RuntimeError):
@@ -117,8 +156,12 @@ class DeviceBusy(RuntimeError):
 class TrainingLock:
     """One training at a time per runs folder (one device): an flock the training process holds until it exits.
 
-    The kernel drops the lock when the process dies, however it dies, so a crash never leaves it stuck.
+    The kernel drops the lock when the process dies, however it dies, so a crash never leaves it stuck. The
+    dashboard only looks (`held_by_other`): it takes a shared lock for an instant and writes nothing; a run
+    that starts in that instant retries for up to a second, so looking never makes a start fail.
     """
+
+    RETRY_S = 1.0
 
     def __init__(self, runs_dir: Path):
         self.path = Path(runs_dir) / LOCK_NAME
@@ -127,13 +170,19 @@ class TrainingLock:
     def acquire(self, holder: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            other = f.read().strip() or "another run"
-            f.close()
-            raise DeviceBusy(f"{other} is training on this device; stop it or wait for it to finish.") from None
+        deadline = time.monotonic() + self.RETRY_S
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:  # perhaps only a dashboard looking: it lets go at once
+                    time.sleep(0.02)
+                    continue
+                f.seek(0)
+                other = f.read().strip() or "another run"
+                f.close()
+                raise DeviceBusy(f"{other} is training on this device; stop it or wait for it to finish.") from None
         f.seek(0)
         f.truncate()
         f.write(holder)
@@ -147,12 +196,17 @@ class TrainingLock:
             self._file = None
 
     def held_by_other(self) -> str | None:
-        """The run id holding the lock, or None when it is free."""
+        """The run id holding the lock, or None when it is free; takes nothing a starting run needs."""
         try:
-            self.acquire("probe")
-        except DeviceBusy:
-            return self.path.read_text(encoding="utf-8").strip() or "another run"
-        self.release()
+            f = open(self.path, encoding="utf-8", errors="replace")
+        except OSError:  # no lock file yet: nothing ever trained here
+            return None
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return f.read().strip() or "another run"
+            fcntl.flock(f, fcntl.LOCK_UN)
         return None
 
 

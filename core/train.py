@@ -17,6 +17,7 @@ from core import config as settings
 from core import runs
 from core.distributed import init_from_env, shutdown
 from core.run import run_lr_find, run_training
+from core.runfolder import RunFolder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,11 +43,24 @@ def config_from_args(args: argparse.Namespace) -> settings.TrainConfig:
     return config
 
 
+def resume_problem(run_dir: Path) -> str | None:
+    """Why `--resume RUN_DIR` cannot even start (a sentence), or None; failures after it starts end the run as
+    failed with their own sentence."""
+    folder = RunFolder(run_dir)
+    if not folder.is_run():
+        return f"{run_dir} is not a run folder (it has no config.json); give the folder of a run to resume."
+    return folder.problem()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     world = init_from_env()  # a world of one unless started by torchrun
     try:
         if args.resume is not None:
+            problem = resume_problem(args.resume)
+            if problem:
+                print(problem, file=sys.stderr)
+                return 2
             return 0 if run_training(args.resume, resume=True, world=world) in ("completed", "stopped") else 1
         run_dir = args.run_dir
         if run_dir is None:

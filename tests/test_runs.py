@@ -14,11 +14,15 @@ def test_metrics_tail_reads_only_new_complete_lines(tmp_path):
     path = tmp_path / "metrics.jsonl"
     tail = MetricsTail(path)
     assert tail.poll() == 0  # no file yet
-    path.write_text(json.dumps({"kind": "step", "step": 1}) + "\n" + '{"kind": "ep')
-    assert tail.poll() == 1 and tail.steps == [{"kind": "step", "step": 1}] and tail.epochs == []
+    step = {"kind": "step", "step": 1, "loss": 2.3, "lr": 1e-3}
+    epoch = {"kind": "epoch", "epoch": 1, "step": 1, "phase": "frozen", "train_loss": 2.3, "valid_loss": 2.2,
+             "accuracy": 0.5, "error_rate": 0.5, "seconds": 1.5}
+    epoch_line = json.dumps(epoch)
+    path.write_text(json.dumps(step) + "\n" + epoch_line[:10])
+    assert tail.poll() == 1 and tail.steps == [step] and tail.epochs == []
     with open(path, "a") as f:
-        f.write('och", "epoch": 1}\n')
-    assert tail.poll() == 1 and tail.epochs == [{"kind": "epoch", "epoch": 1}]
+        f.write(epoch_line[10:] + "\n")
+    assert tail.poll() == 1 and tail.epochs == [epoch]
     assert tail.poll() == 0
 
 
