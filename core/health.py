@@ -6,14 +6,17 @@ it can be trained on. Training uses exactly the images the report accepted.
 from __future__ import annotations
 
 import hashlib
+import os
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.layouts import Item, Scan
+from core.archive import CHUNK, ArchiveLimits
+from core.images import MAX_PIXELS
+from core.layouts import Item, Scan, open_regular, shown
 
-MAX_PIXELS = 40_000_000  # a 40-megapixel photo is huge; past that, an image is not decoded at all
+MAX_FILE_BYTES = ArchiveLimits.max_file_bytes  # one image file: the same cap as one entry of an uploaded zip
 IMBALANCE = 3.0  # a class with a third or less of the largest class's images is flagged
 
 
@@ -71,28 +74,49 @@ class HealthReport:
 def check_image(path: Path) -> tuple[tuple[int, int], str]:
     """((width, height), sha1 of the bytes) of a decodable image; ValueError with the reason otherwise.
 
-    The header is read first: an image with a huge pixel count is refused before any decoding (a
-    decompression bomb), and a JPEG is decoded at reduced scale, so checking stays cheap.
+    Cheapest judgement first, so no file costs more than its header unless it passes: only a regular file is
+    opened (a FIFO named x.png would block the first read forever), its size is capped before a byte is read (a
+    sparse 3 GB .tif costs nothing), the header's pixel count is capped before any decoding (a decompression
+    bomb), a JPEG is decoded at reduced scale, and the bytes are hashed in chunks.
     """
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if not size:
+            raise ValueError("empty file (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"larger than {MAX_FILE_BYTES >> 20} MB, the limit for one image file")
+        width, height = _decode_small(f)
+        f.seek(0)
+        digest = hashlib.sha1()
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return (width, height), digest.hexdigest()
+
+
+def _decode_small(f) -> tuple[int, int]:
+    """(width, height) of the image in an open file, after decoding it small; ValueError saying why not."""
     from PIL import Image, UnidentifiedImageError
 
-    data = path.read_bytes()
-    if not data:
-        raise ValueError("empty file (0 bytes)")
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ValueError(f"too many pixels ({width}×{height}); not decoded, to protect memory")
-            image.draft("RGB", (64, 64))
-            image.load()
+        image = Image.open(f)  # the header only
     except Image.DecompressionBombError:
         raise ValueError("too many pixels; not decoded, to protect memory") from None
     except UnidentifiedImageError:
         raise ValueError("not a readable image") from None
-    except (OSError, SyntaxError) as error:
+    except Exception as error:  # noqa: BLE001  a decoder meeting hostile bytes can raise anything: skip the file
         raise ValueError(f"damaged image ({error})") from None
-    return (width, height), hashlib.sha1(data).hexdigest()
+    with image:
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"too many pixels ({width}×{height}); not decoded, to protect memory")
+        try:
+            image.draft("RGB", (64, 64))
+            image.load()
+        except Image.DecompressionBombError:
+            raise ValueError("too many pixels; not decoded, to protect memory") from None
+        except Exception as error:  # noqa: BLE001  as above
+            raise ValueError(f"damaged image ({error})") from None
+    return width, height
 
 
 def _spread(values: list[int]) -> dict[str, int]:
@@ -105,7 +129,7 @@ def inspect_scan(scan: Scan, source: str) -> HealthReport:
     accepted, widths, heights = [], [], []
     by_digest: dict[str, list[Item]] = defaultdict(list)
     for item in scan.items:
-        relative = str(item.path.relative_to(scan.root))
+        relative = shown(str(item.path.relative_to(scan.root)))
         try:
             (width, height), digest = check_image(item.path)
         except ValueError as reason:
@@ -118,7 +142,7 @@ def inspect_scan(scan: Scan, source: str) -> HealthReport:
     counts = Counter(item.label for item in accepted)
     class_counts = {label: counts[label] for label in sorted(counts)}
     groups = [group for group in by_digest.values() if len(group) > 1]
-    relative = lambda item: str(item.path.relative_to(scan.root))  # noqa: E731
+    relative = lambda item: shown(str(item.path.relative_to(scan.root)))  # noqa: E731
     own_split = any(item.valid is not None for item in accepted)
     if own_split:
         too_small = sorted(label for label in class_counts

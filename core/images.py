@@ -15,6 +15,10 @@ import torch.nn.functional as F
 from core.errors import DataError
 
 MEMORY_BUDGET = 6 << 30  # decoded uint8 images kept in memory; past this, ask for a smaller image size
+# Past this, an image is not decoded at all, whatever reads it (health check, training, Predict, Layers): the
+# header says how many pixels follow, and a 437 KB PNG can declare 150 megapixels (450 MB as RGB, before any
+# resize). A 40-megapixel photo is already huge.
+MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,22 @@ def _fit(image, size: int, resize: str):
     return image.resize((size, size), Image.Resampling.BILINEAR)
 
 
+def check_pixels(image) -> None:
+    """DataError when an opened (not yet decoded) PIL image declares more than MAX_PIXELS pixels."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise DataError(f"That image is {width:,}×{height:,} pixels, more than the {MAX_PIXELS // 1_000_000} "
+                        "megapixels this app opens; use a smaller copy.")
+
+
 def open_rgb(path, size: int, resize: str = "squish") -> torch.Tensor:
     """Decode one image file into (3, size, size) uint8: EXIF orientation applied, every mode made RGB the same
-    way (transparency onto white, 16-bit scaled, CMYK converted), GIFs at their first frame."""
+    way (transparency onto white, 16-bit scaled, CMYK converted), GIFs at their first frame. An image whose
+    header declares more than MAX_PIXELS is refused (DataError) before anything is decoded."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as image:
+    with Image.open(path) as image:  # reads the header only
+        check_pixels(image)
         image.draft("RGB", (size * 2, size * 2))  # JPEG decodes at reduced scale: big photos stay cheap
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -90,9 +104,11 @@ def decode_image(data: bytes, size: int, resize: str = "squish") -> torch.Tensor
 
     try:
         return open_rgb(io.BytesIO(data), size, resize)
+    except DataError:  # a ValueError too: said already, in its own words
+        raise
     except Image.DecompressionBombError:
         raise DataError("That image has too many pixels to open safely; use a smaller copy.") from None
-    except (OSError, ValueError, SyntaxError):
+    except (OSError, ValueError, SyntaxError, EOFError):
         raise DataError("That file is not an image this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF).") from None
 
 
