@@ -2,15 +2,27 @@
 
 Nothing is ever written outside that folder: entries with absolute paths, drive letters or `..` are skipped,
 symbolic links are skipped, and sizes are counted while extracting (declared sizes can lie), so a zip bomb
-is stopped at the cap, not after filling the disk. A refused archive leaves nothing behind.
+is stopped at the cap, not after filling the disk. An entry the file system cannot hold as named (a name
+twice, a file where a folder of the same name is needed, a name too long, nesting deeper than MAX_DEPTH) is
+skipped with its reason; the first entry of a name wins. A refused archive leaves nothing behind.
+
+Two processes may unpack the same zip at once (two browser tabs, the app and the command line): each unpacks
+into a private temporary folder beside the destination and renames it into place whole, so the destination
+only ever appears complete, and the slower one keeps the folder that won. What was skipped is recorded in the
+folder (UNPACKED_RECORD, a hidden file every layout ignores), so a folder unpacked earlier still says it.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
+import json
 import os
 import re
 import shutil
 import stat
+import tempfile
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -18,14 +30,24 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from core.errors import DataError
+from core.layouts import MAX_DEPTH
 
 CHUNK = 1 << 20
+UNPACKED_RECORD = ".unpacked.json"  # {"skipped": [[entry, reason], ...], "n_files": N}, written before the rename
+STALE_SECONDS = 3600  # a temporary folder this old was left by a killed process (8 GB unpacks in minutes)
+NAME_ERRORS = {  # errno of an entry's mkdir/open -> why the entry is skipped; any other OSError refuses the archive
+    errno.ENAMETOOLONG: "its name is longer than the file system allows",
+    errno.ENOTDIR: "one of its folders has the name of a file that came earlier in the archive",
+    errno.EISDIR: "a folder of the same name came earlier in the archive",
+    errno.EILSEQ: "its name is not allowed on this file system",
+    errno.EINVAL: "its name is not allowed on this file system",
+}
 
 
 @dataclass(frozen=True)
 class ArchiveLimits:
     max_total_bytes: int = 8 << 30  # uncompressed size of everything extracted
-    max_file_bytes: int = 256 << 20  # uncompressed size of one entry
+    max_file_bytes: int = 256 << 20  # uncompressed size of one entry (core.health caps one image file the same)
     max_entries: int = 200_000
     max_ratio: float = 200.0  # uncompressed / compressed, per entry: far beyond what real images reach
 
@@ -70,63 +92,129 @@ def archive_name(stem: str, data: bytes | None = None, path: Path | None = None)
     return f"{safe}-{digest.hexdigest()[:10]}"
 
 
-def _copy_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limits: ArchiveLimits,
+def _entry_problem(info: zipfile.ZipInfo) -> tuple[PurePosixPath | None, str | None]:
+    """(where the entry goes inside the dataset folder, None), or (None, why it is skipped), before writing."""
+    relative = _safe_relative(info.filename)
+    if relative is None:
+        return None, "its path points outside the dataset folder"
+    if _is_symlink(info):
+        return None, "symbolic links are not followed"
+    if len(relative.parts) > MAX_DEPTH + 1:
+        return None, f"nested more than {MAX_DEPTH} folders deep"
+    return relative, None
+
+
+def _create(target: Path):
+    """Open a new file for the entry, making its folders; the reason in words when the file system cannot hold
+    it as named. "x" mode never overwrites: a second entry of a name (or of the same name in another letter case,
+    on a file system that ignores case) is found here."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return open(target, "xb"), None
+    except FileExistsError:
+        if target.is_dir():
+            return None, NAME_ERRORS[errno.EISDIR]
+        if target.exists():
+            return None, "it appears twice in the archive; the first copy was kept"
+        return None, NAME_ERRORS[errno.ENOTDIR]  # mkdir met a file where one of its folders goes
+    except OSError as error:
+        if error.errno in NAME_ERRORS:
+            return None, NAME_ERRORS[error.errno]
+        raise
+
+
+def _copy_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO, limits: ArchiveLimits,
                 total: int) -> int:
-    """Write one entry to `target`, counting the bytes as they come (declared sizes can lie); returns the
+    """Copy one entry into `out`, counting the bytes as they come (declared sizes can lie); returns the
     archive's running total of uncompressed bytes."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    with archive.open(info) as entry, open(target, "wb") as out:
+    with archive.open(info) as entry:
         for chunk in iter(lambda: entry.read(CHUNK), b""):
             written += len(chunk)
             total += len(chunk)
             if written > limits.max_file_bytes:
-                raise DataError(f"'{info.filename}' is larger than {limits.max_file_bytes >> 20} MB "
+                raise DataError(f"The entry '{info.filename}' is larger than {limits.max_file_bytes >> 20} MB "
                                 "uncompressed, the limit for one file.")
             if total > limits.max_total_bytes:
                 raise DataError(f"The archive holds more than {limits.max_total_bytes >> 30} GB "
                                 "uncompressed, the limit for one dataset.")
             if written > 1 << 20 and written > limits.max_ratio * max(info.compress_size, 1):
-                raise DataError(f"'{info.filename}' expands more than {limits.max_ratio:.0f} times: "
+                raise DataError(f"The entry '{info.filename}' expands more than {limits.max_ratio:.0f} times: "
                                 "this looks like a zip bomb, so the archive is refused.")
             out.write(chunk)
     return total
 
 
+def _extract_into(archive: zipfile.ZipFile, staging: Path, limits: ArchiveLimits) -> Extraction:
+    result = Extraction(staging)
+    entries = archive.infolist()
+    if len(entries) > limits.max_entries:
+        raise DataError(f"The archive holds {len(entries):,} entries; the limit is {limits.max_entries:,}.")
+    if any(info.flag_bits & 0x1 for info in entries):
+        raise DataError("The archive is encrypted (password-protected). Zip the images without a password.")
+    total = 0
+    for info in entries:
+        if info.is_dir():
+            continue
+        relative, problem = _entry_problem(info)
+        out = None
+        if relative is not None:
+            out, problem = _create(staging.joinpath(*relative.parts))
+        if out is None:
+            result.skipped.append((info.filename, problem))
+            continue
+        with out:
+            total = _copy_entry(archive, info, out, limits, total)
+        result.n_files += 1
+    return result
+
+
+def _write_record(folder: Path, extraction: Extraction) -> None:
+    with open(folder / UNPACKED_RECORD, "w", encoding="utf-8") as f:
+        json.dump({"skipped": extraction.skipped, "n_files": extraction.n_files}, f, ensure_ascii=False)
+
+
+def read_record(folder: Path) -> Extraction:
+    """What unpacking recorded in a complete folder (an empty record for a folder unpacked before records)."""
+    try:
+        record = json.loads((folder / UNPACKED_RECORD).read_text(encoding="utf-8"))
+        return Extraction(folder, [(str(e), str(r)) for e, r in record["skipped"]], int(record["n_files"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return Extraction(folder)
+
+
+def _disk_error(error: OSError) -> DataError:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DataError("There is not enough disk space to unpack the archive; free some space and try again.")
+    return DataError(f"The archive could not be unpacked into the data folder ({error.strerror or error}); check "
+                     "that the data folder is writable and try again.")
+
+
 def extract_zip(source: Path | BinaryIO, destination: Path, limits: ArchiveLimits = ArchiveLimits()) -> Extraction:
-    """Extract a zip (path or file object) into `destination`, which must not exist yet; DataError if refused."""
+    """Extract a zip (path or file object) into `destination`, which must not exist yet; DataError if refused,
+    FileExistsError if the destination exists (or appeared meanwhile: another process unpacked it first)."""
     destination = Path(destination)
     if destination.exists():
         raise FileExistsError(destination)
     try:
         archive = zipfile.ZipFile(source)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, EOFError, ValueError):
         raise DataError("This file is not a zip archive (or is damaged). Upload a .zip of your image folders.") \
             from None
-    staging = destination.with_name(f".{destination.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    result = Extraction(destination)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial"))
+    except OSError as error:
+        archive.close()
+        raise _disk_error(error) from None
     try:
         with archive:
-            entries = archive.infolist()
-            if len(entries) > limits.max_entries:
-                raise DataError(f"The archive holds {len(entries):,} entries; the limit is {limits.max_entries:,}.")
-            if any(info.flag_bits & 0x1 for info in entries):
-                raise DataError("The archive is encrypted (password-protected). Zip the images without a password.")
-            total = 0
-            for info in entries:
-                if info.is_dir():
-                    continue
-                relative = _safe_relative(info.filename)
-                if relative is None:
-                    result.skipped.append((info.filename, "its path points outside the dataset folder"))
-                    continue
-                if _is_symlink(info):
-                    result.skipped.append((info.filename, "symbolic links are not followed"))
-                    continue
-                total = _copy_entry(archive, info, staging.joinpath(*relative.parts), limits, total)
-                result.n_files += 1
+            result = _extract_into(archive, staging, limits)
+        _write_record(staging, result)
+        os.rename(staging, destination)  # atomic: the destination appears complete, or not at all
+    except DataError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"The archive is damaged or truncated ({error}). Make the zip again and re-upload it.") \
@@ -135,8 +223,56 @@ def extract_zip(source: Path | BinaryIO, destination: Path, limits: ArchiveLimit
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"The archive uses a compression method this app cannot read ({error}). Make it with "
                         "standard zip (deflate) compression.") from None
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if destination.is_dir():  # the rename lost a race: another process put a complete copy there first
+            raise FileExistsError(destination) from None
+        raise _disk_error(error) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    os.replace(staging, destination)
+    result.folder = destination
     return result
+
+
+def remove_stale(folder: Path, max_age: float = STALE_SECONDS) -> None:
+    """Delete temporary folders (`.NAME.*.partial`) that a killed process left in `folder` over `max_age` ago.
+    They are hidden, so no scan ever takes one for a dataset; this only gives their space back."""
+    now = time.time()
+    try:
+        stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".partial")
+                 and now - p.lstat().st_mtime > max_age]
+    except OSError:
+        return
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def unpack(source: Path | bytes, stem: str, limits: ArchiveLimits = ArchiveLimits()) -> Extraction:
+    """A zip (a path, or an upload's bytes) unpacked once into data_root()/uploads/<stem>-<hash of its content>:
+    a complete folder unpacked earlier is reused with what its unpacking skipped, a race with another process
+    unpacking the same zip ends with both using one folder; DataError (one sentence) if the zip is refused."""
+    if isinstance(source, bytes):
+        name, opened = archive_name(stem, data=source), io.BytesIO(source)
+    else:
+        source = Path(source)
+        try:
+            if not stat.S_ISREG(os.stat(source).st_mode):  # a FIFO would block the first read forever
+                raise DataError(f"{source} is not a file; give a .zip file or a folder of images.")
+            name = archive_name(stem, path=source)
+        except OSError as error:
+            raise DataError(f"{source} cannot be read ({error.strerror or error}).") from None
+        opened = source
+    uploads = data_root() / "uploads"
+    folder = uploads / name
+    if folder.is_dir():
+        return read_record(folder)
+    try:
+        uploads.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _disk_error(error) from None
+    remove_stale(uploads)
+    try:
+        return extract_zip(opened, folder, limits)
+    except FileExistsError:  # another process finished first; its folder is complete
+        return read_record(folder)

@@ -22,34 +22,42 @@ from core.errors import DataError
 from core.images import LabeledImages, check_memory, open_rgb
 
 
-def resolve_folder(source: str) -> Path:
-    """The folder a path source stands for: the folder itself (no copy), or a zip extracted once under data/."""
-    from core.archive import archive_name, data_root, extract_zip
+def _unpacked(source: str) -> tuple[Path, list[tuple[str, str]]]:
+    """(folder, entries skipped while unpacking) of a path source: a folder as it is (no copy, nothing skipped),
+    or a zip unpacked once under data/ (core.archive.unpack)."""
+    from core.archive import unpack
 
     path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    if not path.exists():
-        raise DataError(f"'{source}' does not exist. Give a folder of images, a .zip of one, or a built-in "
-                        "dataset such as builtin:digits.")
-    folder = data_root() / "uploads" / archive_name(path.stem, path=path)
-    if not folder.exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        extract_zip(path, folder)
-    return folder
+    try:
+        if path.is_dir():
+            return path, []
+        if not path.exists():
+            raise DataError(f"'{source}' does not exist. Give a folder of images, a .zip of one, or a built-in "
+                            "dataset such as builtin:digits.")
+    except OSError as error:  # a name too long for the system, say
+        raise DataError(f"'{source}' cannot be read ({error.strerror or error}).") from None
+    extraction = unpack(path, path.stem)
+    return extraction.folder, extraction.skipped
+
+
+def resolve_folder(source: str) -> Path:
+    """The folder a path source stands for: the folder itself (no copy), or a zip extracted once under data/."""
+    return _unpacked(source)[0]
 
 
 def inspect_source(source: str, label_regex: str | None = None, *, edits: bool = True):
     """The health report (core.health.HealthReport) of a folder or zip source, with its edit log applied
-    (unless `edits` is off: the files as they are)."""
+    (unless `edits` is off: the files as they are). A zip's entries skipped while unpacking come first in the
+    report's skipped list."""
     from core.health import inspect_scan
     from core.layouts import scan_folder
 
-    folder = resolve_folder(source)
+    folder, unpack_skipped = _unpacked(source)
     scan, removed = scan_folder(folder, label_regex), []
     if edits:
         scan, removed = apply_edits(scan, folder)
     report = inspect_scan(scan, source)
+    report.skipped[:0] = unpack_skipped
     report.folder, report.edits, report.removed = str(folder), EditLog(folder).summary().to_dict(), removed
     return report
 

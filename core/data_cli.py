@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (DataError, OSError) as error:
-        message = str(error) if isinstance(error, DataError) else f"{error.strerror or error}: {error.filename}"
+        message = str(error) if isinstance(error, DataError) else \
+            f"{error.filename or 'A file'} could not be used ({(error.strerror or str(error)).lower()})."
         print(json.dumps({"ok": False, "verdict": message}) if getattr(args, "json", False) else message)
         return 2
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.archive import ArchiveLimits, extract_zip
+from core.archive import UNPACKED_RECORD, ArchiveLimits, extract_zip
 from core.augment import Augment, preview
 from core.data import inspect_source, load_source, resolve_folder
 from core.data_cli import main as data_main
@@ -187,7 +187,7 @@ def test_zip_entries_that_point_outside_are_skipped_and_nothing_escapes(tmp_path
     assert folder.is_relative_to(data_dir)
     new = files_under(tmp_path) - before - {"evil.zip"}
     assert all(path.startswith("data") for path in new), new  # nothing outside the data folder
-    assert files_under(folder) == {"cats", "dogs", "cats/1.png", "dogs/1.png"}
+    assert files_under(folder) == {"cats", "dogs", "cats/1.png", "dogs/1.png", UNPACKED_RECORD}
     report = inspect_source(str(evil))
     assert report.class_counts == {"cats": 1, "dogs": 1}
 
