@@ -4,6 +4,7 @@ import streamlit as st
 from core import runs
 from core.sources import source_label
 from pages._common import app_frame, current_run_dir, device_label, init_session, select_run
+from pages._text import md
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="assets/logo.svg", layout="wide")
 init_session()
@@ -38,7 +39,7 @@ with st.sidebar:
 
 
 def show_dataset_and_device() -> None:
-    dataset_slot.caption(f"**Dataset** · {source_label(st.session_state['data'])}")
+    dataset_slot.caption(f"**Dataset** · {md(source_label(st.session_state['data']))}")
     if "device_label" in st.session_state:
         device_slot.caption(f"**Device** · {st.session_state['device_label']}")
 

@@ -12,6 +12,7 @@ from core.edits import relative_file
 from core.errors import DataError
 from pages._common import forget_dataset_caches
 from pages._review import edit_notice, review_grid
+from pages._text import md
 
 NEW = "+ a new dataset"
 
@@ -33,7 +34,7 @@ def dataset_builder(current: str) -> str | None:
                     state["made_created"] = create_dataset(name).name
                     st.rerun()
                 except DataError as error:
-                    st.error(str(error))
+                    st.error(md(error))
         return None
     folder = made_root() / choice
     edit_notice(str(folder))
@@ -71,17 +72,17 @@ def _add_images(folder, counts: dict[str, int]) -> None:
                 add_class(folder, name)
                 st.rerun()
             except DataError as error:
-                st.error(str(error))
+                st.error(md(error))
     if not counts:
         st.info("Add a class, then drop images into it or take photos with the camera.")
         return
     st.text("\n".join(f"{c}: {n} image{'s' if n != 1 else ''}" for c, n in counts.items()))  # the running count
-    target = st.radio("Add images to", list(counts), horizontal=True, key="made_target")
+    target = st.radio("Add images to", list(counts), horizontal=True, key="made_target", format_func=md)
     round_ = state.setdefault("made_round", 0)  # a new widget key after each save empties the drop zone / camera
-    dropped = st.file_uploader(f"Drop images of {target} (many at once)", accept_multiple_files=True,
+    dropped = st.file_uploader(f"Drop images of {md(target)} (many at once)", accept_multiple_files=True,
                                type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
                                key=f"drop:{round_}")
-    photo = st.camera_input(f"Take a photo of {target}", key=f"camera:{round_}") \
+    photo = st.camera_input(f"Take a photo of {md(target)}", key=f"camera:{round_}") \
         if st.toggle("Use the camera", key="made_camera") else None
     files = [(f.name, f.getvalue()) for f in dropped or []] + ([("camera.jpg", photo.getvalue())] if photo else [])
     if files:
@@ -103,7 +104,7 @@ def _manage_classes(folder, counts: dict[str, int], items: dict[str, str]) -> No
         new = middle.text_input("New name (an existing class merges)", key="manage_new_name")
         if middle.button("Rename or merge", disabled=not new or not counts.get(chosen)):
             _apply(lambda: rename_class(folder, items, chosen, new))
-        if right.button(f"Delete {chosen}", disabled=not counts.get(chosen)):
+        if right.button(f"Delete {md(chosen)}", disabled=not counts.get(chosen)):
             _apply(lambda: delete_class(folder, items, chosen))
         if chosen and counts.get(chosen):
             from pages._common import dataset
@@ -121,7 +122,7 @@ def _apply(change) -> None:
     try:
         change()
     except DataError as error:
-        st.error(str(error))
+        st.error(md(error))
         return
     forget_dataset_caches()
     st.rerun()

@@ -19,6 +19,7 @@ import streamlit as st
 from core import runs
 from core.config import TrainConfig
 from core.runfolder import RunFolder
+from pages._text import md
 
 # torch, captum and scikit-learn take about two seconds to import: they load when a function below first needs
 # them, so the Home page and the sidebar draw before that (bench/startup).
@@ -227,7 +228,7 @@ def run_model(run_dir: Path):
     try:
         return _model(str(run_dir), model_key(run_dir))
     except (FileNotFoundError, RuntimeError, pickle.UnpicklingError, KeyError) as error:
-        st.error(f"The model of run {run_dir.name} could not be loaded: {error}. Only plain weights are ever "
+        st.error(f"The model of run {md(run_dir.name)} could not be loaded: {md(error)}. Only plain weights are ever "
                  "loaded from a checkpoint, so a damaged or foreign file is refused.")
         st.stop()
 

@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.runfolder import MetricsTail
+from pages._text import plot
 
 HEAT_SCALE = "Inferno"
 
@@ -23,7 +24,7 @@ def _scale_each(images: np.ndarray) -> np.ndarray:
 
 
 def image_grid(images: np.ndarray, titles: list[str], columns: int = 8, height_per_row: int = 120) -> go.Figure:
-    """A grid of images (N, H, W, 3) uint8, or maps (N, H, W) each scaled to its own range, with titles."""
+    """A grid of images (N, H, W, 3) uint8, or maps (N, H, W) each scaled to its own range, with titles (text)."""
     rgb = images.ndim == 4
     if not rgb:  # each map scaled to its own range, so a weak channel's pattern still shows
         images = _scale_each(images.astype(float))
@@ -33,7 +34,7 @@ def image_grid(images: np.ndarray, titles: list[str], columns: int = 8, height_p
                        facet_row_spacing=0.08)
     # px names facets "facet_col=0", "facet_col=1", ...: replace each by its title
     for annotation in figure.layout.annotations:
-        annotation.text = titles[int(annotation.text.split("=")[1])]
+        annotation.text = plot(titles[int(annotation.text.split("=")[1])])
     rows = -(-len(images) // columns)
     figure.update_xaxes(visible=False).update_yaxes(visible=False)
     figure.update_layout(height=60 + rows * height_per_row, margin=dict(l=0, r=0, t=30, b=0),
@@ -43,14 +44,14 @@ def image_grid(images: np.ndarray, titles: list[str], columns: int = 8, height_p
 
 def overlay_grid(images: np.ndarray, heats, titles: list[str], columns: int = 6, opacity: float = 0.5,
                  height_per_row: int = 200) -> go.Figure:
-    """Images (N, H, W, 3) uint8 with heat maps (N, H, W) in 0..1 laid over them at `opacity`.
+    """Images (N, H, W, 3) uint8 with heat maps (N, H, W) in 0..1 laid over them at `opacity`, titled (text).
 
     `heats` may be None (no heat at all) or hold None for an image drawn without one.
     """
     columns = max(1, min(columns, len(images)))
     rows = -(-len(images) // columns)
-    figure = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.01,
-                           vertical_spacing=0.12 / max(rows, 1))
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[plot(title) for title in titles],
+                           horizontal_spacing=0.01, vertical_spacing=0.12 / max(rows, 1))
     for i, image in enumerate(images):
         row, col = i // columns + 1, i % columns + 1
         figure.add_trace(go.Image(z=image, hoverinfo="skip"), row=row, col=col)
@@ -100,7 +101,7 @@ def lr_find_figure(lrs: list[float], losses: list[float], suggestions: dict[str,
     for (name, lr), colour in zip(suggestions.items(), ["#d62728", "#2ca02c"]):
         loss = float(np.interp(np.log10(lr), np.log10(lrs), losses))
         figure.add_scatter(x=[lr], y=[loss], mode="markers+text", marker=dict(size=12, color=colour),
-                           text=[f"{name} {lr:.1e}"], textposition="top right", name=name)
+                           text=[f"{plot(name)} {lr:.1e}"], textposition="top right", name=plot(name))
     low = min(losses)
     top = max(losses[0] * 1.25, low + (losses[0] - low) * 1.5)  # the explosion at the end would flatten the rest
     figure.update_layout(title="Loss while the learning rate grows", xaxis_type="log", xaxis_title="learning rate",
@@ -114,7 +115,7 @@ def compare_figure(series: dict[str, tuple[list, list]], title: str, x_title: st
     """One line per run: {run id: (x values, y values)}."""
     figure = go.Figure()
     for name, (x, y) in series.items():
-        figure.add_scatter(x=x, y=y, name=name, mode="lines+markers" if markers else "lines")
+        figure.add_scatter(x=x, y=y, name=plot(name), mode="lines+markers" if markers else "lines")
     figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=320,
                          margin=dict(l=0, r=0, t=40, b=0), legend=dict(orientation="h", y=-0.3))
     return figure
@@ -124,8 +125,10 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str], normalized: boo
     """A confusion matrix, rows actual and columns predicted, each cell labelled and clickable.
 
     Drawn as square markers rather than a heatmap: Streamlit reports clicks on scatter points, not on heatmap
-    cells (streamlit/streamlit#8760), and a click here opens the cell's images.
+    cells (streamlit/streamlit#8760), and a click here opens the cell's images. Its axes carry the names escaped
+    for plotly (pages._text.plot): a click reports them so, and html.unescape gives the class name back.
     """
+    class_names = [plot(name) for name in class_names]
     n = len(class_names)
     cell = max(18, min(48, 560 // max(n, 1)))  # pixels per cell
     actual, predicted = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")

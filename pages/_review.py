@@ -9,6 +9,7 @@ import streamlit as st
 from core import runs
 from core.errors import DataError
 from pages._common import select_run
+from pages._text import md
 
 NO_CHANGE, KEEP, REMOVE, RELABEL = "no change", "keep: the label is right", "remove from the dataset", "relabel as "
 
@@ -59,7 +60,7 @@ def record(source: str, edits: list[dict], view: str, label_regex: str = "") -> 
     try:
         batch = record_edits(source, edits, view, label_regex or None)
     except DataError as error:
-        st.error(str(error))
+        st.error(md(error))
         return False
     st.session_state["last_edit_batch"] = (batch, len(edits))
     return True
@@ -82,7 +83,7 @@ def retrain_button(config, key: str) -> None:
         return
     busy = runs.active_run()
     if busy:
-        st.warning(f"Run {busy} is training on this device. Stop it or wait for it to finish, then retrain.")
+        st.warning(f"Run {md(busy)} is training on this device. Stop it or wait for it to finish, then retrain.")
         return
     run_dir = runs.create_run(config)
     runs.launch(run_dir)

@@ -16,6 +16,7 @@ from core.layouts import PETS_REGEX
 from pages._collect import dataset_builder
 from pages._common import current_augment, dataset, health_report, route_through_app
 from pages._figures import image_grid, to_hwc
+from pages._text import md, plot
 
 route_through_app()
 state = st.session_state
@@ -50,11 +51,11 @@ elif kind == SOURCES[1]:
         try:
             extraction = extract_zip(io.BytesIO(data), folder)
         except DataError as error:
-            st.error(f"{error}")
+            st.error(md(error))
             st.stop()
         state["extraction_skipped"] = extraction.skipped
     for entry, reason in state.get("extraction_skipped", []):
-        st.warning(f"Not unpacked: `{entry}` — {reason}.")
+        st.warning(f"Not unpacked: {md(entry)} — {md(reason)}.")
     source = str(folder)
 elif kind == SOURCES[3]:
     source = dataset_builder(current)
@@ -80,11 +81,11 @@ if kind in SOURCES[1:3]:
 try:
     report = health_report(source, label_regex)
 except DataError as error:
-    st.error(str(error))
+    st.error(md(error))
     st.stop()
-(st.success if report.ok else st.error)(report.verdict())
+(st.success if report.ok else st.error)(md(report.verdict()))
 if not report.ok:
-    st.caption(f"The dataset in use stays **{current}** until this one can be trained on.")
+    st.caption(f"The dataset in use stays **{md(current)}** until this one can be trained on.")
     st.stop()
 state["data"], state["label_regex"] = source, label_regex
 
@@ -95,10 +96,11 @@ middle.metric("Classes", len(counts))
 right.metric("Skipped files", len(report.skipped))
 split = "its own train/validation split" if report.own_split else \
     "a random 20% of each class held out for validation"
-st.caption(f"Layout: {report.layout}. Validation: {split}.")
+st.caption(f"Layout: {md(report.layout)}. Validation: {split}.")
 
 st.subheader("Images per class")
-figure = px.bar(x=list(counts), y=list(counts.values()), labels={"x": "class", "y": "images", "color": ""},
+figure = px.bar(x=[plot(name) for name in counts], y=list(counts.values()),
+                labels={"x": "class", "y": "images", "color": ""},
                 color=["much smaller than the largest" if c in report.imbalanced else "balanced" for c in counts],
                 color_discrete_map={"balanced": "#1f4e79", "much smaller than the largest": "#d62728"})
 figure.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0), xaxis_type="category", showlegend=bool(
@@ -125,7 +127,7 @@ st.caption(f"At {size} px, the image size chosen on the Train page: small is fas
 try:
     data = dataset(source, size, label_regex, resize)
 except DataError as error:
-    st.error(str(error))
+    st.error(md(error))
     st.stop()
 rng = np.random.default_rng(0)
 labels = data.labels.numpy()

@@ -12,6 +12,7 @@ from core.sources import source_label
 from pages._common import current_config, dataset, edits_stamp, route_through_app
 from pages._figures import to_hwc
 from pages._review import edit_notice, retrain_button, review_grid
+from pages._text import md
 
 route_through_app()
 
@@ -36,7 +37,7 @@ edit_notice(source)
 try:
     log = edit_log_for(source)
 except DataError as error:
-    st.error(str(error))
+    st.error(md(error))
     st.stop()
 
 st.subheader("Suspected label errors")
@@ -47,7 +48,7 @@ if st.toggle("Look for label errors", key="find_suspects", help="Takes seconds a
     try:
         found = find_problems(source, config.label_regex, edits_stamp(source))
     except DataError as error:
-        st.error(str(error))
+        st.error(md(error))
         st.stop()
     data = dataset(source, 64, config.label_regex, config.resize)
     position = {name: i for i, name in enumerate(data.item_names)}
@@ -96,7 +97,7 @@ else:
     if left.button("Undo the last batch", icon=":material/undo:"):
         taken = log.undo()
         st.session_state.pop("last_edit_batch", None)
-        st.toast(f"Took back batch {taken['batch']}.")
+        st.toast(f"Took back batch {md(taken['batch'])}.")
         st.rerun()
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", source_label(source))[:40].strip("-") or "dataset"
     middle.download_button("Export the mended dataset (.zip)", lambda: mended_zip(source, config.label_regex or None),

@@ -4,6 +4,7 @@ import streamlit as st
 from core.sources import source_label
 
 from pages._common import current_run_dir, route_through_app
+from pages._text import md
 
 route_through_app()
 
@@ -31,5 +32,5 @@ for column, (page, label, icon, what) in zip(st.columns(4), steps):
 st.subheader("Where you are")
 run_dir = current_run_dir()
 left, right = st.columns(2)
-left.metric("Dataset", source_label(st.session_state["data"]))
-right.metric("Run", run_dir.name if run_dir else "none yet")
+left.metric("Dataset", md(source_label(st.session_state["data"])))
+right.metric("Run", md(run_dir.name) if run_dir else "none yet")

@@ -1,4 +1,6 @@
 """Interpret: where a finished run's model goes wrong, from its validation predictions."""
+import html
+
 import numpy as np
 import streamlit as st
 
@@ -10,6 +12,7 @@ from pages._common import (cached_attribution, model_key, pick_finished_run, rou
 from pages._figures import confusion_figure, image_grid, overlay_grid, to_hwc
 from pages._report import run_report_html
 from pages._review import edit_notice, retrain_button, review_grid
+from pages._text import md
 
 route_through_app()
 
@@ -71,7 +74,8 @@ normalized = st.toggle("Show each row as shares of its class", help="Divides eac
                        "that class, so small classes' mistakes stand out as much as big ones'.")
 event = st.plotly_chart(confusion_figure(normalize_rows(matrix) if normalized else matrix, class_names, normalized),
                         key="confusion", on_select="rerun", selection_mode="points", width="content")
-clicked = [(str(p["y"]), str(p["x"])) for p in (event.selection.points if event else []) if "x" in p and "y" in p]
+clicked = [(html.unescape(str(p["y"])), html.unescape(str(p["x"])))  # the matrix names its axes escaped for plotly
+           for p in (event.selection.points if event else []) if "x" in p and "y" in p]
 if clicked and clicked[-1] != st.session_state.get("last_clicked_cell"):
     st.session_state["last_clicked_cell"] = clicked[-1]
     st.session_state["cell_actual"], st.session_state["cell_predicted"] = clicked[-1]
@@ -83,7 +87,7 @@ left, right = st.columns(2)
 actual = left.selectbox("Actual class", class_names, key="cell_actual")
 predicted = right.selectbox("Predicted as", class_names, key="cell_predicted")
 cell = pair_positions(predictions, class_names.index(actual), class_names.index(predicted))
-st.caption(f"{len(cell)} validation images of **{actual}** predicted as **{predicted}**, surest first.")
+st.caption(f"{len(cell)} validation images of **{md(actual)}** predicted as **{md(predicted)}**, surest first.")
 gallery(cell, "No image falls in this cell.", key="cell_gallery")
 if len(cell) and actual != predicted:
     fix_labels(cell[:16], "cell", "confusion matrix")
@@ -98,16 +102,17 @@ if shown:
                          width="content", on_select="rerun", selection_mode="single-row", key="most_confused")
     rows = table.selection.rows if table else []
     a, p, n = shown[rows[0] if rows and rows[0] < len(shown) else 0]
-    st.markdown(f"**{a}** mistaken for **{p}**, {n} times" + ("" if rows else " (click a row to open another pair)"))
+    st.markdown(f"**{md(a)}** mistaken for **{md(p)}**, {n} times"
+                + ("" if rows else " (click a row to open another pair)"))
     mistaken, typical = st.columns(2)
     with mistaken:
-        st.caption(f"**{a}** images the model called **{p}**")
+        st.caption(f"**{md(a)}** images the model called **{md(p)}**")
         gallery(pair_positions(predictions, class_names.index(a), class_names.index(p)), "", limit=8, columns=4,
                 key="mistaken")
     fix_labels(pair_positions(predictions, class_names.index(a), class_names.index(p))[:12], "pair", "most confused")
     with typical:
-        st.caption(f"Typical **{p}** images, as the model sees them")
-        gallery(typical_positions(predictions, class_names.index(p), 8), f"No {p} image was predicted right.",
+        st.caption(f"Typical **{md(p)}** images, as the model sees them")
+        gallery(typical_positions(predictions, class_names.index(p), 8), f"No {md(p)} image was predicted right.",
                 limit=8, columns=4, key="typical")
 else:
     st.success(f"No pair of classes is confused {min_val} times or more.")

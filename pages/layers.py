@@ -14,6 +14,7 @@ from core.visualize import (KERNELS, activations, apply_learned_filter, conv_fil
 from pages._common import (IMAGE_SIZES, cached_attribution, cached_channel_maxima, current_dataset, imagenet_model,
                            model_key, pick_finished_run, route_through_app, run_images, run_model, run_predictions)
 from pages._figures import image_grid, overlay_grid, pixel_figure, to_hwc
+from pages._text import md
 
 route_through_app()
 MAX_CANDIDATES = 256  # images searched for "what excites this channel": enough to find 12, and answers in ~1 s
@@ -49,7 +50,7 @@ if use_upload:
         try:
             image, caption = decode_image(upload.getvalue(), size), upload.name
         except DataError as error:
-            right.error(str(error))
+            right.error(md(error))
 if image is None:
     position = right.number_input(f"Image number (0–{len(candidates) - 1})", 0, len(candidates) - 1, 0)
     image, caption = candidates[position], captions[position]
@@ -89,7 +90,7 @@ elif view == "Activations":
     name = pick_layer("Layer", feature_names, len(feature_names) // 3, "activations_layer")
     maps, channels = activations(model, name, image, top=16)
     picture, grid = st.columns([1, 4])
-    picture.image(to_hwc(image[None].numpy())[0], caption=caption, width="stretch")
+    picture.image(to_hwc(image[None].numpy())[0], caption=md(caption), width="stretch")
     grid.plotly_chart(image_grid(maps, [f"channel {c}" for c in channels], columns=8, height_per_row=110))
     grid.caption("The 16 channels this image excites most, strongest first.")
 

@@ -7,6 +7,7 @@ from core.errors import DataError
 from core.images import decode_image
 from pages._common import imagenet_model, pick_finished_run, route_through_app, run_model
 from pages._figures import to_hwc
+from pages._text import md, plot
 
 route_through_app()
 
@@ -40,13 +41,13 @@ for name, data in pictures:
     try:
         image = decode_image(data, size, resize)
     except DataError as error:
-        st.error(f"{name}: {error}")
+        st.error(f"{md(name)}: {md(error)}")
         continue
     ranked = top_predictions(model, image, class_names, k=k)
     picture, chart = st.columns([1, 3])
-    picture.image(to_hwc(image[None].numpy())[0], caption=name, width="stretch")
-    figure = go.Figure(go.Bar(x=[p for _, p in ranked][::-1], y=[c for c, _ in ranked][::-1], orientation="h",
+    picture.image(to_hwc(image[None].numpy())[0], caption=md(name), width="stretch")
+    figure = go.Figure(go.Bar(x=[p for _, p in ranked][::-1], y=[plot(c) for c, _ in ranked][::-1], orientation="h",
                               text=[f"{p:.1%}" for _, p in ranked][::-1], textposition="auto"))
     figure.update_layout(height=60 + 32 * len(ranked), margin=dict(l=0, r=0, t=30, b=0), xaxis_range=[0, 1],
-                         title=f"{ranked[0][0]} ({ranked[0][1]:.1%})", xaxis_tickformat=".0%")
+                         title=f"{plot(ranked[0][0])} ({ranked[0][1]:.1%})", xaxis_tickformat=".0%")
     chart.plotly_chart(figure, key=f"prediction:{name}")

@@ -9,6 +9,7 @@ from core.formats import format_seconds
 from core.runfolder import RunFolder
 from pages._common import route_through_app, select_run
 from pages._figures import compare_figure
+from pages._text import md
 
 route_through_app()
 
@@ -25,7 +26,7 @@ def show_data_differences(first: runs.RunSummary, second: runs.RunSummary) -> No
     if first.best_accuracy is not None and second.best_accuracy is not None:
         columns[3].metric("Best accuracy", f"{second.best_accuracy:.1%}",
                           f"{(second.best_accuracy - first.best_accuracy) * 100:+.1f} points")
-    st.caption(f"From {first.run_id} (older) to {second.run_id} (newer).")
+    st.caption(f"From {md(first.run_id)} (older) to {md(second.run_id)} (newer).")
     rows = [{"image": name, "change": f"{a} → {b}"} for name, a, b in changes["relabelled"]] + \
         [{"image": name, "change": "removed"} for name in changes["removed"]] + \
         [{"image": name, "change": "added"} for name in changes["added"]]
@@ -78,8 +79,8 @@ if len(picked) == 2:
     show_data_differences(*sorted(picked, key=lambda r: r.created))
 
 for run in picked:
-    st.subheader(f"Run {run.run_id}")
-    st.caption(f"{run.state} · {run.config.arch}, {run.config.size} px · best accuracy "
+    st.subheader(f"Run {md(run.run_id)}")
+    st.caption(f"{md(run.state)} · {md(run.config.arch)}, {run.config.size} px · best accuracy "
                f"{'—' if run.best_accuracy is None else f'{run.best_accuracy:.1%}'}")
     st.code(run.command or "(no command recorded)", language="bash")
     if run.has_predictions:
@@ -91,7 +92,7 @@ for run in picked:
     active = RunFolder(run.path).is_active()
     with st.popover("Delete this run", icon=":material/delete:", disabled=active, key=f"popover:{run.run_id}",
                     help="Stop it first" if active else "Removes the run's folder: curves, checkpoints, predictions."):
-        st.write(f"Delete **{run.run_id}** and everything in its folder? This cannot be undone.")
+        st.write(f"Delete **{md(run.run_id)}** and everything in its folder? This cannot be undone.")
         if st.button("Yes, delete it", key=f"delete:{run.run_id}", type="primary"):
             runs.delete_run(run.path)
             if st.session_state.get("run_id") == run.run_id:

@@ -11,6 +11,7 @@ from core.sources import source_label
 from pages._common import (DEFAULTS, IMAGE_SIZES, current_augment, current_config, current_run_dir,
                            route_through_app, select_run)
 from pages._figures import loss_figure, lr_figure, lr_find_figure
+from pages._text import md
 
 route_through_app()
 
@@ -68,7 +69,7 @@ def settings_form() -> tuple[bool, bool]:
         st.warning(waiting)
     with st.form("settings"):
         augment = current_augment()
-        st.caption(f"Dataset: **{source_label(state['data'])}**, images made square by {state['resize']}, "
+        st.caption(f"Dataset: **{md(source_label(state['data']))}**, images made square by {md(state['resize'])}, "
                    f"{'with augmentation' if augment.active else 'no augmentation'} (change these on the Data page)")
         left, right = st.columns(2)
         left.selectbox("Backbone", list(ARCHS), format_func=lambda key: ARCHS[key].label, key="arch",
@@ -124,7 +125,8 @@ def start_run(task: str) -> None:
     if problems:
         st.error("These settings cannot be trained: " + "; ".join(f"{k} {v}" for k, v in problems.items()) + ".")
     elif busy:
-        st.warning(f"Run **{busy}** is training on this device. Stop it or wait for it to finish, then start again.")
+        st.warning(f"Run **{md(busy)}** is training on this device. Stop it or wait for it to finish, then start "
+                   "again.")
     else:
         run_dir = runs.create_run(config, task=task)
         runs.launch(run_dir)
@@ -133,7 +135,7 @@ def start_run(task: str) -> None:
 
 
 def epoch_table(tail: MetricsTail) -> list[dict]:
-    return [{"epoch": r["epoch"], "phase": r["phase"], "train_loss": round(r["train_loss"], 4),
+    return [{"epoch": r["epoch"], "phase": md(r["phase"]), "train_loss": round(r["train_loss"], 4),
              "valid_loss": round(r["valid_loss"], 4), "accuracy": round(r["accuracy"], 4),
              "error_rate": round(r["error_rate"], 4), "time": format_seconds(r["seconds"])} for r in tail.epochs]
 
@@ -143,7 +145,7 @@ def show_status(folder: RunFolder) -> dict:
     status = folder.status()
     state = status.get("state", "unknown")
     header, button = st.columns([4, 1])
-    header.subheader(f"Run {folder.run_id} · {state}")
+    header.subheader(f"Run {md(folder.run_id)} · {md(state)}")
     if state in ("queued", "running", "stopping"):
         if button.button("Stop", icon=":material/stop:", key=f"stop:{folder.path}", disabled=state == "stopping",
                          help="Finish the current batch, save the model, and end the run."):
@@ -154,17 +156,17 @@ def show_status(folder: RunFolder) -> dict:
                          help="Continue from the last checkpoint: model, optimizer, schedule and position."):
             busy = runs.active_run(folder.path.parent)
             if busy:
-                st.warning(f"Run **{busy}** is training on this device. Stop it or wait for it to finish first.")
+                st.warning(f"Run **{md(busy)}** is training on this device. Stop it or wait for it to finish first.")
             else:
                 runs.launch(folder.path, resume=True)
                 st.rerun()
     message = status.get("message")
     if state == "failed":
-        st.error(message or "The run failed; its log.txt has the details.")
+        st.error(md(message) if message else "The run failed; its log.txt has the details.")
     elif state == "interrupted":
-        st.warning(f"{message} What it learned up to its last finished epoch is kept in its checkpoints.")
+        st.warning(f"{md(message)} What it learned up to its last finished epoch is kept in its checkpoints.")
     elif message:
-        st.caption(message)
+        st.caption(md(message))
     show_progress(status)
     return status
 
@@ -198,7 +200,7 @@ def show_curves(folder: RunFolder) -> None:
         st.plotly_chart(lr_find_figure(found["lrs"], found["losses"], found["suggestions"]),
                         key=f"lrfind:{folder.path}")
         for column, (name, value) in zip(st.columns(4), found["suggestions"].items()):
-            column.button(f"Use {name}: {value:.1e}", key=f"use:{name}:{folder.path}", on_click=use_rate,
+            column.button(f"Use {md(name)}: {value:.1e}", key=f"use:{name}:{folder.path}", on_click=use_rate,
                           args=(float(f"{value:.1e}"),))
     if tail.steps:
         left, right = st.columns(2)
@@ -206,7 +208,7 @@ def show_curves(folder: RunFolder) -> None:
         right.plotly_chart(lr_figure(tail), key=f"lr:{folder.path}")
     if tail.epochs:
         st.table(epoch_table(tail), hide_index=True)
-    st.caption(f"Device: {folder.raw_status().get('device', '…')}")
+    st.caption(f"Device: {md(folder.raw_status().get('device', '…'))}")
     if folder.command:
         with st.expander("The same run from a terminal"):
             st.code(folder.command, language="bash")
