@@ -2,8 +2,9 @@
 import streamlit as st
 
 from core import runs
+from core.errors import BrokenRun
 from core.sources import source_label
-from pages._common import app_frame, current_run_dir, device_label, init_session, select_run
+from pages._common import app_frame, current_run_dir, device_label, init_session, run_notice, select_run
 from pages._text import md
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="assets/logo.svg", layout="wide")
@@ -26,15 +27,19 @@ navigation = st.navigation([
 with st.sidebar:
     st.logo("assets/logo.svg", size="large")
     dataset_slot = st.empty()  # filled after the page ran: the Data page may change the dataset
-    run_ids = runs.run_ids()
+    found = {run.run_id: run for run in runs.list_runs()}
     current = st.session_state.get("run_id")
-    if run_ids:
-        index = run_ids.index(current) if current in run_ids else None
-        chosen = st.selectbox("Run", run_ids, index=index, placeholder="Choose a run", key=f"sidebar_run_{current}")
+    if found:
+        ids = list(found)
+        chosen = st.selectbox("Run", ids, index=ids.index(current) if current in found else None,
+                              placeholder="Choose a run", key=f"sidebar_run_{current}",
+                              format_func=lambda rid: f"{rid} (broken)" if found[rid].broken else rid)
         if chosen != current:
             select_run(chosen)
     if current_run_dir() is not None:
         st.query_params["run"] = st.session_state["run_id"]  # keep the run in the address across page switches
+    if run_notice():
+        st.warning(md(run_notice()), icon=":material/report:")
     device_slot = st.empty()  # finding the device imports torch (~1.5 s, once): named after the page first draws
 
 
@@ -47,6 +52,9 @@ def show_dataset_and_device() -> None:
 # Drawn before the page too: a page that ends early (st.stop) ends the script run, and nothing drawn after it shows.
 show_dataset_and_device()
 with app_frame():
-    navigation.run()
+    try:
+        navigation.run()
+    except BrokenRun as error:  # a run-folder file damaged after the page chose the run: its sentence, not a trace
+        st.error(md(error))
 st.session_state["device_label"] = device_label()
 show_dataset_and_device()  # the Data page may have changed the dataset

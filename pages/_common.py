@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import pickle
 import runpy
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -18,6 +17,7 @@ import streamlit as st
 
 from core import runs
 from core.config import TrainConfig
+from core.errors import BrokenRun
 from core.runfolder import RunFolder
 from pages._text import md
 
@@ -70,7 +70,11 @@ def init_session() -> None:
     for name in SETTINGS:
         state[name] = state[name] if name in state else getattr(DEFAULTS, name)
     if "run_id" not in state:
-        state["run_id"] = st.query_params.get("run") or runs.active_run()
+        asked = st.query_params.get("run")
+        if asked and runs.run_folder(asked) is None:  # `../x`, an absolute path, a link, a run that is gone
+            state["ignored_address"] = asked
+            st.query_params.pop("run", None)
+        state["run_id"] = (asked if asked and "ignored_address" not in state else None) or runs.active_run()
 
 
 def current_config() -> TrainConfig:
@@ -86,15 +90,25 @@ def current_augment() -> Augment:
 
 
 def current_run_dir() -> Path | None:
-    run_id = st.session_state.get("run_id")
-    if not run_id:
-        return None
-    folder = RunFolder(runs.runs_root() / run_id)
-    return folder.path if folder.is_run() else None
+    """The folder of the run shown, when it is a readable run folder inside the runs folder; else None (the
+    sidebar says why: run_notice)."""
+    path = runs.run_folder(st.session_state.get("run_id"))
+    return path if path is not None and RunFolder(path).problem() is None else None
+
+
+def run_notice() -> str | None:
+    """Why the run the session or its address asked for is not shown (a sentence, as text), or None."""
+    ignored = st.session_state.get("ignored_address")
+    if ignored:
+        return (f"The address asks for run '{ignored}', which is not a run folder in the runs folder, so it is "
+                "not shown.")
+    path = runs.run_folder(st.session_state.get("run_id"))
+    return RunFolder(path).problem() if path is not None else None
 
 
 def select_run(run_id: str | None) -> None:
     st.session_state["run_id"] = run_id
+    st.session_state.pop("ignored_address", None)
     if run_id:
         st.query_params["run"] = run_id
     else:
@@ -224,12 +238,12 @@ def _model(run_dir: str, _stamp: str):
 def run_model(run_dir: Path):
     """(model in eval mode, class names, config) of a run, reloaded only when its model's checkpoint changes.
 
-    A checkpoint that is missing, damaged or carries anything but weights stops the page with a sentence."""
+    A checkpoint that is missing, damaged or carries anything but weights stops the page with its sentence
+    (core.checkpoint says which and why)."""
     try:
         return _model(str(run_dir), model_key(run_dir))
-    except (FileNotFoundError, RuntimeError, pickle.UnpicklingError, KeyError) as error:
-        st.error(f"The model of run {md(run_dir.name)} could not be loaded: {md(error)}. Only plain weights are ever "
-                 "loaded from a checkpoint, so a damaged or foreign file is refused.")
+    except (FileNotFoundError, BrokenRun) as error:
+        st.error(md(error))
         st.stop()
 
 
@@ -246,12 +260,17 @@ def _predictions(run_dir: str, _stamp: float) -> Predictions:
 
 
 def run_predictions(run_dir: Path) -> Predictions:
-    return _predictions(str(run_dir), RunFolder(run_dir).predictions_stamp())
+    """A run's validation predictions; a damaged predictions.npz stops the page with a sentence."""
+    try:
+        return _predictions(str(run_dir), RunFolder(run_dir).predictions_stamp())
+    except BrokenRun as error:
+        st.error(md(error))
+        st.stop()
 
 
 def pick_finished_run(purpose: str) -> Path | None:
     """The current run if it has predictions, else a choice among those that do; explains when there is none."""
-    finished = [run for run in runs.list_runs() if run.has_predictions]
+    finished = [run for run in runs.list_runs() if run.has_predictions and not run.broken]
     if not finished:
         st.info(f"No finished run yet. Train a model on the **Train** page first, then come back {purpose}.")
         st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")

@@ -1,12 +1,11 @@
 """Data: choose or bring a dataset, see its health report, and preview what the network will see."""
-import io
 from pathlib import Path
 
 import numpy as np
 import plotly.express as px
 import streamlit as st
 
-from core.archive import archive_name, data_root, extract_zip
+from core.archive import data_root, unpack
 from core.augment import preview
 from core.builtin import BUILTIN_DATASETS
 from core.collect import made_root
@@ -45,18 +44,14 @@ elif kind == SOURCES[1]:
     if upload is None:
         st.info("Drop a .zip here. It is unpacked once under the data folder; nothing outside it is ever written.")
         st.stop()
-    data = upload.getvalue()
-    folder = data_root() / "uploads" / archive_name(Path(upload.name).stem, data=data)
-    if not folder.exists():
-        try:
-            extraction = extract_zip(io.BytesIO(data), folder)
-        except DataError as error:
-            st.error(md(error))
-            st.stop()
-        state["extraction_skipped"] = extraction.skipped
-    for entry, reason in state.get("extraction_skipped", []):
+    try:  # unpacked once; a second tab (or the command line) unpacking the same zip at once shares the folder
+        extraction = unpack(upload.getvalue(), Path(upload.name).stem)
+    except DataError as error:
+        st.error(md(error))
+        st.stop()
+    for entry, reason in extraction.skipped:
         st.warning(f"Not unpacked: {md(entry)} — {md(reason)}.")
-    source = str(folder)
+    source = str(extraction.folder)
 elif kind == SOURCES[3]:
     source = dataset_builder(current)
     if source is None or not health_report(source).ok:  # the builder says what is still needed

@@ -45,7 +45,8 @@ rows = [{"run": r.run_id, "state": r.state, "backbone": r.config.arch, "pretrain
          "size": r.config.size, "epochs": r.config.epochs + (r.config.freeze_epochs if r.config.pretrained else 0),
          "best accuracy": None if r.best_accuracy is None else round(r.best_accuracy, 4),
          "duration": format_seconds(r.seconds) if r.seconds else "",
-         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))} for r in found]
+         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
+         **({"problem": r.problem or ""} if any(run.broken for run in found) else {})} for r in found]
 st.caption("Select one run or several (click the rows' left edge) to compare their curves and settings.")
 table = st.dataframe(rows, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
                      key="runs_table")
@@ -56,7 +57,7 @@ if not picked:
 
 if len(picked) == 1 and picked[0].run_id != st.session_state.get("run_id"):
     select_run(picked[0].run_id)
-metrics = {r.run_id: RunFolder(r.path).read_metrics() for r in picked}
+metrics = {r.run_id: RunFolder(r.path).read_metrics() for r in picked if not r.broken}
 left, right = st.columns(2)
 left.plotly_chart(compare_figure({rid: ([e["epoch"] for e in m.epochs], [e["accuracy"] for e in m.epochs])
                                   for rid, m in metrics.items()}, "Validation accuracy", "epoch", "accuracy",
@@ -68,22 +69,25 @@ st.plotly_chart(compare_figure({rid: ([s["step"] for s in m.steps], [s["loss"] f
                                 for rid, m in metrics.items()}, "Training loss", "step", "loss"),
                 key="compare_train_loss")
 
-if len(picked) > 1:
+if len(metrics) > 1:
     st.subheader("Settings that differ")
-    differences = runs.config_differences({r.run_id: r.config for r in picked})
+    differences = runs.config_differences({r.run_id: r.config for r in picked if not r.broken})
     if differences:
         st.dataframe(differences, hide_index=True, width="stretch", key="differences")
     else:
         st.caption("These runs used the same settings.")
-if len(picked) == 2:
+if len(picked) == 2 and len(metrics) == 2:
     show_data_differences(*sorted(picked, key=lambda r: r.created))
 
 for run in picked:
     st.subheader(f"Run {md(run.run_id)}")
-    st.caption(f"{md(run.state)} · {md(run.config.arch)}, {run.config.size} px · best accuracy "
-               f"{'—' if run.best_accuracy is None else f'{run.best_accuracy:.1%}'}")
-    st.code(run.command or "(no command recorded)", language="bash")
-    if run.has_predictions:
+    if run.broken:
+        st.error(md(run.problem) + " Its files were left as they are; delete the run if it is of no use.")
+    else:
+        st.caption(f"{md(run.state)} · {md(run.config.arch)}, {run.config.size} px · best accuracy "
+                   f"{'—' if run.best_accuracy is None else f'{run.best_accuracy:.1%}'}")
+        st.code(run.command or "(no command recorded)", language="bash")
+    if run.has_predictions and not run.broken:
         st.download_button("Export the model (TorchScript, ONNX, weights, classes)",
                            lambda run_dir=run.path: export_zip(run_dir), file_name=f"{run.run_id}-export.zip",
                            mime="application/zip", on_click="ignore", icon=":material/download:",

@@ -79,3 +79,24 @@ def test_run_ids_are_the_run_folders_newest_first(tmp_path):
     second = runs.create_run(TrainConfig(), tmp_path, "second")
     (tmp_path / "not-a-run").mkdir()
     assert runs.run_ids(tmp_path) == [second.name, first.name] == [r.run_id for r in runs.list_runs(tmp_path)]
+
+
+def test_an_atomic_write_reaches_the_disk_before_and_after_its_rename(tmp_path, monkeypatch):
+    import stat
+
+    from core.atomic import write_atomic
+
+    synced = []  # (kind, name) of every descriptor flushed, in order
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        mode = os.fstat(descriptor).st_mode
+        synced.append(("folder" if stat.S_ISDIR(mode) else "file", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", lambda a, b: (synced.append(("rename", str(b))), real_replace(a, b)))
+    write_atomic(tmp_path / "status.json", lambda f: f.write(b"{}"))
+    assert [kind for kind, _ in synced] == ["file", "rename", "folder"]
+    assert synced[0][1].endswith(".tmp") and synced[2][1] == str(tmp_path)
+    assert (tmp_path / "status.json").read_bytes() == b"{}" and os.listdir(tmp_path) == ["status.json"]
