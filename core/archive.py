@@ -94,6 +94,8 @@ def archive_name(stem: str, data: bytes | None = None, path: Path | None = None)
 
 def _entry_problem(info: zipfile.ZipInfo) -> tuple[PurePosixPath | None, str | None]:
     """(where the entry goes inside the dataset folder, None), or (None, why it is skipped), before writing."""
+    if not info.filename:
+        return None, "it has no name"
     relative = _safe_relative(info.filename)
     if relative is None:
         return None, "its path points outside the dataset folder"
@@ -154,7 +156,7 @@ def _extract_into(archive: zipfile.ZipFile, staging: Path, limits: ArchiveLimits
         raise DataError("The archive is encrypted (password-protected). Zip the images without a password.")
     total = 0
     for info in entries:
-        if info.is_dir():
+        if info.filename.endswith("/"):  # a folder entry (ZipInfo.is_dir fails on an empty name)
             continue
         relative, problem = _entry_problem(info)
         out = None
