@@ -14,6 +14,8 @@ import shlex
 from dataclasses import dataclass, field
 
 RESIZE_METHODS = ("squish", "crop", "pad")  # fastai's ResizeMethod: stretch, centre crop, or letterbox
+BALANCE_METHODS = ("none", "weights", "sampler")
+TRACKERS = ("mlflow", "tensorboard")
 
 
 def _setting(default, help: str, **argparse_options):
@@ -57,6 +59,10 @@ class TrainConfig:
     zoom: float = _setting(1.0, "augment: random zoom in up to this factor (fastai: 1.1)")
     lighting: float = _setting(0.0, "augment: random brightness and contrast change up to this fraction "
                                     "(fastai: 0.2)")
+    balance: str = _setting("none", "imbalanced classes: none, weights (a class-weighted loss) or sampler (every "
+                                    "class drawn equally often)", choices=BALANCE_METHODS)
+    track: str = _setting("", "also log the run where people already look: mlflow (a local mlruns/ folder), "
+                              "tensorboard (event files in the run folder), or mlflow,tensorboard")
 
     @property
     def augments(self) -> bool:
@@ -100,6 +106,9 @@ class TrainConfig:
             "zoom": (self.zoom >= 1, "must be at least 1"),
             "rotate": (self.rotate >= 0, "must not be negative"),
             "lighting": (0 <= self.lighting < 1, "must be between 0 and 1"),
+            "balance": (self.balance in BALANCE_METHODS, f"must be one of {', '.join(BALANCE_METHODS)}"),
+            "track": (set(filter(None, self.track.split(","))) <= set(TRACKERS),
+                      f"must be empty or a comma-separated list of {', '.join(TRACKERS)}"),
         }
         return {name: sentence for name, (ok, sentence) in checks.items() if not ok}
 
