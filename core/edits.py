@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -80,7 +81,7 @@ def check_label(label) -> str | None:
             or "\\" in label or label.strip() in (".", ".."):
         raise DataError(f"{label!r} is not a usable class name: use 1 to {MAX_LABEL_CHARS} characters, without "
                         "slashes.")
-    return label.strip()
+    return unicodedata.normalize("NFC", label.strip())  # as core.layouts reads folder names: one form per class
 
 
 class EditLog:

@@ -6,6 +6,8 @@ all (a CPU spends most of a small model's time there otherwise).
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +82,8 @@ def open_rgb(path, size: int, resize: str = "squish") -> torch.Tensor:
     header declares more than MAX_PIXELS is refused (DataError) before anything is decoded."""
     from PIL import Image, ImageOps
 
+    if isinstance(path, (str, os.PathLike)) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise DataError(f"{os.fspath(path)} is not a regular file.")  # a FIFO put there since the health check
     with Image.open(path) as image:  # reads the header only
         check_pixels(image)
         image.draft("RGB", (size * 2, size * 2))  # JPEG decodes at reduced scale: big photos stay cheap

@@ -599,3 +599,21 @@ def test_any_folder_on_disk_gives_a_report_or_one_sentence_without_hanging(tmp_p
                 assert_a_sentence(error)
             assert data_main(["inspect", str(root), *(["--label-regex", pattern] if pattern else [])]) in (0, 2)
         assert {p for p in listing(base) - before if not p.startswith("data")} == set()  # read, never written
+
+
+def test_a_relabel_to_a_decomposed_name_joins_the_composed_class():
+    import unicodedata
+
+    from core.edits import check_label
+
+    composed, decomposed = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    assert composed != decomposed and check_label(decomposed) == composed
+
+
+def test_an_image_path_that_became_a_fifo_is_refused_without_blocking(tmp_path):
+    from core.images import open_rgb
+
+    fifo = tmp_path / "swapped.png"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="is not a regular file"):
+        open_rgb(fifo, 32)
