@@ -15,9 +15,11 @@ from core.runfolder import RunFolder
 @dataclass(frozen=True)
 class Predictions:
     targets: np.ndarray  # (N,) actual class index
-    probs: np.ndarray  # (N, n_classes) softmax probabilities
+    probs: np.ndarray  # (N, n_classes) calibrated probabilities (core.trust; older runs: softmax)
     losses: np.ndarray  # (N,) cross-entropy per item
     item_ids: np.ndarray  # (N,) index of each item in the full dataset
+    raw_probs: np.ndarray | None = None  # (N, n_classes) softmax before calibration; None for older runs
+    unknown_scores: np.ndarray | None = None  # (N,) core.trust's "none of these" score; None for older runs
 
     @property
     def predicted(self) -> np.ndarray:
@@ -35,7 +37,9 @@ def load_predictions(run_dir: Path) -> Predictions:
     broken = BrokenRun(f"Run {folder.run_id}'s predictions.npz is damaged or does not fit its {n_classes} classes.")
     try:
         with np.load(folder.predictions_path, allow_pickle=False) as npz:
-            predictions = Predictions(*(np.asarray(npz[key]) for key in ("targets", "probs", "losses", "item_ids")))
+            predictions = Predictions(*(np.asarray(npz[key]) for key in ("targets", "probs", "losses", "item_ids")),
+                                      *(np.asarray(npz[key]) if key in npz else None
+                                        for key in ("raw_probs", "unknown_scores")))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing, cut off, not .npz, pickled
         raise broken from None
     n = len(predictions.targets)
@@ -43,7 +47,9 @@ def load_predictions(run_dir: Path) -> Predictions:
         predictions.probs.shape == (n, n_classes) and n > 0
     kinds_fit = all(np.issubdtype(a.dtype, np.integer) for a in (predictions.targets, predictions.item_ids)) and \
         all(np.issubdtype(a.dtype, np.floating) for a in (predictions.probs, predictions.losses))
-    if not (shapes_fit and kinds_fit) or predictions.targets.min() < 0 or predictions.targets.max() >= n_classes \
+    extras_fit = (predictions.raw_probs is None or predictions.raw_probs.shape == predictions.probs.shape) and \
+        (predictions.unknown_scores is None or predictions.unknown_scores.shape == (n,))
+    if not (shapes_fit and kinds_fit and extras_fit) or predictions.targets.min() < 0 or predictions.targets.max() >= n_classes \
             or predictions.item_ids.min() < 0 or not np.isfinite(predictions.probs).all():
         raise broken
     return predictions

@@ -23,7 +23,7 @@ from core.callbacks import (EarlyStop, EarlyStopping, NonFiniteLoss, RunFolderWr
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.config import TrainConfig
 from core.data import Split, edit_log_for, load_source
-from core.device import describe_device, memory_format_for, pick_device
+from core.device import describe_device, inference_batch_size, memory_format_for, pick_device
 from core.distributed import World
 from core.errors import BrokenRun, DataError
 from core.images import LabeledImages
@@ -33,6 +33,8 @@ from core.models import Classifier, WeightsUnavailable, build_classifier
 from core.recipe import fine_tune
 from core.runfolder import RunFolder
 from core.runs import DeviceBusy, TrainingLock
+from core.tracking import trackers_for
+from core.trust import calibrated, fit_trust
 
 
 def run_training(run_dir: Path, resume: bool = False, world: World = World()) -> str:
@@ -118,8 +120,10 @@ def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: 
     if world.is_main:
         best = max((row["accuracy"] for row in folder.read_metrics().epochs), default=-1.0) if checkpoint else -1.0
         writer = RunFolderWriter(folder, class_names, best_accuracy=best)
-    # The NaN check comes first: a NaN step is never written as a metrics row.
-    callbacks = [StopOnNonFiniteLoss(world), *([writer, TerminalProgress()] if writer else []),
+    trackers = trackers_for(config, folder) if world.is_main else []
+    # The NaN check comes first: a NaN step is never written as a metrics row. The trackers come before early
+    # stopping, which ends the epoch's callbacks by raising.
+    callbacks = [StopOnNonFiniteLoss(world), *([writer, TerminalProgress()] if writer else []), *trackers,
                  StopOnRequest(folder, world), *([EarlyStopping(config.patience)] if config.patience > 0 else [])]
     learner = Learner(classifier, split, config, device, callbacks=callbacks, world=world,
                       announce=lambda message: folder.update_status(message=message))
@@ -139,6 +143,8 @@ def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: 
     finally:
         if writer is not None:
             writer.metrics.close()
+        for tracker in trackers:  # a run that ended without on_fit_end (a failure) ends its trackers' records too
+            tracker.close()
 
 
 def _checkpoint_to_resume(folder: RunFolder, world: World) -> dict:
@@ -188,7 +194,8 @@ def _finish(learner: Learner, folder: RunFolder, state: str, note: str) -> str:
     if not learner.world.is_main:
         return state
     evaluation = save_predictions(folder, learner)
-    learner.call("on_fit_end", {"accuracy": evaluation.accuracy})
+    folder.update_status(model_checkpoint=(restore or folder.last_checkpoint).name)  # what on_fit_end exports
+    learner.call("on_fit_end", {"accuracy": evaluation.accuracy, "state": state})
     message = f"{note}Validation accuracy {evaluation.accuracy:.1%} after {learner.epoch} epochs."
     if state == "stopped":
         message = f"Stopped at epoch {learner.epoch + 1}, step {learner.step}. " + message
@@ -199,13 +206,19 @@ def _finish(learner: Learner, folder: RunFolder, state: str, note: str) -> str:
 
 
 def save_predictions(folder: RunFolder, learner: Learner) -> Evaluation:
-    """Validation targets, probabilities, losses and item ids: the input of every interpretation view."""
+    """Validation targets, calibrated and raw probabilities, losses, unknown scores and item ids (the input of
+    every interpretation view), and the run's trust.npz (core.trust: temperature, "none of these" threshold)."""
     split = learner.split
-    evaluation = evaluate(learner.classifier.model, split.valid_images, split.valid_labels,
-                          batch_size=learner.config.bs, device=learner.device)
-    write_atomic(folder.predictions_path, lambda f: np.savez(f, targets=split.valid_labels.numpy(),
-                                                             probs=evaluation.probs, losses=evaluation.losses,
-                                                             item_ids=split.valid_ids))
+    model = learner.classifier.model
+    evaluation = evaluate(model, split.valid_images, split.valid_labels, batch_size=learner.config.bs,
+                          device=learner.device)
+    chunk = inference_batch_size(split.valid_images.shape[-1], learner.config.bs, learner.device)
+    trust, logits, scores = fit_trust(model, split.train_images, split.valid_images, split.valid_labels,
+                                      seed=learner.config.seed, batch_size=chunk, device=learner.device)
+    trust.save(folder.trust_path)
+    write_atomic(folder.predictions_path, lambda f: np.savez(
+        f, targets=split.valid_labels.numpy(), probs=calibrated(logits, trust.temperature), raw_probs=evaluation.probs,
+        losses=evaluation.losses, unknown_scores=scores, item_ids=split.valid_ids))
     return evaluation
 
 

@@ -8,7 +8,8 @@ runs/<run_id>/
                   the dashboard when it queues a run)
   metrics.jsonl   append-only rows: {"kind": "step", ...} per batch, {"kind": "epoch", ...} per epoch
   checkpoints/    last.pt (where to resume) and best.pt (the best epoch so far)
-  predictions.npz validation targets, probabilities, losses, item ids
+  predictions.npz validation targets, calibrated and raw probabilities, losses, unknown scores, item ids
+  trust.npz       the calibration (temperature) and the "none of these" bank and threshold (core.trust)
   lr_find.json    a learning-rate sweep's curve and suggestions
   log.txt         the process's own output
   export/         exported model files
@@ -58,6 +59,10 @@ class RunFolder:
     @property
     def predictions_path(self) -> Path:
         return self.path / "predictions.npz"
+
+    @property
+    def trust_path(self) -> Path:
+        return self.path / "trust.npz"
 
     @property
     def export_folder(self) -> Path:
