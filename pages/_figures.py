@@ -158,3 +158,20 @@ def pixel_figure(values: np.ndarray, title: str, colorscale: str = "gray", value
     figure.update_xaxes(visible=False).update_yaxes(visible=False)
     figure.update_layout(height=360, margin=dict(l=0, r=0, t=40, b=0), coloraxis_showscale=False)
     return figure
+
+
+def reliability_figure(tables: dict[str, dict[str, np.ndarray]]) -> go.Figure:
+    """A reliability diagram: per confidence bin, the accuracy against the mean confidence, for each named set of
+    probabilities (core.trust.reliability); a calibrated model lies on the diagonal."""
+    figure = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                                  line=dict(color="#999", dash="dot")))
+    for name, table in tables.items():
+        filled = table["count"] > 0
+        figure.add_scatter(x=table["confidence"][filled], y=table["accuracy"][filled], name=name, mode="lines+markers",
+                           marker=dict(size=np.clip(np.sqrt(table["count"][filled]) * 2, 6, 24)),
+                           customdata=table["count"][filled],
+                           hovertemplate="confidence %{x:.2f} · accuracy %{y:.2f} · %{customdata} images")
+    figure.update_layout(xaxis_title="confidence (the probability the model gave its answer)",
+                         yaxis_title="accuracy (share right)", xaxis_range=[0, 1.02], yaxis_range=[0, 1.02],
+                         height=340, margin=dict(l=0, r=0, t=10, b=0), legend=dict(orientation="h", y=-0.25))
+    return figure

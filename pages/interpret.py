@@ -12,6 +12,7 @@ from pages._common import (cached_attribution, model_key, pick_finished_run, rou
 from pages._figures import confusion_figure, image_grid, overlay_grid, to_hwc
 from pages._report import run_report_html
 from pages._review import edit_notice, retrain_button, review_grid
+from pages._trust import trust_section
 from pages._text import md
 
 route_through_app()
@@ -135,6 +136,8 @@ titles = [f"{class_names[predictions.targets[p]]}→{class_names[predictions.pre
 st.plotly_chart(overlay_grid(images_at(worst), heats, titles, columns=6, opacity=opacity), key="top_losses")
 st.caption("Titles read actual→predicted · loss · probability of the prediction.")
 fix_labels(worst, "top_losses", "top losses")
+
+trust_section(run_dir, predictions, images, len(class_names))
 
 st.subheader("Per-class metrics")
 st.caption("Precision: of the images called this class, the share that were. Recall: of this class's images, the "

@@ -1,0 +1,75 @@
+"""The Interpret page's trust section: calibration before and after, "none of these", and test-time augmentation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core.errors import BrokenRun
+from core.interpret import Predictions
+from core.runfolder import RunFolder
+from core.trust import Trust, expected_calibration_error, reliability, tta_probs
+from pages._common import model_key
+from pages._figures import reliability_figure
+from pages._text import md
+
+
+@st.cache_resource(show_spinner="Loading the calibrated model…", max_entries=2)
+def _trusted(run_dir: str, _stamp: str):
+    from core.trust import load_trusted_model
+
+    return load_trusted_model(Path(run_dir))[0]
+
+
+@st.cache_data(show_spinner="Predicting every validation image five times…", max_entries=8)
+def _tta_accuracy(run_dir: str, stamp: str, _images, targets: np.ndarray) -> float:
+    from core.augment import Augment
+
+    trusted = _trusted(run_dir, stamp)
+    config = RunFolder(Path(run_dir)).config()
+    return float((tta_probs(trusted, _images, Augment.from_config(config)).argmax(1) == targets).mean())
+
+
+def trust_section(run_dir: Path, predictions: Predictions, images, n_classes: int) -> None:
+    """How far its probabilities can be taken at their word, and how "none of these" is decided."""
+    st.subheader("Can you trust its probabilities?")
+    folder = RunFolder(run_dir)
+    if predictions.raw_probs is None or not folder.trust_path.exists():
+        st.caption("This run finished before runs were calibrated; train it again to see its calibration, and to "
+                   "let it say \"none of these\".")
+        return
+    try:
+        trust = Trust.load(folder.trust_path)
+    except BrokenRun as error:
+        st.error(md(error))
+        return
+    before = expected_calibration_error(predictions.raw_probs, predictions.targets)
+    after = expected_calibration_error(predictions.probs, predictions.targets)
+    left, middle, right = st.columns(3)
+    left.metric("Calibration error before", f"{before:.1%}", help="Expected calibration error (ECE, 15 bins): how far, "
+                "on average, the probability the model gives its answer is from how often such answers are right.")
+    middle.metric("after calibration", f"{after:.1%}", f"{(after - before) * 100:+.1f} points", delta_color="inverse")
+    right.metric("Temperature", f"{trust.temperature:.2f}", help="Every probability is softmax(logits / T), with T "
+                 "fitted on the validation set (temperature scaling). Above 1 the raw model was overconfident; it "
+                 "never changes which class wins.")
+    st.plotly_chart(reliability_figure({"before": reliability(predictions.raw_probs, predictions.targets),
+                                        "after calibration": reliability(predictions.probs, predictions.targets)}),
+                    key="reliability")
+    st.caption("Each point is the images the model answered with about that confidence: on the dotted diagonal, "
+               "an answer given with 80% is right 80% of the time. Every probability the app shows is the calibrated "
+               "one.")
+    if predictions.unknown_scores is not None:
+        flagged = float((predictions.unknown_scores > trust.threshold).mean())
+        st.markdown(f"**None of these.** An image further from every training image than this run's threshold "
+                    f"({trust.threshold:.3f}, the distance to its {trust.k}th-nearest training image) is called *not "
+                    f"one of the {n_classes} classes* on the Predict page, in the demo and by the exports; "
+                    f"{flagged:.1%} of the validation images are (by design, few). Photos of other things are "
+                    "flagged nearly always (bench/ood).")
+    st.markdown("**Test-time augmentation** (fastai's `tta`) predicts each image and four augmented copies and "
+                "mixes them; it is an option on the Predict page and in `python -m core.predict --tta`.")
+    if st.button("Measure what it gains on the validation set", icon=":material/speed:"):
+        stamp = model_key(run_dir) + f"@{folder.trust_path.stat().st_mtime}"
+        with_tta = _tta_accuracy(str(run_dir), stamp, images[predictions.item_ids], predictions.targets)
+        st.metric("Validation accuracy with TTA", f"{with_tta:.1%}",
+                  f"{(with_tta - predictions.accuracy) * 100:+.1f} points against {predictions.accuracy:.1%} without")

@@ -1,0 +1,115 @@
+"""Calibration, "none of these" and test-time augmentation (core.trust), and `python -m core.predict`."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.augment import Augment
+from core.batches import normalize
+from core.checkpoint import load_model
+from core.interpret import load_predictions
+from core.predict import Predictor, main as predict_main
+from core.runfolder import RunFolder
+from core.trust import (FLAG_RATE, Trust, TrustedModel, calibrated, expected_calibration_error, fit_temperature,
+                        knn_scores, reliability, tta_probs)
+
+
+def test_temperature_scaling_recovers_how_overconfident_the_logits_were():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, size=(20000, 5))
+    probs = calibrated(true_logits, 1.0)
+    targets = np.array([rng.choice(5, p=p / p.sum()) for p in probs])
+    assert fit_temperature(3 * true_logits, targets) == pytest.approx(3.0, rel=0.05)  # 3x too sure: T = 3
+    assert fit_temperature(true_logits, targets) == pytest.approx(1.0, rel=0.05)
+    assert (calibrated(3 * true_logits, 3.0).argmax(1) == true_logits.argmax(1)).all()  # never changes the winner
+
+
+def test_calibration_error_and_reliability_bins_by_hand():
+    sure_and_right = np.tile([[0.9, 0.1]], (10, 1))
+    targets = np.array([0] * 9 + [1])
+    assert expected_calibration_error(sure_and_right, targets) == pytest.approx(0.0, abs=1e-9)  # 90% sure, 90% right
+    certain = np.tile([[1.0, 0.0]], (4, 1))
+    assert expected_calibration_error(certain, np.array([0, 0, 1, 1])) == pytest.approx(0.5)
+    table = reliability(np.array([[0.55, 0.45], [0.95, 0.05], [0.92, 0.08]]), np.array([0, 0, 1]), bins=10)
+    assert table["count"].tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 2]
+    assert table["accuracy"][9] == pytest.approx(0.5) and table["confidence"][9] == pytest.approx(0.935)
+
+
+def test_the_unknown_score_is_the_cosine_distance_to_the_kth_nearest_training_image():
+    bank = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=1)
+    query = torch.tensor([[1.0, 0.0]])
+    assert knn_scores(query, bank, 1).item() == pytest.approx(0.0)
+    assert knn_scores(query, bank, 2).item() == pytest.approx(1 - 2 ** -0.5)
+    assert knn_scores(query, bank, 3).item() == pytest.approx(1.0)
+
+
+def test_a_trained_run_is_calibrated_and_its_trusted_model_matches_the_plain_one(trained_run):
+    trust = Trust.load(RunFolder(trained_run).trust_path)
+    predictions = load_predictions(trained_run)
+    assert predictions.raw_probs.shape == predictions.probs.shape and trust.temperature > 0
+    assert (predictions.raw_probs.argmax(1) == predictions.probs.argmax(1)).all()
+    assert expected_calibration_error(predictions.probs, predictions.targets) <= \
+        expected_calibration_error(predictions.raw_probs, predictions.targets) + 1e-6  # fitted to lower the NLL
+    flagged = (predictions.unknown_scores > trust.threshold).mean()
+    assert flagged <= FLAG_RATE + 1e-9  # the threshold is the validation scores' (1 - FLAG_RATE) quantile
+    model, _, _ = load_model(trained_run)
+    trusted = TrustedModel(model, trust)
+    pixels = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        probs, scores = trusted(pixels)
+        expected = (model(normalize(pixels)) / trust.temperature).softmax(1)
+    assert torch.allclose(probs, expected, atol=1e-5) and scores.shape == (4,) and (scores >= -1e-6).all()
+
+
+def test_tta_mixes_augmented_copies_with_the_plain_prediction_as_fastai_does(trained_run):
+    model, _, _ = load_model(trained_run)
+    trusted = TrustedModel(model, Trust.load(RunFolder(trained_run).trust_path))
+    pixels = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        plain = trusted(pixels)[0].numpy()
+    assert np.allclose(tta_probs(trusted, pixels, Augment(zoom=1.2), beta=1.0), plain, atol=1e-6)
+    mixed = tta_probs(trusted, pixels, Augment(zoom=1.2))
+    assert np.allclose(mixed.sum(1), 1, atol=1e-5) and not np.allclose(mixed, plain, atol=1e-4)
+    again = tta_probs(trusted, pixels, Augment(zoom=1.2))
+    assert np.array_equal(mixed, again)  # seeded: the same answer twice
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_predict_prints_one_json_object_per_image_and_a_sentence_for_a_bad_file(trained_run, tmp_path, capsys):
+    from core.builtin import load_builtin
+
+    digits = load_builtin("digits", 32)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"digit{i}.png").write_bytes(png(digits.images[i].permute(1, 2, 0).numpy()))
+    (folder / "notes.txt").write_text("not an image")  # not an image suffix: not listed
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    assert predict_main([str(trained_run), str(folder), str(tmp_path / "broken.png"), "--json", "--top", "3"]) == 2
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["file"].split("/")[-1] for row in rows] == ["digit0.png", "digit1.png", "digit2.png", "broken.png"]
+    for row in rows[:3]:
+        assert set(row) == {"file", "top", "unknown"} and len(row["top"]) == 3 and isinstance(row["unknown"], bool)
+        assert row["top"][0][1] >= row["top"][1][1] >= row["top"][2][1]
+    assert rows[3]["error"].endswith(".") and "top" not in rows[3]
+    predictor = Predictor.from_run(trained_run)
+    assert predictor.data(png(digits.images[0].permute(1, 2, 0).numpy()), top=3).to_dict(rows[0]["file"]) == rows[0]
+
+
+def test_a_run_from_before_calibration_is_refused_in_a_sentence(trained_run, tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old)
+    RunFolder(old).trust_path.unlink()
+    assert predict_main([str(old), str(tmp_path)]) == 2
+    assert "has no calibration" in capsys.readouterr().err
