@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core import runs
-from core.config import PRESETS, TrainConfig
+from core.config import BALANCE_METHODS, PRESETS, TrainConfig
 from core.formats import format_seconds
 from core.models import ARCHS
 from core.runfolder import MetricsTail, RunFolder
@@ -18,6 +18,10 @@ route_through_app()
 BATCH_SIZES = [8, 16, 32, 64, 128, 256]
 LEARNING_RATES = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2]
 WEIGHT_DECAYS = [0.0, 1e-4, 1e-3, 1e-2, 0.05, 0.1]
+BALANCE_LABELS = {"none": "Train as they are", "weights": "Weigh the loss by class (small classes count more)",
+                  "sampler": "Draw every class equally often"}
+TRACKING_CHOICES = {"": "Nowhere else", "mlflow": "MLflow", "tensorboard": "TensorBoard",
+                    "mlflow,tensorboard": "MLflow and TensorBoard"}
 PRESET_LABELS = {"": "Your own settings", "lesson1": "fastai lesson 1: Oxford pets, ResNet-34, 224 px, 4 + 2 epochs"}
 DATA_PAGE_SETTINGS = ("data", "label_regex", "resize", "flip", "rotate", "zoom", "lighting")
 
@@ -102,6 +106,13 @@ def settings_form() -> tuple[bool, bool]:
                                     "in a row.")
             right.toggle("Keep the best epoch's weights", key="keep_best",
                          help="At the end, go back to the epoch with the best validation accuracy.")
+            left.selectbox("Imbalanced classes", BALANCE_METHODS, key="balance",
+                           format_func=lambda m: BALANCE_LABELS[m], help=help_for("balance") + ". The Data page "
+                           "suggests it when the largest class has more than three times the smallest's images.")
+            left.selectbox("Also log the run to", TRACKING_CHOICES, key="track",
+                           format_func=lambda t: TRACKING_CHOICES[t], help="MLflow's local tracking folder (mlruns/ "
+                           "beside the runs, with the exported model) and TensorBoard's event files (in the run's "
+                           "folder): see the README for the commands that open them.")
             right.toggle("Let BatchNorm statistics follow this data", key="adapt_bn",
                          help="fastai's behaviour. Off (the default) keeps the pretrained body's ImageNet statistics, "
                               "which lets the frozen epochs train on features computed once; on, the frozen epochs "
