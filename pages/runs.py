@@ -4,7 +4,8 @@ import time
 import streamlit as st
 
 from core import runs
-from core.export import export_zip
+from core.errors import BrokenRun, DataError
+from core.export import ExportError, describe, export_run, read_verification, zip_export
 from core.formats import format_seconds
 from core.runfolder import RunFolder
 from pages._common import route_through_app, select_run
@@ -32,6 +33,28 @@ def show_data_differences(first: runs.RunSummary, second: runs.RunSummary) -> No
         [{"image": name, "change": "added"} for name in changes["added"]]
     if rows:
         st.dataframe(rows[:500], hide_index=True, width="stretch", key="data_differences")
+
+
+def show_export(run: runs.RunSummary) -> None:
+    """Export and verify on a click (seconds on a GPU, up to a few minutes on a CPU), then the zip to download with
+    what the verification found; a run exported before shows its verification and zip at once."""
+    if st.button("Export and verify", key=f"export:{run.run_id}", icon=":material/verified:",
+                 help="Writes TorchScript and ONNX files that take plain RGB pixels, runs both over every validation "
+                 "image and checks they predict exactly like the app."):
+        with st.spinner("Exporting, then checking both files on every validation image…"):
+            try:
+                export_run(run.path)
+            except (ExportError, BrokenRun, DataError, FileNotFoundError) as error:
+                st.error(md(error))
+    verification = read_verification(run.path)
+    if verification:
+        st.caption(md(describe(verification)))
+        st.download_button("Download the export (TorchScript, ONNX, weights, classes)",
+                           lambda run_dir=run.path: zip_export(run_dir), file_name=f"{run.run_id}-export.zip",
+                           mime="application/zip", on_click="ignore", icon=":material/download:",
+                           key=f"download:{run.run_id}", help="A zip with model.onnx, model.torchscript.pt, "
+                           "weights.safetensors, classes.json, preprocessing.json and verification.json; the README "
+                           "shows how to use it.")
 
 
 st.title("Runs")
@@ -88,11 +111,7 @@ for run in picked:
                    f"{'—' if run.best_accuracy is None else f'{run.best_accuracy:.1%}'}")
         st.code(run.command or "(no command recorded)", language="bash")
     if run.has_predictions and not run.broken:
-        st.download_button("Export the model (TorchScript, ONNX, weights, classes)",
-                           lambda run_dir=run.path: export_zip(run_dir), file_name=f"{run.run_id}-export.zip",
-                           mime="application/zip", on_click="ignore", icon=":material/download:",
-                           key=f"export:{run.run_id}", help="A zip with model.torchscript.pt, model.onnx, "
-                           "weights.safetensors, classes.json and preprocessing.json; the README shows how to use it.")
+        show_export(run)
     active = RunFolder(run.path).is_active()
     with st.popover("Delete this run", icon=":material/delete:", disabled=active, key=f"popover:{run.run_id}",
                     help="Stop it first" if active else "Removes the run's folder: curves, checkpoints, predictions."):

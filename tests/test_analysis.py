@@ -1,6 +1,4 @@
 """Interpretation and layer views: exact answers on hand-made inputs, sensible ones on a trained run."""
-import io
-
 import numpy as np
 import pytest
 import torch
@@ -243,33 +241,3 @@ def test_feature_layers_list_convolutions_and_blocks_in_forward_order():
     assert names.index("0.5.0") == names.index("0.5.0.downsample.0") + 1
     assert "0.7.1" in names and len(names) == 20 + 8  # 20 convolutions (3 downsample) and 8 residual blocks
 
-
-def test_every_export_predicts_like_the_checkpoint(trained_run):
-    import json as json_module
-
-    import onnxruntime
-    from safetensors.torch import load_file
-
-    from core.data import load_source
-    from core.export import EXPORT_FILES, export_run, export_zip
-
-    folder = export_run(trained_run)
-    model, class_names, config = load_model(trained_run)
-    images = load_source(config.data, config.size).images[:16]  # real digits, (16, 3, 32, 32) uint8
-    x = normalize(images)
-    with torch.no_grad():
-        expected = model(x)
-    scripted = torch.jit.load(str(folder / "model.torchscript.pt"))
-    assert torch.allclose(scripted(x), expected, atol=1e-5)
-    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    onnx_logits = session.run(None, {"image": x.numpy()})[0]
-    assert np.allclose(onnx_logits, expected.numpy(), atol=1e-4)
-    assert (onnx_logits.argmax(1) == expected.numpy().argmax(1)).all()
-    weights = load_file(str(folder / "weights.safetensors"))
-    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
-    assert json_module.loads((folder / "classes.json").read_text()) == class_names
-    preprocessing = json_module.loads((folder / "preprocessing.json").read_text())
-    assert preprocessing["size"] == 32 and preprocessing["mean"] == [0.485, 0.456, 0.406]
-    import zipfile as zipfile_module
-    with zipfile_module.ZipFile(io.BytesIO(export_zip(trained_run))) as archive:
-        assert sorted(archive.namelist()) == sorted(f"tiny/{name}" for name in EXPORT_FILES)
