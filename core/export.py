@@ -60,7 +60,8 @@ class ExportedModel(nn.Module):
     """A TrustedModel behind the exported interface.
 
     In: pixels (B, S, S, 3) uint8, RGB 0..255 at the run's size: what `numpy.asarray(image)[None]` gives for a
-    PIL image prepared as preprocessing.json says.
+    PIL image prepared as preprocessing.json says. The TorchScript file also takes float pixels in 0..255 (as
+    TrustedModel does: test-time augmentation's copies); the ONNX graph's input is uint8 only.
     Out: (probabilities (B, C) float32 calibrated, unknown_score (B,) float32, unknown (B,) bool).
     """
 
@@ -93,6 +94,8 @@ def preprocessing(config, threshold: float, temperature: float, n_classes: int) 
         "inside_the_model": "pixels / 255, then (x - mean) / std per channel with ImageNet's mean and std; "
                             "softmax(logits / temperature); the unknown score and verdict",
         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+        # The run's training augmentation: what test-time augmentation (fastai's tta, core.trust) draws copies with.
+        "augment": {"flip": config.flip, "rotate": config.rotate, "zoom": config.zoom, "lighting": config.lighting},
         # The app's decoding (core.images.open_rgb) step by step; run in order with `path`, `size` and numpy as np.
         "steps": [
             "from PIL import Image, ImageOps",

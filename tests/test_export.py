@@ -75,6 +75,10 @@ def test_onnx_and_torchscript_give_the_apps_probabilities_and_unknown_scores_for
             assert np.allclose(s, scores[:len(batch)].numpy(), atol=1e-4), name
             assert (unknown == (s > trusted.threshold)).all(), name
     assert np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    with torch.no_grad():  # TorchScript takes float pixels too (test-time augmentation's copies), as TrustedModel does
+        scripted = torch.jit.load(str(RunFolder(run_dir).export_folder / "model.torchscript.pt"))
+        assert torch.allclose(scripted(torch.from_numpy(pixels).float() * 0.5)[0], trusted(images.float() * 0.5)[0],
+                              atol=1e-4)
 
 
 def test_verification_covers_the_whole_validation_set_and_agrees_fully(exported):
@@ -126,6 +130,8 @@ def test_weights_and_preprocessing_json_describe_the_model(exported):
         ("probabilities", "float32", ["batch", 10]), ("unknown_score", "float32", ["batch"]),
         ("unknown", "bool", ["batch"])]
     assert prep["unknown_threshold"] == trusted.threshold and prep["temperature"] == float(trusted.temperature)
+    assert prep["augment"] == {"flip": config.flip, "rotate": config.rotate, "zoom": config.zoom,
+                               "lighting": config.lighting}
 
 
 def test_the_readme_recipe_with_preprocessing_json_alone_agrees_with_core_predict(exported, tmp_path, capsys):
