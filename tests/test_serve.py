@@ -197,6 +197,29 @@ def test_allowed_hosts_are_this_machines_names_the_address_listened_on_and_those
         allowed_hosts("127.0.0.1", ["studio.*"])
 
 
+@pytest.fixture(scope="module")
+def export_zip(trained_run, tmp_path_factory) -> Path:
+    """The run's export zip, as the Runs page's button and python -m core.export make it (verified)."""
+    from core.export import export_run, zip_export
+
+    export_run(trained_run)
+    path = tmp_path_factory.mktemp("export") / "tiny.zip"
+    path.write_bytes(zip_export(trained_run))
+    return path
+
+
+def test_an_export_zip_alone_answers_as_its_run_does(server, export_zip, digit_pngs, tmp_path):
+    with serving(export_zip, tmp_path / "log.txt") as zip_server:
+        assert ask(f"{zip_server}/health") == ask(f"{server}/health")
+        for path in digit_pngs:
+            body, content_type = form(path.read_bytes(), path.name)
+            for query in ("", "?top=3&tta=true"):
+                status, from_zip = ask(f"{zip_server}/predict{query}", body, content_type)
+                assert status == 200 and from_zip["file"] == path.name
+                assert_same_answer(from_zip, ask(f"{server}/predict{query}", body, content_type)[1])
+        assert ask(f"{zip_server}/predict", b"not a picture") == (422, {"error": NOT_AN_IMAGE})
+
+
 def old_export(path: Path) -> Path:
     """A zip as exports were before they carried calibration: a TorchScript model of normalised floats
     (B, 3, S, S) -> logits (B, C)."""
