@@ -229,7 +229,7 @@ def health_report(source: str, label_regex: str = ""):
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def _model(run_dir: str, _stamp: str):
+def _model(run_dir: str, stamp: str):  # the stamp is part of the key: a retrained run reloads
     from core.checkpoint import load_model
 
     return load_model(Path(run_dir))
@@ -253,7 +253,7 @@ def model_key(run_dir: Path) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _predictions(run_dir: str, _stamp: float) -> Predictions:
+def _predictions(run_dir: str, stamp: float) -> Predictions:  # stamp: in the key
     from core.interpret import load_predictions
 
     return load_predictions(Path(run_dir))

@@ -16,7 +16,7 @@ from pages._text import md
 
 
 @st.cache_resource(show_spinner="Loading the calibrated model…", max_entries=2)
-def _trusted(run_dir: str, _stamp: str):
+def _trusted(run_dir: str, stamp: str):  # stamp: in the key, so a retrained run reloads
     from core.trust import load_trusted_model
 
     return load_trusted_model(Path(run_dir))[0]
