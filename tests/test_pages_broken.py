@@ -108,3 +108,23 @@ def test_whatever_happens_to_a_run_folders_files_every_page_still_renders(traine
     finally:
         os.environ.pop("STUDIO_RUNS_DIR") if previous is None else os.environ.update(STUDIO_RUNS_DIR=previous)
         shutil.rmtree(runs_dir)
+
+
+def test_a_run_whose_predictions_and_model_change_is_shown_afresh(trained_run, tmp_path, monkeypatch):
+    import numpy as np
+
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    run = copy_run(trained_run, runs_dir, "changing")
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(runs_dir))
+    app = render("pages/interpret.py", "changing")
+    before = next(m.value for m in app.metric if m.label == "Validation accuracy")
+    with np.load(run / "predictions.npz") as npz:
+        arrays = dict(npz)
+    arrays["targets"] = (arrays["probs"].argmax(1) + 1) % arrays["probs"].shape[1]  # every answer now wrong
+    (run / "predictions.npz").unlink()  # hard-linked to nothing here, but replace rather than write into it
+    np.savez(run / "predictions.npz", **arrays)
+    os.utime(run / "predictions.npz", (1e9, 2e9))  # a new stamp, whatever the clock's resolution
+    app.run()
+    after = next(m.value for m in app.metric if m.label == "Validation accuracy")
+    assert before != "0.0%" and after == "0.0%"
