@@ -35,20 +35,35 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
     return (images * std + mean).clamp(0, 1)
 
 
+def balanced_order(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """An epoch's order in which every class comes up equally often: len(labels) indices (N,) drawn with
+    replacement, item i with weight 1 / (the number of items of its class), exactly as
+    torch.utils.data.WeightedRandomSampler draws them (torch.multinomial on float64 weights, which takes at
+    most 2**24 items)."""
+    labels = labels.cpu()
+    weights = 1.0 / torch.bincount(labels)[labels].double()
+    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+
+
 def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, shuffle: bool,
                     generator: torch.Generator | None = None, drop_last: bool = False,
-                    device: torch.device | str = "cpu",
-                    augment: Callable | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    device: torch.device | str = "cpu", augment: Callable | None = None,
+                    balanced: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (normalized float images (B, 3, S, S), labels (B,)) from in-memory uint8 tensors.
 
     `augment`, when given, maps float (B, 3, S, S) in 0..255 to the same, drawing from `generator`.
+    `balanced` draws the order from `generator` with `balanced_order` (as many items as there are, small
+    classes repeated) in place of a permutation.
 
     Indexing one tensor is far cheaper than a DataLoader with per-item collation for data that is already
     decoded. On CUDA, images already in GPU memory (core.data's Split.placed) are gathered there; images in
     host memory are gathered straight into pinned memory by a thread one batch ahead, so the copy to the GPU
     runs without waiting and the gathering overlaps the GPU's work on the batch before.
     """
-    order = torch.randperm(len(labels), generator=generator) if shuffle else torch.arange(len(labels))
+    if balanced:
+        order = balanced_order(labels, generator)
+    else:
+        order = torch.randperm(len(labels), generator=generator) if shuffle else torch.arange(len(labels))
     device = torch.device(device)
     n_full = len(order) // batch_size * batch_size
     stop = n_full if drop_last and n_full > 0 else len(order)

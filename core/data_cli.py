@@ -73,6 +73,8 @@ def inspect(args: argparse.Namespace) -> int:
         if report.too_small:
             print(f"too few images to split: {', '.join(report.too_small)}")
         print(report.verdict())
+        for suggestion in report.suggestions:
+            print(suggestion)
     return 0 if report.ok else 2
 
 

@@ -17,7 +17,7 @@ from core.images import MAX_PIXELS
 from core.layouts import Item, Scan, open_regular, shown
 
 MAX_FILE_BYTES = ArchiveLimits.max_file_bytes  # one image file: the same cap as one entry of an uploaded zip
-IMBALANCE = 3.0  # a class with a third or less of the largest class's images is flagged
+IMBALANCE = 3.0  # a class with a third or less of the largest class's images is flagged; beyond, balancing suggested
 
 
 @dataclass
@@ -47,6 +47,20 @@ class HealthReport:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def suggestions(self) -> list[str]:
+        """What to change in the training settings for this data, each a sentence; empty when nothing needs to.
+
+        Derived from the class counts, so every report has them, however it was made (folders, zips, built-ins).
+        """
+        counts = [n for n in self.class_counts.values() if n > 0]
+        if len(counts) < 2 or max(counts) <= IMBALANCE * min(counts):
+            return []
+        # The sampler rather than the weighted loss: on digits with classes 5-9 cut to a tenth (bench/imbalance,
+        # 3 seeds) it lifted balanced accuracy from 0.49 to 0.79, the weighted loss to 0.63.
+        return [f"The largest class has {max(counts) / min(counts):.1f}× the images of the smallest: train with "
+                "balance = sampler (every class drawn equally often) so the small classes count."]
+
     def verdict(self) -> str:
         if self.problems:
             return "Cannot train on this data: " + " ".join(self.problems)
@@ -68,7 +82,7 @@ class HealthReport:
                 "sizes": self.sizes, "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
                 "duplicates": self.duplicates, "conflicts": self.conflicts, "too_small": self.too_small,
                 "imbalanced": self.imbalanced, "own_split": self.own_split, "problems": self.problems,
-                "edits": self.edits}
+                "suggestions": self.suggestions, "edits": self.edits}
 
 
 def check_image(path: Path) -> tuple[tuple[int, int], str]:

@@ -2,9 +2,11 @@
 
     fit(learner, epochs, param_groups, schedule=..., phase=...)   # fit_one_cycle is fit with OneCycleLR
 
-Each epoch: batches (augmented when asked) -> forward, loss, backward, step, schedule step -> callbacks'
-`on_batch_end`; then validation -> `on_epoch_end`. Everything else (writing the run folder, stop requests, a
-NaN loss, early stopping, the learning-rate finder) is a callback (core.callbacks), as in Keras and fastai.
+Each epoch: batches (augmented when asked; with balance="sampler" drawn so every class comes up equally often)
+-> forward, loss (class-weighted with balance="weights"), backward, step, schedule step -> callbacks'
+`on_batch_end`; then validation (never weighted) -> `on_epoch_end`. Everything else (writing the run folder,
+stop requests, a NaN loss, early stopping, the learning-rate finder) is a callback (core.callbacks), as in Keras
+and fastai.
 Under torchrun every process runs this same loop on its share of the batches (DistributedDataParallel).
 """
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Learner:
     resume: dict | None = None  # a checkpoint to continue from, consumed by the phase it was saved in
     world: World = field(default_factory=World)  # the processes training together (one, unless torchrun)
     features: Split | None = None  # during a cached frozen phase: the body's features in place of images
+    loss_weights: torch.Tensor | None = None  # (n_classes,) on the device with balance="weights"; set by fit
     announce: Callable[[str], None] = lambda message: None  # tells the person what a long step is doing
 
     def batches_per_epoch(self) -> int:
@@ -115,6 +118,7 @@ def fit(learner: Learner, epochs: int, param_groups: list[dict], *, schedule: Sc
     split, model, augment = learner.split, learner.classifier.model, Augment.from_config(config)
     if learner.features is not None:  # the frozen body already ran once over every image: only the head trains
         split, model, augment = learner.features, learner.classifier.head, Augment()
+    learner.loss_weights = class_weights(split.train_labels).to(device) if config.balance == "weights" else None
     # Under torchrun, wrap per phase: DDP syncs the parameters that are trainable when it is built.
     train_model = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None) if learner.world.active else model
@@ -154,9 +158,10 @@ def train_one_epoch(learner: Learner, model: nn.Module, split: Split, augment: A
     config, world = learner.config, learner.world
     # Seeded per epoch, so a resumed epoch sees its batches in the same order as it would have.
     generator = torch.Generator().manual_seed(config.seed + learner.epoch)
+    # balance="sampler": the order itself is drawn from that generator, so a resumed epoch still matches.
     batches = iterate_batches(split.train_images, split.train_labels, config.bs, shuffle=True, generator=generator,
                               drop_last=len(split.train_labels) >= config.bs, device=learner.device,
-                              augment=augment if augment.active else None)
+                              augment=augment if augment.active else None, balanced=config.balance == "sampler")
     n_batches = learner.batches_per_epoch()
     # Every process draws the same order; process r takes batches r, r + size, ... (equal counts for all).
     mine = ((i // world.size, batch) for i, batch in enumerate(batches)
@@ -186,7 +191,7 @@ def training_step(learner: Learner, model: nn.Module, x: torch.Tensor,
     config, optimizer = learner.config, learner.optimizer
     try:
         with autocast_for(learner.device):
-            loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+            loss = training_loss(model(x), y, learner.loss_weights, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
     except torch.OutOfMemoryError:
@@ -196,6 +201,31 @@ def training_step(learner: Learner, model: nn.Module, x: torch.Tensor,
     lr = optimizer.param_groups[-1]["lr"]
     learner.scheduler.step()
     return loss.detach(), lr
+
+
+def class_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-class loss weights (C,) from training labels (N,): n / (n_classes * count), scikit-learn's
+    class_weight="balanced", so that the weights average 1 over the training items and every class's items
+    weigh as much in total. A class with no training items (possible with a dataset's own split) gets 0."""
+    counts = torch.bincount(labels.cpu()).float()
+    present = (counts > 0).sum()
+    return torch.where(counts > 0, len(labels) / (present * counts.clamp(min=1)), 0.0)
+
+
+def training_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None, *,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of a batch, logits (B, C) and targets (B,); with `class_weights` (C,), each item's loss
+    (its smoothing share included) counts as much as its class's weight.
+
+    The weighted losses are averaged over the batch, not by cross_entropy's `weight=`, which divides by the
+    batch's total weight (a batch heavy with small classes would then count no more than any other) and weights
+    the smoothing share by the other classes' weights: with weights that average 1 over the training items, a
+    batch's mean is an unbiased estimate of the weighted loss over the whole training split.
+    """
+    if class_weights is None:
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    losses = F.cross_entropy(logits, targets, reduction="none", label_smoothing=label_smoothing)
+    return (losses * class_weights[targets]).mean()
 
 
 class LossReports:
@@ -254,6 +284,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
         with autocast_for(device):
             logits = model(in_layout(x, layout))
         logits = logits.float()
+        # Never class-weighted (balance="weights" weights only the training loss): the validation loss is what a
+        # person compares across runs, so it has to mean the same thing in every one.
         losses.append(F.cross_entropy(logits, y, reduction="none").cpu())
         probs.append(logits.softmax(1).cpu())
     prob = torch.cat(probs)

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "startup": "page switch: median",
     "ui_cost": "watched / headless while polling:",
     "label_noise": "precision among the top N (median",
+    "imbalance": "small classes' recall, weights / none:",
 }
 
 
