@@ -1,6 +1,6 @@
 """"None of these": how often images of something else are flagged unknown, and how often the model's own are.
 
-    python -m bench.ood [--seeds 0 1 2] [--size 64]
+    python -m bench.ood [--seeds 0 1 2] [--size 64] [--smoke]
 
 For each seed, the default recipe trains on the digits (`python -m core.train --data builtin:digits --seed S`,
 EfficientNet-Lite0 at 64 px). Its validation images are split in two halves: the threshold is chosen on the
@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--smoke", action="store_true", help="one seed at 32 px: checks that it runs (CI)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.seeds, args.size = [0], 32
     with tempfile.TemporaryDirectory() as runs_dir:
         results = [measure(seed, args.size, Path(runs_dir)) for seed in args.seeds]
     print(f"\n{'method':<24} {'own flagged':>12} {'photos flagged':>15}   (median of seeds {args.seeds})")

@@ -16,6 +16,8 @@ BENCHMARKS = {
     "ui_cost": "watched / headless while polling:",
     "label_noise": "precision among the top N (median",
     "imbalance": "small classes' recall, weights / none:",
+    "ood": "photos flagged, ours / baseline:",
+    "demo_fps": "demo frames per second: median",
 }
 
 
