@@ -101,6 +101,9 @@ figure = px.bar(x=[plot(name) for name in counts], y=list(counts.values()),
 figure.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0), xaxis_type="category", showlegend=bool(
     report.imbalanced))
 st.plotly_chart(figure, key="class_counts")
+for suggestion in report.suggestions:
+    st.info(md(suggestion) + " Set it on the Train page, under More settings → Imbalanced classes.",
+            icon=":material/balance:")
 if report.sizes.get("width"):
     w, h = report.sizes["width"], report.sizes["height"]
     st.caption(f"Image sizes: width {w['min']}–{w['max']} px (median {w['median']}), "

@@ -242,3 +242,20 @@ def test_a_config_without_balance_trains_exactly_as_before():
     assert results[0] == pytest.approx(plain.item(), rel=1e-6) and results[1] != pytest.approx(results[0])
 
 
+
+
+def test_the_data_page_suggests_balancing_a_folder_whose_largest_class_is_over_three_times_the_smallest(
+        runs_env, tmp_path):
+    from tests.conftest import write_image_folder
+    from tests.test_pages import by_label, open_page
+
+    def suggestions_for(folder) -> list[str]:
+        app = open_page("pages/data.py")
+        by_label(app.radio, "Images from").set_value("A folder on this machine").run()
+        by_label(app.text_input, "Folder path").set_value(str(folder)).run()
+        assert not app.exception, [e.value for e in app.exception]
+        return [i.value for i in app.info if "balance" in i.value]
+
+    assert suggestions_for(write_image_folder(tmp_path / "even", {"cat": 6, "dog": 6})) == []
+    [suggestion] = suggestions_for(write_image_folder(tmp_path / "skewed", {"cat": 20, "dog": 6, "eel": 5}))
+    assert "4.0× the images of the smallest" in suggestion and "Imbalanced classes" in suggestion
