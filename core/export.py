@@ -44,7 +44,7 @@ MIN_AGREEMENT = 0.999  # of top classes and unknown verdicts, per file; below it
 AT_THRESHOLD = 1e-4
 BATCH_SIZE = 256  # images per call while verifying
 
-# What core.images._fit does, as a caller writes it with PIL (`size` is preprocessing.json's "size").
+# What core.images.fit_square does, as a caller writes it with PIL (`size` is preprocessing.json's "size").
 RESIZE_STEPS = {
     "squish": "image = image.resize((size, size), Image.Resampling.BILINEAR)",
     "crop": "image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)",

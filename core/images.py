@@ -57,7 +57,7 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def _fit(image, size: int, resize: str):
+def fit_square(image, size: int, resize: str):
     """Make a PIL image square at `size`: squish (stretch), crop (centre square) or pad (black borders)."""
     from PIL import Image, ImageOps
 
@@ -96,7 +96,7 @@ def open_rgb(path, size: int, resize: str = "squish") -> torch.Tensor:
             image = image.convert("RGBA")
             background = Image.new("RGBA", image.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, image)
-        image = _fit(image.convert("RGB"), size, resize)
+        image = fit_square(image.convert("RGB"), size, resize)
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
 

@@ -117,13 +117,13 @@ class LiveClassifier:
         import numpy as np
         import torch
 
-        from core.images import _fit
+        from core.images import fit_square
 
         # One thread: torch's OpenMP setting is per thread, so this leaves the pages' own work alone. Two threads
         # on two busy cores took 460 ms a frame against 19 ms for one (EfficientNet-Lite0 at 64 px, load 7).
         torch.set_num_threads(1)
         picture = frame.to_image()  # RGB, the camera's size
-        square = np.asarray(_fit(picture, self.size, self.resize))  # (S, S, 3)
+        square = np.asarray(fit_square(picture, self.size, self.resize))  # (S, S, 3)
         with torch.inference_mode():
             prediction = self.classify(torch.from_numpy(square.copy()).permute(2, 0, 1)[None], self.top)[0]
         self.latest = prediction

@@ -62,8 +62,8 @@ def trust_section(run_dir: Path, predictions: Predictions, images, n_classes: in
     if predictions.unknown_scores is not None:
         flagged = float((predictions.unknown_scores > trust.threshold).mean())
         st.markdown(f"**None of these.** An image further from every training image than this run's threshold "
-                    f"({trust.threshold:.3f}, the distance to its {trust.k}th-nearest training image) is called *not "
-                    f"one of the {n_classes} classes* on the Predict page, in the demo and by the exports; "
+                    f"({trust.threshold:.3f}, the distance to its {trust.k}th-nearest training image) is called \"not "
+                    f"one of the {n_classes} classes\" on the Predict page, in the demo and by the exports; "
                     f"{flagged:.1%} of the validation images are (by design, few). Photos of other things are "
                     "flagged nearly always (bench/ood).")
     st.markdown("**Test-time augmentation** (fastai's `tta`) predicts each image and four augmented copies and "

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits, load_sample_images
 
 from core.attribution import top_predictions
 from core.checkpoint import load_model
-from core.images import _fit, decode_image, resize_uint8
+from core.images import decode_image, fit_square, resize_uint8
 from core.predict import Predictor
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 from tests.test_broken_runs import copy_run
@@ -126,7 +126,7 @@ def confident_digits(predictor: Predictor, count: int = 2) -> list[tuple[int, st
     unknown, as the demo sees them: the video frame made square at the run's size."""
     found, classes = [], set()
     for index in range(200):
-        square = np.asarray(_fit(Image.fromarray(video_pixels(index)).convert("RGB"), predictor.size,
+        square = np.asarray(fit_square(Image.fromarray(video_pixels(index)).convert("RGB"), predictor.size,
                                  predictor.resize))
         [prediction] = predictor.pixels(torch.from_numpy(square.copy()).permute(2, 0, 1)[None], top=1)
         name, p = prediction.top[0]

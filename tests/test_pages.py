@@ -135,10 +135,12 @@ def test_start_launches_one_run_process_and_a_second_start_is_refused(tmp_path, 
 def test_interpret_shows_matrix_cells_pairs_top_losses_metrics_and_report(runs_env):
     app = open_page("pages/interpret.py")
     assert by_label(app.selectbox, "Run").value == "tiny"
-    assert [h.value for h in app.subheader] == ["Confusion matrix", "Most confused", "Top losses", "Per-class metrics",
+    assert [h.value for h in app.subheader] == ["Confusion matrix", "Most confused", "Top losses",
+                                                "Can you trust its probabilities?", "Per-class metrics",
                                                 "Share this run"]
     metrics = {m.label: m.value for m in app.metric}
-    assert set(metrics) == {"Validation accuracy", "Error rate", "Mistakes"}
+    assert set(metrics) == {"Validation accuracy", "Error rate", "Mistakes", "Calibration error before",
+                            "after calibration", "Temperature"}
     pairs = app.dataframe[0].value
     assert list(pairs.columns) == ["actual", "predicted", "count"] and len(pairs) > 0
     # the cell chooser starts on the most confused pair and shows its images
