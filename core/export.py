@@ -148,6 +148,20 @@ def _in_batches(predict, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, 
     return tuple(np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(3))
 
 
+def _run_exported(folder: Path, pixels: torch.Tensor) -> dict[str, list[np.ndarray]]:
+    """{"onnx": [probabilities, unknown_score, unknown], "torchscript": [...]}: each exported file (onnxruntime,
+    torch.jit) run over pixels (N, S, S, 3) uint8, in batches."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(folder / MODEL_FILES["onnx"]), providers=["CPUExecutionProvider"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+        scripted = torch.jit.load(str(folder / MODEL_FILES["torchscript"]), map_location="cpu")
+    with torch.no_grad():
+        return {"onnx": _in_batches(lambda x: session.run(None, {INPUT_NAME: x.numpy()}), pixels),
+                "torchscript": _in_batches(lambda x: [t.numpy() for t in scripted(x)], pixels)}
+
+
 def verify_export(run_dir: Path) -> dict:
     """Run model.onnx (onnxruntime) and model.torchscript.pt (torch.jit) of the run's export folder over the run's
     validation set, beside the app's own TrustedModel; write verification.json and return it:
@@ -156,8 +170,6 @@ def verify_export(run_dir: Path) -> dict:
          "accuracy": {"app", "onnx", "torchscript"}, "checkpoint"}
     ExportError (a sentence) when a file disagrees with the app on the top class, or on "none of these" away from
     the threshold, for more than 1 - MIN_AGREEMENT of the images."""
-    import onnxruntime
-
     from core.data import Split, load_source
 
     run_dir = Path(run_dir)
@@ -175,14 +187,9 @@ def verify_export(run_dir: Path) -> dict:
         probabilities, scores = trusted(batch)
         return [probabilities.numpy(), scores.numpy(), scores.numpy() > trusted.threshold]
 
-    session = onnxruntime.InferenceSession(str(folder / MODEL_FILES["onnx"]), providers=["CPUExecutionProvider"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
-        scripted = torch.jit.load(str(folder / MODEL_FILES["torchscript"]), map_location="cpu")
     with torch.no_grad():
         expected = _in_batches(app, images)
-        outputs = {"onnx": _in_batches(lambda x: session.run(None, {INPUT_NAME: x.numpy()}), pixels),
-                   "torchscript": _in_batches(lambda x: [t.numpy() for t in scripted(x)], pixels)}
+    outputs = _run_exported(folder, pixels)
     top = expected[0].argmax(1)
     at_threshold = np.abs(expected[1] - trusted.threshold) <= AT_THRESHOLD
     result = {"n": n, **{f"{name}_top1_agreement": float((probabilities.argmax(1) == top).mean())

@@ -6,7 +6,7 @@ runs/<run_id>/
                   the dataset edits it was read with (and data_items.json: every image with its label)
   status.json     state, pid, heartbeat, epoch/step, message; replaced atomically by the training process (and by
                   the dashboard when it queues a run)
-  metrics.jsonl   append-only rows: {"kind": "step", ...} per batch, {"kind": "epoch", ...} per epoch
+  metrics.jsonl   append-only rows: {"kind": "step", ...} per batch, {"kind": "epoch", ...} per epoch (core.metrics)
   checkpoints/    last.pt (where to resume) and best.pt (the best epoch so far)
   predictions.npz validation targets, calibrated and raw probabilities, losses, unknown scores, item ids
   trust.npz       the calibration (temperature) and the "none of these" bank and threshold (core.trust)
@@ -21,12 +21,12 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.atomic import read_json, write_atomic, write_json_atomic
 from core.config import TrainConfig
 from core.errors import BrokenRun
+from core.metrics import NUMBER, MetricsTail, MetricsWriter, fits
 
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
@@ -178,7 +178,7 @@ class RunFolder:
     def raw_status(self) -> dict:
         """status.json with every field of the wrong type left out (a damaged file reads as an empty status)."""
         return {key: value for key, value in read_json(self.path / "status.json").items()
-                if _fits(value, STATUS_FIELDS.get(key, (str, int, float, bool, type(None))))}
+                if fits(value, STATUS_FIELDS.get(key, (str, int, float, bool, type(None))))}
 
     def status(self) -> dict:
         """status.json, with a run whose process is gone (or silent too long) reported as interrupted, and a
@@ -266,31 +266,17 @@ class RunFolder:
         sweep = read_json(self.path / "lr_find.json")
         lrs, losses, suggestions = sweep.get("lrs"), sweep.get("losses"), sweep.get("suggestions")
         sound = isinstance(lrs, list) and isinstance(losses, list) and len(lrs) == len(losses) and \
-            all(_fits(v, NUMBER) for v in lrs + losses) and isinstance(suggestions, dict) and \
-            all(isinstance(k, str) and _fits(v, NUMBER) for k, v in suggestions.items())
+            all(fits(v, NUMBER) for v in lrs + losses) and isinstance(suggestions, dict) and \
+            all(isinstance(k, str) and fits(v, NUMBER) for k, v in suggestions.items())
         return sweep if sound else {}
 
 
-NUMBER = (int, float)
 TASKS = ("train", "lr_find")
 # status.json's fields and their types: a field of another type (a damaged or foreign file) is left out.
 STATUS_FIELDS = {"state": (str,), "message": (str,), "device": (str,), "phase": (str,), "model_checkpoint": (str,),
                  "pid": (int,), "step": (int,), "total_steps": (int,), "epoch": (int,), "total_epochs": (int,),
                  "heartbeat": NUMBER, "started": NUMBER, "finished": (*NUMBER, type(None)), "imgs_per_s": NUMBER,
                  "eta_s": NUMBER, "best_accuracy": (*NUMBER, type(None)), "final_accuracy": NUMBER}
-# metrics.jsonl rows: the fields every reader relies on, by kind; a row without them is skipped.
-ROW_FIELDS = {"step": {"step": (int,), "loss": NUMBER, "lr": NUMBER},
-              "epoch": {"epoch": (int,), "step": (int,), "phase": (str,), "train_loss": NUMBER, "valid_loss": NUMBER,
-                        "accuracy": NUMBER, "error_rate": NUMBER, "seconds": NUMBER}}
-
-
-def _fits(value, kinds: tuple) -> bool:
-    """`value` is one of `kinds` (bool is not a number here), and a finite number if it is one."""
-    if isinstance(value, bool) and bool not in kinds:
-        return False
-    if isinstance(value, float) and not math.isfinite(value):
-        return False  # NaN or infinity: no reader's arithmetic or format survives it
-    return isinstance(value, kinds)
 
 
 def _json_kind(value) -> str:
@@ -314,50 +300,3 @@ def _pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class MetricsWriter:
-    """Appends one JSON object a line to metrics.jsonl, flushed per line so a reader sees it at once."""
-
-    def __init__(self, path: Path):
-        self._file = open(path, "a", encoding="utf-8")
-
-    def write(self, row: dict) -> None:
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-@dataclass
-class MetricsTail:
-    """Reads only the bytes appended to metrics.jsonl since the last call; a half-written last line waits."""
-
-    path: Path
-    offset: int = 0
-    steps: list[dict] = field(default_factory=list)
-    epochs: list[dict] = field(default_factory=list)
-
-    def poll(self) -> int:
-        """Read new complete lines into `steps` and `epochs`; returns how many rows arrived."""
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except OSError:
-            return 0
-        end = chunk.rfind(b"\n") + 1
-        self.offset += end
-        rows = 0
-        for line in chunk[:end].splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            kind = row.get("kind") if isinstance(row, dict) else None
-            if kind not in ROW_FIELDS or not all(_fits(row.get(key), kinds) for key, kinds in ROW_FIELDS[kind].items()):
-                continue  # damaged or foreign: every reader may rely on these fields
-            (self.epochs if row.get("kind") == "epoch" else self.steps).append(row)
-            rows += 1
-        return rows

@@ -185,14 +185,8 @@ class TooLarge(Exception):
     """A request body over the cap."""
 
 
-def create_app(model: Predictor | ZipPredictor, hosts: list[str], max_body: int = MAX_BODY):
-    """The FastAPI application over a loaded model, answering only requests whose Host is one of `hosts`."""
-    # One prediction at a time with all the cores (torch.set_num_threads in main), instead of one per request
-    # thread each with all the cores: the same throughput without oversubscribing. Decoding runs in parallel.
-    model_lock = threading.Lock()
-    app = FastAPI(title="Transfer Learning Studio model", docs_url=None, redoc_url=None)  # the docs page is CDN
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
-
+def _answer_errors_in_sentences(app, max_body: int) -> None:
+    """Every refusal as JSON {"error": a sentence}: not an image, too large, a bad parameter, an HTTP error."""
     @app.exception_handler(DataError)
     async def not_an_image(request, error):
         return JSONResponse({"error": str(error)}, status_code=422)
@@ -210,6 +204,10 @@ def create_app(model: Predictor | ZipPredictor, hosts: list[str], max_body: int 
     @app.exception_handler(HTTPException)
     async def http_error(request, error):
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+
+def _upload_reader(max_body: int):
+    """A FastAPI dependency reading the image of a request (raw body or form field "file"), capped."""
 
     async def upload(request: Request) -> Upload:
         """The image of a request: its raw body, or its form field "file"; never more than max_body is read."""
@@ -236,6 +234,20 @@ def create_app(model: Predictor | ZipPredictor, hosts: list[str], max_body: int 
             if isinstance(field, str):
                 return Upload("upload", field.encode())
             return Upload(field.filename or "upload", await field.read())
+
+    return upload
+
+
+def create_app(model: Predictor | ZipPredictor, hosts: list[str], max_body: int = MAX_BODY):
+    """The FastAPI application over a loaded model, answering only requests whose Host is one of `hosts`."""
+    # One prediction at a time with all the cores (torch.set_num_threads in main), instead of one per request
+    # thread each with all the cores: the same throughput without oversubscribing. Decoding runs in parallel.
+    model_lock = threading.Lock()
+    app = FastAPI(title="Transfer Learning Studio model", docs_url=None, redoc_url=None)  # the docs page is CDN
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+
+    _answer_errors_in_sentences(app, max_body)
+    upload = _upload_reader(max_body)
 
     @app.get("/")
     def usage() -> dict:

@@ -6,7 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.runfolder import MetricsTail
+from core.metrics import MetricsTail
 from pages._text import plot
 
 HEAT_SCALE = "Inferno"

@@ -6,7 +6,8 @@ from core import runs
 from core.config import BALANCE_METHODS, PRESETS, TrainConfig
 from core.formats import format_seconds
 from core.models import ARCHS
-from core.runfolder import MetricsTail, RunFolder
+from core.metrics import MetricsTail
+from core.runfolder import RunFolder
 from core.sources import source_label
 from pages._common import (DEFAULTS, IMAGE_SIZES, current_augment, current_config, current_run_dir,
                            route_through_app, select_run)
@@ -65,6 +66,35 @@ def not_ready() -> str:
     return ""
 
 
+def more_settings() -> None:
+    """The settings most runs leave alone, inside the settings form."""
+    state = st.session_state
+    with st.expander("More settings"):
+        left, right = st.columns(2)
+        left.select_slider("Weight decay", sorted(set(WEIGHT_DECAYS) | {state["wd"]}), key="wd",
+                           format_func=lambda v: f"{v:g}",
+                           help="Pulls weights towards zero a little every step, against over-fitting.")
+        left.slider("Label smoothing", 0.0, 0.3, step=0.05, key="label_smoothing",
+                    help="Teaches the model to be a little less sure: often better on noisy labels. "
+                         "0.1 is a common choice.")
+        right.number_input("Stop early after epochs without improvement (0: never)", 0, 50, key="patience",
+                           help="Ends the run when the validation loss has not improved for this many epochs "
+                                "in a row.")
+        right.toggle("Keep the best epoch's weights", key="keep_best",
+                     help="At the end, go back to the epoch with the best validation accuracy.")
+        left.selectbox("Imbalanced classes", BALANCE_METHODS, key="balance",
+                       format_func=lambda m: BALANCE_LABELS[m], help=help_for("balance") + ". The Data page "
+                       "suggests it when the largest class has more than three times the smallest's images.")
+        left.selectbox("Also log the run to", TRACKING_CHOICES, key="track",
+                       format_func=lambda t: TRACKING_CHOICES[t], help="MLflow's local tracking folder (mlruns/ "
+                       "beside the runs, with the exported model) and TensorBoard's event files (in the run's "
+                       "folder): see the README for the commands that open them.")
+        right.toggle("Let BatchNorm statistics follow this data", key="adapt_bn",
+                     help="fastai's behaviour. Off (the default) keeps the pretrained body's ImageNet statistics, "
+                          "which lets the frozen epochs train on features computed once; on, the frozen epochs "
+                          "run the whole network every time.")
+
+
 def settings_form() -> tuple[bool, bool]:
     """The settings, each widget keyed by its TrainConfig field; returns (start pressed, finder pressed)."""
     state = st.session_state
@@ -93,30 +123,7 @@ def settings_form() -> tuple[bool, bool]:
         right.select_slider("Learning rate", sorted(set(LEARNING_RATES) | {state["lr"]}), key="lr",
                             format_func=lambda v: f"{v:.2g}", help="The peak rate of the one-cycle schedule for "
                             "the new head; earlier layers get less. The finder below suggests one.")
-        with st.expander("More settings"):
-            left, right = st.columns(2)
-            left.select_slider("Weight decay", sorted(set(WEIGHT_DECAYS) | {state["wd"]}), key="wd",
-                               format_func=lambda v: f"{v:g}",
-                               help="Pulls weights towards zero a little every step, against over-fitting.")
-            left.slider("Label smoothing", 0.0, 0.3, step=0.05, key="label_smoothing",
-                        help="Teaches the model to be a little less sure: often better on noisy labels. "
-                             "0.1 is a common choice.")
-            right.number_input("Stop early after epochs without improvement (0: never)", 0, 50, key="patience",
-                               help="Ends the run when the validation loss has not improved for this many epochs "
-                                    "in a row.")
-            right.toggle("Keep the best epoch's weights", key="keep_best",
-                         help="At the end, go back to the epoch with the best validation accuracy.")
-            left.selectbox("Imbalanced classes", BALANCE_METHODS, key="balance",
-                           format_func=lambda m: BALANCE_LABELS[m], help=help_for("balance") + ". The Data page "
-                           "suggests it when the largest class has more than three times the smallest's images.")
-            left.selectbox("Also log the run to", TRACKING_CHOICES, key="track",
-                           format_func=lambda t: TRACKING_CHOICES[t], help="MLflow's local tracking folder (mlruns/ "
-                           "beside the runs, with the exported model) and TensorBoard's event files (in the run's "
-                           "folder): see the README for the commands that open them.")
-            right.toggle("Let BatchNorm statistics follow this data", key="adapt_bn",
-                         help="fastai's behaviour. Off (the default) keeps the pretrained body's ImageNet statistics, "
-                              "which lets the frozen epochs train on features computed once; on, the frozen epochs "
-                              "run the whole network every time.")
+        more_settings()
         start_column, find_column = st.columns([1, 3])
         start = start_column.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
                                                 disabled=bool(waiting))

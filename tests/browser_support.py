@@ -23,6 +23,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_answers(url: str, process: subprocess.Popen, failure: str, timeout: float = 60) -> None:
+    """Return once `url` answers; RuntimeError(failure) if `process` exits or `timeout` seconds pass first."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if time.time() > deadline or process.poll() is not None:
+                raise RuntimeError(failure) from None
+            time.sleep(0.25)
+
+
 @contextlib.contextmanager
 def streamlit_server(runs_dir: Path) -> Iterator[str]:
     """Serve app.py with STUDIO_RUNS_DIR=runs_dir; yields its URL once it answers its health check."""
@@ -33,15 +46,7 @@ def streamlit_server(runs_dir: Path) -> Iterator[str]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://localhost:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or process.poll() is not None:
-                    raise RuntimeError("streamlit did not start") from None
-                time.sleep(0.3)
+        wait_until_answers(f"{url}/_stcore/health", process, "streamlit did not start")
         yield url
     finally:
         process.terminate()

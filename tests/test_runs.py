@@ -6,7 +6,8 @@ import sys
 import time
 
 from core import runs
-from core.runfolder import MetricsTail, RunFolder
+from core.metrics import MetricsTail
+from core.runfolder import RunFolder
 from core.config import TrainConfig
 
 

@@ -7,7 +7,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -19,7 +18,7 @@ import pytest
 
 from core.errors import DataError
 from core.serve import MAX_BODY, allowed_hosts, main
-from tests.browser_support import free_port
+from tests.browser_support import free_port, wait_until_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_AN_IMAGE = "That file is not an image this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF)."
@@ -34,15 +33,10 @@ def serving(source: Path, log: Path, *options: str) -> Iterator[str]:
                                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"core.serve did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
+        try:
+            wait_until_answers(f"{url}/health", process, "core.serve did not start")
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}:\n{log.read_text()}") from None
         yield url
     finally:
         process.terminate()
