@@ -137,8 +137,8 @@ def list_runs(runs_dir: Path | None = None) -> list[RunSummary]:
 
 
 def run_ids(runs_dir: Path | None = None) -> list[str]:
-    """The ids of every run folder, broken ones included, newest first: only config.json is read (cheap enough
-    for every rerun)."""
+    """The ids of every run folder, broken ones included, newest first (config.json and status.json of each: small
+    files, cheap enough for every rerun)."""
     return [run.run_id for run in list_runs(runs_dir)]
 
 

@@ -72,9 +72,9 @@ def init_session() -> None:
     if "run_id" not in state:
         asked = st.query_params.get("run")
         if asked and runs.run_folder(asked) is None:  # `../x`, an absolute path, a link, a run that is gone
-            state["ignored_address"] = asked
+            state["ignored_address"], asked = asked, None
             st.query_params.pop("run", None)
-        state["run_id"] = (asked if asked and "ignored_address" not in state else None) or runs.active_run()
+        state["run_id"] = asked or runs.active_run()
 
 
 def current_config() -> TrainConfig:
