@@ -271,6 +271,14 @@ class Evaluation:
     probs: np.ndarray  # (N, n_classes) softmax probabilities
     losses: np.ndarray  # (N,) cross-entropy of each item
 
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> "Evaluation":
+        """Loss, accuracy, probabilities and per-item losses from (N, C) float logits and (N,) labels."""
+        losses = F.cross_entropy(logits, labels, reduction="none")
+        probs = logits.softmax(1)
+        return cls(losses.mean().item(), (probs.argmax(1) == labels).float().mean().item(), probs.numpy(),
+                   losses.numpy())
+
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int,

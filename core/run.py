@@ -27,7 +27,7 @@ from core.device import describe_device, inference_batch_size, memory_format_for
 from core.distributed import World
 from core.errors import BrokenRun, DataError
 from core.images import LabeledImages
-from core.loop import Evaluation, Learner, OutOfMemory, evaluate, keeps_bn_stats
+from core.loop import Evaluation, Learner, OutOfMemory, keeps_bn_stats
 from core.lr_find import suggest_steep, suggest_valley, sweep
 from core.models import Classifier, WeightsUnavailable, build_classifier
 from core.recipe import fine_tune
@@ -209,12 +209,11 @@ def save_predictions(folder: RunFolder, learner: Learner) -> Evaluation:
     """Validation targets, calibrated and raw probabilities, losses, unknown scores and item ids (the input of
     every interpretation view), and the run's trust.npz (core.trust: temperature, "none of these" threshold)."""
     split = learner.split
-    model = learner.classifier.model
-    evaluation = evaluate(model, split.valid_images, split.valid_labels, batch_size=learner.config.bs,
-                          device=learner.device)
     chunk = inference_batch_size(split.valid_images.shape[-1], learner.config.bs, learner.device)
-    trust, logits, scores = fit_trust(model, split.train_images, split.valid_images, split.valid_labels,
-                                      seed=learner.config.seed, batch_size=chunk, device=learner.device)
+    trust, logits, scores = fit_trust(learner.classifier.model, split.train_images, split.valid_images,
+                                      split.valid_labels, seed=learner.config.seed, batch_size=chunk,
+                                      device=learner.device)
+    evaluation = Evaluation.from_logits(torch.from_numpy(logits), split.valid_labels)  # one pass over validation
     trust.save(folder.trust_path)
     write_atomic(folder.predictions_path, lambda f: np.savez(
         f, targets=split.valid_labels.numpy(), probs=calibrated(logits, trust.temperature), raw_probs=evaluation.probs,

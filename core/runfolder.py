@@ -142,7 +142,7 @@ class RunFolder:
 
     def data_items_stamp(self) -> float:
         """Changes when data_items.json does (0.0 when there is none)."""
-        return _mtime(self.path / "data_items.json")
+        return mtime(self.path / "data_items.json")
 
     def data_items(self) -> dict[str, str]:
         """{image name: label} of every image the run trained or validated on, in the order the run indexed
@@ -250,13 +250,13 @@ class RunFolder:
     def model_stamp(self) -> str:
         """Changes whenever the run's model does: a cache key for loaded models."""
         path = self.model_checkpoint()
-        return f"{self.path}@{path.name if path else ''}@{_mtime(path) if path else 0.0}"
+        return f"{self.path}@{path.name if path else ''}@{mtime(path) if path else 0.0}"
 
     def has_predictions(self) -> bool:
         return self.predictions_path.exists()
 
     def predictions_stamp(self) -> float:
-        return _mtime(self.predictions_path)
+        return mtime(self.predictions_path)
 
     def write_lr_find(self, lrs: list[float], losses: list[float], suggestions: dict[str, float]) -> None:
         write_json_atomic(self.path / "lr_find.json", {"lrs": lrs, "losses": losses, "suggestions": suggestions})
@@ -283,7 +283,8 @@ def _json_kind(value) -> str:
     return {list: "list", str: "string", int: "number", float: "number", bool: "true/false"}.get(type(value), "null")
 
 
-def _mtime(path: Path) -> float:
+def mtime(path: Path) -> float:
+    """A file's modification time, 0.0 when it cannot be read."""
     try:
         return path.stat().st_mtime
     except OSError:

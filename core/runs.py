@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core.config import TrainConfig
 from core.errors import BrokenRun
-from core.runfolder import RunFolder
+from core.runfolder import RunFolder, mtime
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCK_NAME = ".train.lock"
@@ -110,7 +110,7 @@ def summarize(path: Path) -> RunSummary | None:
     try:
         request = folder.request()
     except BrokenRun as error:
-        return RunSummary(folder.run_id, path, "broken", TrainConfig(), _mtime(path), None, False, None, "",
+        return RunSummary(folder.run_id, path, "broken", TrainConfig(), mtime(path), None, False, None, "",
                           "train", problem=str(error))
     status = folder.status()
     started = status.get("started")
@@ -140,13 +140,6 @@ def run_ids(runs_dir: Path | None = None) -> list[str]:
     """The ids of every run folder, broken ones included, newest first (config.json and status.json of each: small
     files, cheap enough for every rerun)."""
     return [run.run_id for run in list_runs(runs_dir)]
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 class DeviceBusy(RuntimeError):
