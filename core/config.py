@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import shlex
 from dataclasses import dataclass, field
 
@@ -29,7 +30,10 @@ class TrainConfig:
     label_regex: str = _setting("", "labels from file names: a regex whose first group is the label")
     resize: str = _setting("squish", "how images become square: squish (stretch), crop (centre) or pad (black "
                                      "borders)", choices=RESIZE_METHODS)
-    arch: str = _setting("efficientnet_lite0", "backbone: efficientnet_lite0, resnet18, resnet34 or resnet50")
+    arch: str = _setting("efficientnet_lite0", "backbone: efficientnet_lite0, resnet18, resnet34, resnet50, or any "
+                                               "model of the timm zoo as timm:NAME (e.g. timm:convnext_nano)")
+    weights: str = _setting("", "a file of the backbone's pretrained weights (safetensors or a weights-only state "
+                                "dict) in place of a download, for machines without a network")
     pretrained: bool = _setting(True, "start from ImageNet weights (--no-pretrained: every layer from random "
                                       "weights, no frozen phase)")
     size: int = _setting(64, "square side in pixels of the images the network sees (small is fast on a CPU)")
@@ -90,10 +94,13 @@ class TrainConfig:
 
     def problems(self) -> dict[str, str]:
         """What is wrong with this config, by field name, each a sentence; empty when it can be trained."""
-        from core.models import ARCHS  # torch loads here, not when the dashboard imports this module
+        from core import zoo  # torch loads here, not when the dashboard imports this module
+        from core.models import ARCHS
 
         checks = {
-            "arch": (self.arch in ARCHS, f"must be one of {', '.join(ARCHS)}"),
+            "arch": (self.arch in ARCHS or zoo.known(self.arch),
+                     f"must be one of {', '.join(ARCHS)}, or timm:NAME for a model of the timm zoo"),
+            "weights": (not self.weights or os.path.isfile(self.weights), "must be a file that exists"),
             "resize": (self.resize in RESIZE_METHODS, f"must be one of {', '.join(RESIZE_METHODS)}"),
             "size": (self.size >= 16, "must be at least 16 pixels"),
             "bs": (self.bs >= 1, "must be at least 1"),

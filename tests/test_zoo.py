@@ -1,0 +1,93 @@
+"""Backbones from the timm zoo (`timm:NAME`): weights from a file where there is no network, every family shaped
+as maps (a ViT's tokens on their grid), layer groups, a real run on the digits, Grad-CAM and the Layers page's
+layer list. timm's weights come from the Hugging Face hub, which these machines cannot reach: the tests save
+random weights to files, as the README says a machine without a network does."""
+import timm
+import torch
+from safetensors.torch import save_file
+
+import pytest
+
+from core import runs, zoo
+from core.attribution import attribute
+from core.checkpoint import load_model
+from core.config import TrainConfig
+from core.data import load_source
+from core.models import WeightsUnavailable, build_classifier, feature_layers
+from core.run import run_training
+from core.runfolder import RunFolder
+
+CNN, VIT = "mobilenetv3_small_050", "vit_tiny_patch16_224"
+
+
+def weights_file(tmp_path, name: str, seed: int = 0) -> str:
+    torch.manual_seed(seed)
+    path = tmp_path / f"{name}.safetensors"
+    save_file(timm.create_model(name, pretrained=False).state_dict(), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("name", [CNN, VIT])
+def test_a_weights_file_is_loaded_into_the_body_and_every_family_gives_maps(tmp_path, name):
+    path = weights_file(tmp_path, name)
+    classifier = build_classifier(f"timm:{name}", 10, pretrained=True, size=32, weights=path)
+    from safetensors.torch import load_file
+
+    saved = load_file(path)
+    body_state = classifier.body.net.state_dict()
+    shared = [key for key in body_state if key in saved and "pos_embed" not in key]
+    assert len(shared) > 20 and all(torch.equal(body_state[key], saved[key]) for key in shared)
+    features = classifier.body.eval()(torch.zeros(2, 3, 32, 32))
+    assert features.dim() == 4 and features.shape[:2] == (2, classifier.head[-1].in_features)
+    assert classifier.model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    early, late, head = classifier.groups
+    assert early and late and head and not {id(p) for p in early} & {id(p) for p in late}
+    assert {id(p) for p in head} == {id(p) for p in classifier.head.parameters()}
+
+
+def test_a_vit_is_built_for_the_image_size_and_its_tokens_lie_on_their_grid(tmp_path):
+    classifier = build_classifier(f"timm:{VIT}", 3, pretrained=True, size=64, weights=weights_file(tmp_path, VIT))
+    assert classifier.body.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 192, 4, 4)  # 64 / 16 patches a side
+    grid = zoo.TokenGrid(n_prefix=1)
+    tokens = torch.arange(2 * 5 * 3, dtype=torch.float).reshape(2, 5, 3)  # a class token and 2x2 patches
+    maps = grid(tokens)
+    assert maps.shape == (2, 3, 2, 2) and maps[0, :, 0, 1].tolist() == tokens[0, 2].tolist()
+    assert ("0.grid", classifier.body.grid) in feature_layers(classifier.model)
+
+
+def test_a_weights_file_of_another_model_or_a_damaged_one_is_a_sentence(tmp_path):
+    with pytest.raises(WeightsUnavailable, match="could not be loaded into"):
+        build_classifier(f"timm:{CNN}", 3, pretrained=True, size=32, weights=weights_file(tmp_path, VIT))
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"not a tensor file")
+    with pytest.raises(WeightsUnavailable, match="damaged.safetensors"):
+        build_classifier(f"timm:{CNN}", 3, pretrained=True, size=32, weights=str(damaged))
+    with pytest.raises(WeightsUnavailable, match="could not be loaded"):  # the built-in backbones read files too
+        build_classifier("resnet18", 3, pretrained=True, size=32, weights=str(damaged))
+
+
+def test_without_a_network_a_timm_backbone_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(zoo, "_hub_reachable", lambda: False)  # these machines cannot reach the hub anyway
+    with pytest.raises(WeightsUnavailable, match="--weights FILE"):
+        build_classifier("timm:resnet18.a1_in1k", 3, pretrained=True, size=32)
+
+
+def test_unknown_timm_names_and_missing_weights_files_are_config_problems(tmp_path):
+    assert "arch" in TrainConfig(arch="timm:no_such_model").problems()
+    assert TrainConfig(arch="timm:convnext_nano.in12k_ft_in1k").problems() == {}
+    assert "weights" in TrainConfig(weights=str(tmp_path / "missing.safetensors")).problems()
+    assert all(zoo.known(key) for key in zoo.TIMM_BACKBONES)
+
+
+def test_a_timm_run_trains_on_the_digits_from_a_weights_file_and_its_model_explains_itself(tmp_path):
+    config = TrainConfig(arch=f"timm:{CNN}", weights=weights_file(tmp_path, CNN), size=32, bs=64, epochs=2,
+                         freeze_epochs=1, lr=1e-2)
+    run_dir = runs.create_run(config, tmp_path / "runs", "timm")
+    assert run_training(run_dir) == "completed", RunFolder(run_dir).status()
+    assert "--weights" in RunFolder(run_dir).command and "timm:" in RunFolder(run_dir).command
+    best = max(row["accuracy"] for row in RunFolder(run_dir).read_metrics().epochs)
+    assert best > 0.3  # chance is 0.1; random weights, two epochs
+    model, class_names, _ = load_model(run_dir)
+    images = load_source("builtin:digits", 32).images[:4]
+    heat = attribute(model, images, [0, 1, 2, 3], "grad_cam")
+    assert heat.shape == (4, 32, 32) and (heat.reshape(4, -1).std(1) > 0).all()
