@@ -200,9 +200,10 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
 
 
 # Blocks whose output is a stack of maps: residual (ResNet, RegNet), inverted-residual (EfficientNet, MobileNet),
-# ConvNeXt blocks, and a transformer's tokens laid on their grid (core.zoo.TokenGrid).
+# ConvNeXt blocks, and a transformer's blocks (timm's "Block"; core.visualize.as_maps lays their tokens on the
+# grid) and its last tokens on their grid (core.zoo.TokenGrid).
 BLOCK_TYPES = {"BasicBlock", "Bottleneck", "MBConvBlock", "InvertedResidual", "DepthwiseSeparableConv",
-               "EdgeResidual", "UniversalInvertedResidual", "ConvNeXtBlock", "TokenGrid"}
+               "EdgeResidual", "UniversalInvertedResidual", "ConvNeXtBlock", "TokenGrid", "Block"}
 
 
 def feature_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -220,6 +221,11 @@ def feature_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def describe_layer(module: nn.Module) -> str:
+    kind = type(module).__name__
+    if kind == "TokenGrid":
+        return "the transformer's patch tokens after its last norm, laid on their grid"
+    if kind == "Block":
+        return "transformer block: its patch tokens on their grid, after its skip connections"
     if not isinstance(module, nn.Conv2d):
         return f"{type(module).__name__}, output after its skip connection"
     groups = f", groups {module.groups}" if module.groups > 1 else ""

@@ -56,10 +56,45 @@ def activations(model: nn.Module, layer_name: str, image: torch.Tensor, top: int
     The k channels with the largest mean activation come first: the ones this image excites most.
     """
     layer = dict(model.named_modules())[layer_name]
-    maps = LayerActivation(model, layer).attribute(normalize(image[None]))[0]  # (C, h, w)
+    maps = as_maps(model, LayerActivation(model, layer).attribute(normalize(image[None])))[0]  # (C, h, w)
     strength = maps.flatten(1).mean(1)
     order = strength.argsort(descending=True)[:top]
     return maps[order].float().numpy(), order.numpy()
+
+
+def as_maps(model: nn.Module, output: torch.Tensor) -> torch.Tensor:
+    """A layer's output as maps (B, C, h, w): a transformer block's tokens (B, N, C) laid on their grid, the
+    model's own way (core.zoo.TokenGrid: class and register tokens dropped)."""
+    if output.dim() != 3:
+        return output
+    grid = next((m for m in model.modules() if type(m).__name__ == "TokenGrid"), None)
+    return grid(output) if grid is not None else output.transpose(1, 2)[..., None]
+
+
+@torch.no_grad()
+def attention_maps(model: nn.Module, image: torch.Tensor) -> np.ndarray | None:
+    """How much the class token attends to each patch in a transformer's last block, per head: (heads, h, w)
+    for one uint8 image (3, S, S); None for a network without attention (every CNN).
+
+    timm's attention runs fused (no weights kept), so the weights are recomputed from the block's input with its
+    own projections: softmax(q k^T * scale), as the block computes them."""
+    blocks = [m for m in model.modules() if hasattr(m, "attn") and hasattr(getattr(m, "attn"), "qkv")]
+    grid = next((m for m in model.modules() if type(m).__name__ == "TokenGrid"), None)
+    if not blocks or grid is None or grid.n_prefix == 0:
+        return None
+    attn, captured = blocks[-1].attn, []
+    handle = attn.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
+    try:
+        model.eval()(normalize(image[None]))
+    finally:
+        handle.remove()
+    tokens = captured[0]  # (1, N, C), after the block's first norm
+    qkv = attn.qkv(tokens).reshape(1, tokens.shape[1], 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])  # (1, heads, N, d)
+    weights = ((q @ k.transpose(-2, -1)) * attn.scale).softmax(-1)[0]  # (heads, N, N)
+    to_patches = weights[:, 0, grid.n_prefix:]  # the class token's attention to every patch
+    side = int(round(to_patches.shape[1] ** 0.5))
+    return to_patches.reshape(len(to_patches), side, side).float().numpy()
 
 
 class _ReachedLayer(Exception):
@@ -73,7 +108,7 @@ def channel_maxima(model: nn.Module, layer_name: str, images: torch.Tensor, batc
     captured: list[torch.Tensor] = []
 
     def hook(_module, _inputs, output):
-        captured.append(output.float().amax(dim=(2, 3)))  # (B, C)
+        captured.append(as_maps(model, output).float().amax(dim=(2, 3)))  # (B, C)
         raise _ReachedLayer
 
     handle = layer.register_forward_hook(hook)

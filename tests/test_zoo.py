@@ -91,3 +91,21 @@ def test_a_timm_run_trains_on_the_digits_from_a_weights_file_and_its_model_expla
     images = load_source("builtin:digits", 32).images[:4]
     heat = attribute(model, images, [0, 1, 2, 3], "grad_cam")
     assert heat.shape == (4, 32, 32) and (heat.reshape(4, -1).std(1) > 0).all()
+
+
+def test_the_layers_page_reads_a_vit_block_as_maps_and_its_attention_per_head(tmp_path):
+    from core.visualize import activations, attention_maps, channel_maxima
+
+    model = build_classifier(f"timm:{VIT}", 3, pretrained=True, size=64, weights=weights_file(tmp_path, VIT)).model
+    model.eval()
+    image = load_source("builtin:digits", 64).images[0]
+    blocks = [name for name, module in feature_layers(model) if type(module).__name__ == "Block"]
+    assert len(blocks) == 12
+    maps, channels = activations(model, blocks[5], image, top=8)
+    assert maps.shape == (8, 4, 4) and len(channels) == 8
+    assert channel_maxima(model, blocks[-1], image[None].repeat(3, 1, 1, 1)).shape == (3, 192)
+    attention = attention_maps(model, image)
+    assert attention.shape == (3, 4, 4)  # vit_tiny has 3 heads; 16 patches
+    assert attention.sum((1, 2)) == pytest.approx([1.0] * 3, abs=0.2)  # most of each head's weight is on patches
+    cnn = build_classifier(f"timm:{CNN}", 3, pretrained=True, size=32, weights=weights_file(tmp_path, CNN)).model
+    assert attention_maps(cnn, load_source("builtin:digits", 32).images[0]) is None
