@@ -15,16 +15,23 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.atomic import read_json, write_json_atomic
 from core.config import TrainConfig
 from core.errors import BrokenRun
 from core.runfolder import RunFolder, mtime
+from core.sources import source_label
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCK_NAME = ".train.lock"
 RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")  # what create_run makes: no separators, no hidden names
+# A run's display name and tags (W&B's), set on the Runs page; a file of its own, so config.json (what was asked)
+# is never rewritten after the run is made.
+NAMING_FILE = "naming.json"
+NAME_MAX, TAG_MAX, TAGS_MAX = 120, 40, 20  # characters, characters, tags: a table cell, not an essay
 
 
 def runs_root() -> Path:
@@ -95,10 +102,22 @@ class RunSummary:
     command: str  # the command line that reproduces it
     task: str  # "train" or "lr_find"
     problem: str | None = None  # why the folder cannot be read (then state is "broken"), else None
+    name: str = ""  # the display name given on the Runs page ("" when none)
+    tags: tuple[str, ...] = ()  # its tags, in the order given
 
     @property
     def broken(self) -> bool:
         return self.problem is not None
+
+    @property
+    def dataset(self) -> str:
+        """The dataset as people name it (an uploaded zip by its name); "" for a broken run."""
+        return "" if self.broken else source_label(self.config.data)
+
+    @property
+    def label(self) -> str:
+        """How charts and headings name the run: "name (run id)" when it has a name, else the run id."""
+        return f"{self.name} ({self.run_id})" if self.name else self.run_id
 
 
 def summarize(path: Path) -> RunSummary | None:
@@ -107,18 +126,61 @@ def summarize(path: Path) -> RunSummary | None:
     folder = RunFolder(path)
     if not folder.is_run():
         return None
+    name, tags = read_naming(path)
     try:
         request = folder.request()
     except BrokenRun as error:
         return RunSummary(folder.run_id, path, "broken", TrainConfig(), mtime(path), None, False, None, "",
-                          "train", problem=str(error))
+                          "train", problem=str(error), name=name, tags=tags)
     status = folder.status()
-    started = status.get("started")
-    seconds = (status.get("finished") or status.get("heartbeat", 0)) - started if started else None
     return RunSummary(folder.run_id, path, status.get("state", "unknown"),
                       TrainConfig.from_dict(request.get("config", {})), float(request.get("created", 0.0)),
                       status.get("best_accuracy"),  # kept there at every epoch's end: no metrics file is read
-                      folder.has_predictions(), seconds, request.get("command", ""), request.get("task", "train"))
+                      folder.has_predictions(), _active_seconds(status), request.get("command", ""),
+                      request.get("task", "train"), name=name, tags=tags)
+
+
+def _active_seconds(status: dict) -> float | None:
+    """Wall seconds the run spent running: status.json's active_s (summed over resumes) when the training process
+    wrote it, else (older runs) from its first start to its finish or last heartbeat, time spent stopped included."""
+    active = status.get("active_s")
+    if isinstance(active, (int, float)) and not isinstance(active, bool) and active >= 0:
+        return float(active)
+    started = status.get("started")
+    return (status.get("finished") or status.get("heartbeat", 0)) - started if started else None
+
+
+def _clean_text(text: object, limit: int) -> str:
+    """One line of at most `limit` characters, Unicode NFC (so a name typed on a Mac and on Linux is one name)."""
+    text = unicodedata.normalize("NFC", " ".join(str(text).split()))
+    return "".join(c for c in text if unicodedata.category(c) != "Cc")[:limit].strip()
+
+
+def _clean_tags(tags: object) -> tuple[str, ...]:
+    """Tags as given, cleaned, duplicates and empty ones dropped; anything that is not a list of text reads as none."""
+    if not isinstance(tags, (list, tuple)):
+        return ()
+    cleaned = (_clean_text(tag, TAG_MAX) for tag in tags if isinstance(tag, str))
+    return tuple(dict.fromkeys(tag for tag in cleaned if tag))[:TAGS_MAX]
+
+
+def read_naming(run_dir: Path) -> tuple[str, tuple[str, ...]]:
+    """(display name, tags) of a run; ("", ()) when none were given or naming.json is damaged (a run with a
+    damaged name file is still a run: it shows its id, and saving a name again replaces the file)."""
+    naming = read_json(Path(run_dir) / NAMING_FILE)
+    name = naming.get("name")
+    return (_clean_text(name, NAME_MAX) if isinstance(name, str) else ""), _clean_tags(naming.get("tags"))
+
+
+def write_naming(run_dir: Path, name: str, tags: list[str] | tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """Give a run a display name and tags (written atomically to naming.json; nothing else is touched); returns
+    what was kept after cleaning. Refuses a folder that is not a run."""
+    folder = RunFolder(run_dir)
+    if not folder.is_run():
+        raise ValueError(f"{folder.path} is not a run folder.")
+    kept = _clean_text(name, NAME_MAX), _clean_tags(list(tags))
+    write_json_atomic(folder.path / NAMING_FILE, {"name": kept[0], "tags": list(kept[1])})
+    return kept
 
 
 def _run_paths(runs_dir: Path) -> list[Path]:

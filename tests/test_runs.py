@@ -101,3 +101,54 @@ def test_an_atomic_write_reaches_the_disk_before_and_after_its_rename(tmp_path, 
     assert [kind for kind, _ in synced] == ["file", "rename", "folder"]
     assert synced[0][1].endswith(".tmp") and synced[2][1] == str(tmp_path)
     assert (tmp_path / "status.json").read_bytes() == b"{}" and os.listdir(tmp_path) == ["status.json"]
+
+
+def test_a_runs_name_and_tags_live_in_a_file_of_their_own_and_config_json_is_never_rewritten(trained_run, tmp_path):
+    from tests.test_broken_runs import copy_run
+
+    run_dir = copy_run(trained_run, tmp_path, "named", link=True)
+    config_bytes = (run_dir / "config.json").read_bytes()
+    kept = runs.write_naming(run_dir, "  Baseline\n at   32 px ", ["digits", " 32px ", "digits", "", "Cafe\u0301"])
+    assert kept == ("Baseline at 32 px", ("digits", "32px", "Caf\u00e9"))  # one line, no duplicates, NFC
+    assert (run_dir / "config.json").read_bytes() == config_bytes
+    [run] = runs.list_runs(tmp_path)
+    assert (run.name, run.tags, run.label) == ("Baseline at 32 px", ("digits", "32px", "Caf\u00e9"),
+                                               "Baseline at 32 px (named)")
+    assert run.dataset == "Handwritten digits (offline)" and run.state == "completed"
+    assert runs.write_naming(run_dir, "", []) == ("", ())
+    assert runs.read_naming(run_dir) == ("", ()) and runs.list_runs(tmp_path)[0].label == "named"
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []  # no temporary file left
+
+
+def test_a_damaged_name_file_is_ignored_and_a_folder_that_is_no_run_is_never_named(trained_run, tmp_path):
+    import pytest
+
+    from tests.test_broken_runs import copy_run
+
+    run_dir = copy_run(trained_run, tmp_path, "damaged", link=True)
+    for damage in (b"\xff\xfe not json", b"[1, 2]", b'{"name": 5, "tags": "a,b"}', b'{"name": "ok", "tags": {'):
+        (run_dir / runs.NAMING_FILE).write_bytes(damage)
+        [run] = runs.list_runs(tmp_path)
+        assert (run.name, run.tags, run.state) == ("", (), "completed"), damage
+    (run_dir / runs.NAMING_FILE).write_text('{"name": "kept", "tags": ["good", 3, null, "x" ]}')
+    assert runs.read_naming(run_dir) == ("kept", ("good", "x"))
+    (tmp_path / "precious").mkdir()
+    with pytest.raises(ValueError, match="not a run folder"):
+        runs.write_naming(tmp_path / "precious", "mine", [])
+    assert list((tmp_path / "precious").iterdir()) == []
+
+
+def test_duration_is_the_time_spent_running_when_the_run_recorded_it(trained_run, tmp_path):
+    from tests.test_broken_runs import copy_run
+
+    from core.atomic import write_json_atomic
+
+    run_dir = copy_run(trained_run, tmp_path, "timed", link=True)
+    status = RunFolder(run_dir).raw_status()
+    assert runs.list_runs(tmp_path)[0].seconds == status["active_s"] > 0  # written by the training process
+    write_json_atomic(run_dir / "status.json", {k: v for k, v in status.items() if k != "active_s"})
+    [before] = runs.list_runs(tmp_path)
+    assert before.seconds == status["finished"] - status["started"]  # older runs: first start to finish
+    RunFolder(run_dir).update_status(started=status["started"] - 3600)  # resumed an hour after a stop ...
+    RunFolder(run_dir).update_status(active_s=12.5)  # ... but ran 12.5 s in all
+    assert runs.list_runs(tmp_path)[0].seconds == 12.5
