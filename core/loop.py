@@ -61,6 +61,7 @@ class Learner:
     features: Split | None = None  # during a cached frozen phase: the body's features in place of images
     loss_weights: torch.Tensor | None = None  # (n_classes,) on the device with balance="weights"; set by fit
     announce: Callable[[str], None] = lambda message: None  # tells the person what a long step is doing
+    feature_seconds: float = 0.0  # wall seconds this process spent computing a cached frozen phase's features
 
     def batches_per_epoch(self) -> int:
         """Steps each process takes per epoch: the full batches, shared out between the processes."""

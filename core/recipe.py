@@ -15,6 +15,7 @@ from core.device import autocast_for, in_layout, inference_batch_size, memory_fo
 from core.distributed import World
 from core.loop import Learner, fit_one_cycle, keeps_bn_stats
 from core.models import freeze_body, unfreeze
+from core.progress import Phase
 
 
 def fine_tune(learner: Learner) -> None:
@@ -49,6 +50,14 @@ def fine_tune(learner: Learner) -> None:
         lrs = even_mults(config.unfrozen_lr_min or top / 100, top, len(classifier.groups))
         groups = [{"params": params, "lr": lr} for params, lr in zip(classifier.groups, lrs)]
         fit_one_cycle(learner, config.epochs, groups, pct_start=0.3, div=5.0, phase="unfrozen")
+
+
+def plan(config: TrainConfig, world: World = World()) -> list[Phase]:
+    """The phases fine_tune trains, in order, with their epochs: what a run's time left is added up over."""
+    if not config.pretrained:
+        return [Phase("scratch", config.epochs)]
+    frozen = [Phase("frozen", config.freeze_epochs, caches_features(config, world))] if config.freeze_epochs else []
+    return frozen + ([Phase("unfrozen", config.epochs)] if config.epochs else [])
 
 
 def even_mults(start: float, stop: float, n: int) -> list[float]:
@@ -96,6 +105,8 @@ def cache_features(learner: Learner) -> Split:
                      body_features(body, split.valid_images, batch_size=bs, device=device), split.valid_labels,
                      split.valid_ids)
     learner.announce("")
+    seconds = time.perf_counter() - started
+    learner.feature_seconds += seconds  # the run's time left is estimated from this forward pass until unfrozen
     print(f"Frozen phase: body features of {len(split.train_labels) + len(split.valid_labels)} images computed "
-          f"once in {time.perf_counter() - started:.1f} s; the head trains on them.", flush=True)
+          f"once in {seconds:.1f} s; the head trains on them.", flush=True)
     return features

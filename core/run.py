@@ -29,12 +29,13 @@ from core.errors import BrokenRun, DataError
 from core.images import LabeledImages
 from core.loop import Evaluation, Learner, OutOfMemory, keeps_bn_stats
 from core.lr_find import suggest_steep, suggest_valley, sweep
+from core.progress import ActiveTime, TimeLeft
 from core.models import Classifier, WeightsUnavailable, build_classifier
-from core.recipe import fine_tune
+from core.recipe import fine_tune, plan
 from core.runfolder import RunFolder
 from core.runs import DeviceBusy, TrainingLock
 from core.tracking import trackers_for
-from core.trust import calibrated, fit_trust
+from core.trust import BANK_SIZE, calibrated, fit_trust
 
 
 def run_training(run_dir: Path, resume: bool = False, world: World = World()) -> str:
@@ -44,20 +45,22 @@ def run_training(run_dir: Path, resume: bool = False, world: World = World()) ->
     optimizer, schedule, RNG and position; metric rows written after that checkpoint are dropped and redone.
     """
     folder = RunFolder(run_dir, writes=world.is_main)
-    return in_run_process(folder, world, lambda config, device: _train(folder, config, device, world, resume),
+    return in_run_process(folder, world, lambda config, device, active: _train(folder, config, device, world, resume,
+                                                                               active),
                           message="Loading data and weights", resume=resume)
 
 
 def run_lr_find(run_dir: Path) -> str:
     """The learning-rate finder as a run: its own process, holding the device lock, writing lr_find.json."""
     folder = RunFolder(run_dir)
-    return in_run_process(folder, World(), lambda config, device: _sweep(folder, config, device),
+    return in_run_process(folder, World(), lambda config, device, active: _sweep(folder, config, device, active),
                           message="Sweeping the learning rate")
 
 
-def in_run_process(folder: RunFolder, world: World, work: Callable[[TrainConfig, torch.device], str], *,
+def in_run_process(folder: RunFolder, world: World, work: Callable[[TrainConfig, torch.device, ActiveTime], str], *,
                    message: str, resume: bool = False) -> str:
-    """Hold the device lock while `work(config, device)` runs; any failure ends the run with a sentence."""
+    """Hold the device lock while `work(config, device, active)` runs; any failure ends the run with a sentence.
+    `active` counts the seconds the run has spent running, over this start and every one before it."""
     lock = TrainingLock(folder.path.parent)
     busy = None
     if world.is_main:
@@ -70,28 +73,39 @@ def in_run_process(folder: RunFolder, world: World, work: Callable[[TrainConfig,
         print(busy or "Rank 0 could not take the training lock.", flush=True)
         return "failed"
     device = pick_device(world)
-    started = folder.raw_status().get("started") if resume else time.time()
-    folder.update_status(state="running", pid=os.getpid(), device=describe_device(device), started=started,
-                         finished=None, message=message)
+    before = folder.raw_status() if resume else {}
+    active = ActiveTime(_active_before(before))
+    folder.update_status(state="running", pid=os.getpid(), device=describe_device(device), finished=None,
+                         started=before.get("started", time.time()), message=message, active_s=active(),
+                         eta_s=None, fraction=None, imgs_per_s=None)
     try:
         config = folder.config()
         problems = config.problems()
         if problems:
             raise DataError("These settings cannot be trained: " +
                             "; ".join(f"{name} {sentence}" for name, sentence in problems.items()) + ".")
-        return work(config, device)
+        return work(config, device, active)
     except (DataError, WeightsUnavailable, BrokenRun) as error:
-        folder.finish("failed", str(error))
+        folder.finish("failed", str(error), active_s=active())
         print(f"Failed: {error}", flush=True)
         return "failed"
     except Exception as error:  # anything else: a plain sentence for the page, the traceback for the log
         traceback.print_exc()
         folder.finish("failed", f"The run failed unexpectedly ({type(error).__name__}: {error}). The details are "
-                                "in the run's log.")
+                                "in the run's log.", active_s=active())
         return "failed"
     finally:
         if world.is_main:
             lock.release()
+
+
+def _active_before(status: dict) -> float:
+    """Seconds an earlier start of the run spent running: its active_s, or for a run from before active_s was
+    kept, its last heartbeat (or end) less its start."""
+    if "active_s" in status:
+        return status["active_s"]
+    started = status.get("started")
+    return max((status.get("finished") or status.get("heartbeat", 0.0)) - started, 0.0) if started else 0.0
 
 
 def prepare(folder: RunFolder, config: TrainConfig, device: torch.device,
@@ -103,30 +117,30 @@ def prepare(folder: RunFolder, config: TrainConfig, device: torch.device,
     folder.record_data(list(data.class_names), data.fingerprint(), len(split.train_labels), len(split.valid_labels),
                        edit_log_for(config.data).summary().to_dict(),
                        [(name, data.class_names[label]) for name, label in zip(data.item_names, data.labels.tolist())])
-    classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained, size=config.size)
+    classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained, size=config.size,
+                                  weights=config.weights)
     classifier.model.to(device, memory_format=memory_format_for(classifier.model, device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return data, split, classifier
 
 
-def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: World, resume: bool) -> str:
+def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: World, resume: bool,
+           active: ActiveTime) -> str:
     # SIGTERM (a `kill`, a logout) is a stop request: finish the batch, keep what was learned.
     signal.signal(signal.SIGTERM, lambda *_: folder.request_stop())
     checkpoint = _checkpoint_to_resume(folder, world) if resume else None
     data, split, classifier = prepare(folder, config, device, world)
     class_names = list(data.class_names)
-    writer = None
-    if world.is_main:
-        best = max((row["accuracy"] for row in folder.read_metrics().epochs), default=-1.0) if checkpoint else -1.0
-        writer = RunFolderWriter(folder, class_names, best_accuracy=best)
+    learner = Learner(classifier, split, config, device, world=world,
+                      announce=lambda message: folder.update_status(message=message))
+    writer = _writer(folder, learner, class_names, active, checkpoint) if world.is_main else None
     trackers = trackers_for(config, folder) if world.is_main else []
     # The NaN check comes first: a NaN step is never written as a metrics row. The trackers come before early
     # stopping, which ends the epoch's callbacks by raising.
-    callbacks = [StopOnNonFiniteLoss(world), *([writer, TerminalProgress()] if writer else []), *trackers,
-                 StopOnRequest(folder, world), *([EarlyStopping(config.patience)] if config.patience > 0 else [])]
-    learner = Learner(classifier, split, config, device, callbacks=callbacks, world=world,
-                      announce=lambda message: folder.update_status(message=message))
+    learner.callbacks = [StopOnNonFiniteLoss(world), *([writer, TerminalProgress()] if writer else []), *trackers,
+                         StopOnRequest(folder, world), *([EarlyStopping(config.patience)] if config.patience > 0
+                                                         else [])]
     learner.total_epochs = config.total_epochs
     learner.total_steps = learner.total_epochs * learner.batches_per_epoch()
     if checkpoint is not None:
@@ -138,13 +152,30 @@ def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: 
                          total_epochs=learner.total_epochs, step=learner.step, epoch=learner.epoch)
     try:
         learner.call("on_fit_start", learner)
-        state, note = _fine_tune_until_it_ends(learner, folder, class_names)
-        return _finish(learner, folder, state, note)
+        state, note = _fine_tune_until_it_ends(learner, folder, class_names, writer)
+        return _finish(learner, folder, state, note, active)
     finally:
         if writer is not None:
             writer.metrics.close()
         for tracker in trackers:  # a run that ended without on_fit_end (a failure) ends its trackers' records too
             tracker.close()
+
+
+def _writer(folder: RunFolder, learner: Learner, class_names: list[str], active: ActiveTime,
+            checkpoint: dict | None) -> RunFolderWriter:
+    """The callback that writes the run folder, timing what is left of the run from this start on."""
+    config, split = learner.config, learner.split
+    n_train, n_valid = len(split.train_labels), len(split.valid_labels)
+    time_left = TimeLeft(plan(config, learner.world), steps_per_epoch=learner.batches_per_epoch(),
+                         batch_size=min(config.bs, n_train), n_train=n_train, n_valid=n_valid,
+                         finish_images=min(BANK_SIZE, n_train) + n_valid)  # save_predictions' pass
+    best, epoch_s_before = -1.0, 0.0
+    if checkpoint is not None:
+        best = max((row["accuracy"] for row in folder.read_metrics().epochs), default=-1.0)
+        if checkpoint["batch_in_epoch"] > 0:  # stopped mid-epoch: the epoch's time goes on from where it stopped
+            epoch_s_before = folder.raw_status().get("epoch_s_at_stop", 0.0)
+    return RunFolderWriter(folder, class_names, best_accuracy=best, active=active, time_left=time_left,
+                           epoch_s_before=epoch_s_before)
 
 
 def _checkpoint_to_resume(folder: RunFolder, world: World) -> dict:
@@ -158,13 +189,16 @@ def _checkpoint_to_resume(folder: RunFolder, world: World) -> dict:
     return checkpoint
 
 
-def _fine_tune_until_it_ends(learner: Learner, folder: RunFolder, class_names: list[str]) -> tuple[str, str]:
+def _fine_tune_until_it_ends(learner: Learner, folder: RunFolder, class_names: list[str],
+                             writer: RunFolderWriter | None) -> tuple[str, str]:
     """(final state, a note for the message): whatever ended the recipe, as a state."""
     try:
         fine_tune(learner)
     except StopTraining:
         if learner.optimizer is not None and learner.world.is_main:
             save_checkpoint(folder.last_checkpoint, learner, class_names)
+            # what the epoch it stopped in had taken: its time goes on from there after a resume
+            folder.update_status(epoch_s_at_stop=writer.epoch_seconds() if writer else 0.0)
         return "stopped", ""
     except EarlyStop as early:
         return "completed", f"{early} "
@@ -177,7 +211,7 @@ def _fine_tune_until_it_ends(learner: Learner, folder: RunFolder, class_names: l
     return "completed", ""
 
 
-def _finish(learner: Learner, folder: RunFolder, state: str, note: str) -> str:
+def _finish(learner: Learner, folder: RunFolder, state: str, note: str, active: ActiveTime) -> str:
     """Settle on the run's final weights, write its predictions, and say how it ended."""
     config = learner.config
     restore = (folder.best_checkpoint if config.keep_best and state == "completed" else
@@ -188,7 +222,7 @@ def _finish(learner: Learner, folder: RunFolder, state: str, note: str) -> str:
             "The model of the last checkpoint is kept. "
     elif state == "failed":
         note += "No epoch had finished, so there is no model to keep."
-        folder.finish(state, note.strip())
+        folder.finish(state, note.strip(), active_s=active())
         print(note, flush=True)
         return state
     if not learner.world.is_main:
@@ -196,13 +230,28 @@ def _finish(learner: Learner, folder: RunFolder, state: str, note: str) -> str:
     evaluation = save_predictions(folder, learner)
     folder.update_status(model_checkpoint=(restore or folder.last_checkpoint).name)  # what on_fit_end exports
     learner.call("on_fit_end", {"accuracy": evaluation.accuracy, "state": state})
-    message = f"{note}Validation accuracy {evaluation.accuracy:.1%} after {learner.epoch} epochs."
-    if state == "stopped":
-        message = f"Stopped at epoch {learner.epoch + 1}, step {learner.step}. " + message
+    message = note + ending(state, learner, folder.read_metrics().epochs, evaluation.accuracy,
+                          kept_best=restore == folder.best_checkpoint)
     folder.finish(state, message, step=learner.step, epoch=learner.epoch, final_accuracy=evaluation.accuracy,
-                  model_checkpoint=(restore or folder.last_checkpoint).name)
+                  model_checkpoint=(restore or folder.last_checkpoint).name, eta_s=0.0, active_s=active(),
+                  fraction=1.0 if state == "completed" else None)
     print(message, flush=True)
     return state
+
+
+def ending(state: str, learner: Learner, epochs: list[dict], accuracy: float, kept_best: bool = False) -> str:
+    """How the run ended, numbered as the progress bar and the epoch table are: the epoch it stopped in (epochs
+    finished + 1), and the validation accuracy of the table's row it names (`accuracy`, the final model's, only
+    when there is no row)."""
+    row = max(epochs, key=lambda r: r["accuracy"]) if kept_best and epochs else epochs[-1] if epochs else None
+    if state == "stopped":
+        last = f"Last finished: epoch {row['epoch']}, validation accuracy {row['accuracy']:.1%}." if row else \
+            "No epoch had finished yet."
+        return (f"Stopped at epoch {learner.epoch + 1} of {learner.total_epochs}, step {learner.step} of "
+                f"{learner.total_steps}; Resume goes on from there. {last}")
+    if row is None:
+        return f"Validation accuracy {accuracy:.1%}."
+    return f"Epoch {row['epoch']}{' (the best)' if kept_best else ''}: validation accuracy {row['accuracy']:.1%}."
 
 
 def save_predictions(folder: RunFolder, learner: Learner) -> Evaluation:
@@ -221,7 +270,7 @@ def save_predictions(folder: RunFolder, learner: Learner) -> Evaluation:
     return evaluation
 
 
-def _sweep(folder: RunFolder, config: TrainConfig, device: torch.device) -> str:
+def _sweep(folder: RunFolder, config: TrainConfig, device: torch.device, active: ActiveTime) -> str:
     _, split, classifier = prepare(folder, config, device)
     progress = lambda step, total: folder.update_status(  # noqa: E731
         state="running", step=step, total_steps=total) if step % 5 == 0 else None
@@ -232,6 +281,6 @@ def _sweep(folder: RunFolder, config: TrainConfig, device: torch.device) -> str:
     suggestions = {"valley": suggest_valley(lrs, losses), "steep": suggest_steep(lrs, losses)}
     folder.write_lr_find(lrs.tolist(), losses.tolist(), suggestions)
     message = f"Suggested learning rate {suggestions['valley']:.1e} (valley); steepest {suggestions['steep']:.1e}."
-    folder.finish("completed", message, step=len(lrs), total_steps=len(lrs))
+    folder.finish("completed", message, step=len(lrs), total_steps=len(lrs), active_s=active())
     print(message, flush=True)
     return "completed"

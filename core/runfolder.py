@@ -276,7 +276,9 @@ TASKS = ("train", "lr_find")
 STATUS_FIELDS = {"state": (str,), "message": (str,), "device": (str,), "phase": (str,), "model_checkpoint": (str,),
                  "pid": (int,), "step": (int,), "total_steps": (int,), "epoch": (int,), "total_epochs": (int,),
                  "heartbeat": NUMBER, "started": NUMBER, "finished": (*NUMBER, type(None)), "imgs_per_s": NUMBER,
-                 "eta_s": NUMBER, "best_accuracy": (*NUMBER, type(None)), "final_accuracy": NUMBER}
+                 "eta_s": NUMBER, "best_accuracy": (*NUMBER, type(None)), "final_accuracy": NUMBER,
+                 # wall seconds spent running, over the first start and every resume (never the time stopped)
+                 "active_s": NUMBER, "fraction": NUMBER, "epoch_s_at_stop": NUMBER}
 
 
 def _json_kind(value) -> str:

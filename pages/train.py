@@ -6,6 +6,7 @@ from core import runs
 from core.config import BALANCE_METHODS, PRESETS, TrainConfig
 from core.formats import format_seconds
 from core.models import ARCHS
+from core.progress import left_now
 from core.metrics import MetricsTail
 from core.runfolder import RunFolder
 from core.sources import source_label
@@ -190,16 +191,30 @@ def show_status(folder: RunFolder) -> dict:
 
 
 def show_progress(status: dict) -> None:
-    total, step = status.get("total_steps") or 0, status.get("step") or 0
-    active = status.get("state") in ("queued", "running", "stopping")
-    if total:
-        parts = [f"epoch {status.get('epoch', 0)}/{status['total_epochs']}"] if status.get("total_epochs") else []
-        parts.append(f"step {step}/{total}")
-        if active and status.get("imgs_per_s"):
-            parts += [f"{status['imgs_per_s']:.0f} images/s", f"{format_seconds(status.get('eta_s', 0))} left"]
-        st.progress(min(step / total, 1.0), text=" · ".join(parts))
-    elif active:
-        st.progress(0.0, text="Starting: loading data and weights…")
+    """The bar: the epoch in progress (numbered as the stop message and the epoch table number it), steps, and
+    while the run trains, its speed and time left from the wall time of all its work (core.progress), counted
+    down between heartbeats; the bar fills by the share of the run's time done, not by steps."""
+    total, step, state = status.get("total_steps") or 0, status.get("step") or 0, status.get("state")
+    active = state in ("queued", "running", "stopping")
+    if not total:
+        if active:
+            st.progress(0.0, text="Starting: loading data and weights…")
+        return
+    parts = []
+    if status.get("total_epochs"):
+        n, finished = status["total_epochs"], status.get("epoch", 0)
+        parts.append(f"{'stopped in ' if state == 'stopped' else ''}epoch "
+                     f"{finished if state == 'completed' else min(finished + 1, n)}/{n}")
+    parts.append(f"step {step}/{total}")
+    fraction = 1.0 if state == "completed" else step / total
+    if active:
+        left, done = left_now(status)
+        if status.get("imgs_per_s"):
+            parts.append(f"{status['imgs_per_s']:,.0f} images/s")
+        parts.append("estimating the time left…" if left is None else "finishing…" if left < 1 else
+                     f"{format_seconds(left)} left")
+        fraction = fraction if done is None else done
+    st.progress(min(max(fraction, 0.0), 1.0), text=" · ".join(parts))
 
 
 def use_rate(value: float) -> None:
