@@ -1,4 +1,5 @@
-"""Runs: every run with its settings and result; compare several; reproduce or delete one."""
+"""Runs: every run with its name, tags, data, settings and result; compare several on a chosen x-axis; name, tag,
+reproduce, export or delete one; learning-rate sweeps listed apart."""
 import time
 
 import streamlit as st
@@ -9,30 +10,11 @@ from core.export import ExportError, describe, export_run, read_verification, zi
 from core.formats import format_seconds
 from core.runfolder import RunFolder
 from pages._common import route_through_app, select_run
-from pages._figures import compare_figure
+from pages._compare import show_curves, show_data_differences
 from pages._text import md
 
 route_through_app()
-
-def show_data_differences(first: runs.RunSummary, second: runs.RunSummary) -> None:
-    """How the two runs' data differed, image by image, beside how their accuracy differed."""
-    st.subheader("Data that differs")
-    changes = runs.data_differences(first.path, second.path)
-    if changes is None:
-        st.caption("One of these runs is older than the record of the images it trained on.")
-        return
-    columns = st.columns(4)
-    for column, name in zip(columns, ("relabelled", "removed", "added")):
-        column.metric(f"Images {name}", len(changes[name]))
-    if first.best_accuracy is not None and second.best_accuracy is not None:
-        columns[3].metric("Best accuracy", f"{second.best_accuracy:.1%}",
-                          f"{(second.best_accuracy - first.best_accuracy) * 100:+.1f} points")
-    st.caption(f"From {md(first.run_id)} (older) to {md(second.run_id)} (newer).")
-    rows = [{"image": name, "change": f"{a} → {b}"} for name, a, b in changes["relabelled"]] + \
-        [{"image": name, "change": "removed"} for name in changes["removed"]] + \
-        [{"image": name, "change": "added"} for name in changes["added"]]
-    if rows:
-        st.dataframe(rows[:500], hide_index=True, width="stretch", key="data_differences")
+DELETED = "runs_deleted"  # session key: the run just deleted; nothing is shown picked until the user picks again
 
 
 def show_export(run: runs.RunSummary) -> None:
@@ -57,67 +39,137 @@ def show_export(run: runs.RunSummary) -> None:
                            "shows how to use it.")
 
 
-st.title("Runs")
-found = runs.list_runs()
-if not found:
-    st.info("No runs yet. Start one on the **Train** page or with `python -m core.train`.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
-    st.stop()
+def table_key(prefix: str, shown: list[runs.RunSummary]) -> str:
+    """The table's widget key, a new one whenever its rows change. A selection is kept by row position, in the
+    browser too (a keyed table keeps its identity whatever its data), so after a delete, a filter or a new run it
+    would silently point at other runs; a new key starts the table over."""
+    ids, state = [r.run_id for r in shown], st.session_state
+    if state.get(f"{prefix}:rows") not in (None, ids):
+        state[f"{prefix}:generation"] = state.get(f"{prefix}:generation", 0) + 1
+    state[f"{prefix}:rows"] = ids
+    generation = state.get(f"{prefix}:generation", 0)
+    return f"{prefix}:{generation}" if generation else prefix
 
-rows = [{"run": r.run_id, "state": r.state, "backbone": r.config.arch, "pretrained": r.config.pretrained,
-         "size": r.config.size, "epochs": r.config.epochs + (r.config.freeze_epochs if r.config.pretrained else 0),
-         "best accuracy": None if r.best_accuracy is None else round(r.best_accuracy, 4),
-         "duration": format_seconds(r.seconds) if r.seconds else "",
-         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
-         **({"problem": r.problem or ""} if any(run.broken for run in found) else {})} for r in found]
-st.caption("Select one run or several (click the rows' left edge) to compare their curves and settings.")
-table = st.dataframe(rows, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
-                     key="runs_table")
-picked = [found[i] for i in (table.selection.rows if table else [])]
-if not picked:
-    current = st.session_state.get("run_id")
-    picked = [r for r in found if r.run_id == current] or found[:1]
 
-if len(picked) == 1 and picked[0].run_id != st.session_state.get("run_id"):
-    select_run(picked[0].run_id)
-metrics = {r.run_id: RunFolder(r.path).read_metrics() for r in picked if not r.broken}
-left, right = st.columns(2)
-left.plotly_chart(compare_figure({rid: ([e["epoch"] for e in m.epochs], [e["accuracy"] for e in m.epochs])
-                                  for rid, m in metrics.items()}, "Validation accuracy", "epoch", "accuracy",
-                                 markers=True), key="compare_accuracy")
-right.plotly_chart(compare_figure({rid: ([e["epoch"] for e in m.epochs], [e["valid_loss"] for e in m.epochs])
-                                   for rid, m in metrics.items()}, "Validation loss", "epoch", "loss", markers=True),
-                   key="compare_valid_loss")
-st.plotly_chart(compare_figure({rid: ([s["step"] for s in m.steps], [s["loss"] for s in m.steps])
-                                for rid, m in metrics.items()}, "Training loss", "step", "loss"),
-                key="compare_train_loss")
+def run_row(r: runs.RunSummary, with_problem: bool) -> dict:
+    return {"run": r.run_id, "name": r.name, "tags": list(r.tags), "dataset": r.dataset, "state": r.state,
+            "backbone": r.config.arch, "pretrained": r.config.pretrained, "size": r.config.size,
+            "epochs": r.config.epochs + (r.config.freeze_epochs if r.config.pretrained else 0),
+            "best accuracy": None if r.best_accuracy is None else round(r.best_accuracy, 4),
+            "duration": format_seconds(r.seconds) if r.seconds else "",
+            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
+            **({"problem": r.problem or ""} if with_problem else {})}
 
-if len(metrics) > 1:
-    st.subheader("Settings that differ")
-    differences = runs.config_differences({r.run_id: r.config for r in picked if not r.broken})
-    if differences:
-        st.dataframe(differences, hide_index=True, width="stretch", key="differences")
-    else:
-        st.caption("These runs used the same settings.")
-if len(picked) == 2 and len(metrics) == 2:
-    show_data_differences(*sorted(picked, key=lambda r: r.created))
 
-for run in picked:
-    st.subheader(f"Run {md(run.run_id)}")
-    if run.broken:
-        st.error(md(run.problem) + " Its files were left as they are; delete the run if it is of no use.")
-    else:
-        st.caption(f"{md(run.state)} · {md(run.config.arch)}, {run.config.size} px · best accuracy "
-                   f"{'—' if run.best_accuracy is None else f'{run.best_accuracy:.1%}'}")
-        st.code(run.command or "(no command recorded)", language="bash")
-    if run.has_predictions and not run.broken:
-        show_export(run)
+def runs_table(trained: list[runs.RunSummary]) -> list[runs.RunSummary]:
+    """The training runs' table, filtered by tag; returns the runs picked in it (the current run at first, none
+    after a delete until the user picks again)."""
+    all_tags = sorted({tag for r in trained for tag in r.tags}, key=str.casefold)
+    wanted = st.multiselect("Show runs tagged", all_tags, key="runs_tag_filter", placeholder="every run",
+                            disabled=not all_tags, help="Runs with any of these tags; tag a run below its charts.")
+    shown = [r for r in trained if not wanted or set(wanted) & set(r.tags)]
+    deleted = st.session_state.get(DELETED)
+    current = [i for i, r in enumerate(shown) if r.run_id == st.session_state.get("run_id")]
+    default = [] if deleted else current or [0][:len(shown)]
+    st.caption("Select one run or several (click the rows' left edge) to compare their curves and settings.")
+    table = st.dataframe([run_row(r, any(run.broken for run in trained)) for r in shown], hide_index=True,
+                         width="stretch", on_select="rerun", selection_mode="multi-row", placeholder="—",
+                         key=table_key("runs_table", shown), selection_default={"selection": {"rows": default}},
+                         column_config={"tags": st.column_config.ListColumn("tags")})
+    rows = [i for i in (table.selection.rows if table else []) if i < len(shown)]
+    if rows:
+        st.session_state.pop(DELETED, None)
+    elif deleted:
+        st.success(f"Deleted run {md(deleted)} and its folder. Select a run in the table to see it.")
+    return [shown[i] for i in rows]
+
+
+def sweeps_table(sweeps: list[runs.RunSummary]) -> None:
+    """Learning-rate sweeps, apart from the training runs (they train nothing they keep): their suggestions, and
+    a delete for the one picked."""
+    st.subheader("Learning-rate sweeps")
+    st.caption("Each sweep tries rising learning rates for a few steps and suggests one; the Train page copies a "
+               "suggestion in with one click.")
+    rows = [{"sweep": r.run_id, "state": r.state, "dataset": r.dataset, "backbone": r.config.arch,
+             "size": r.config.size, "suggestions": ", ".join(
+                 f"{name} {lr:.2g}" for name, lr in RunFolder(r.path).lr_find().get("suggestions", {}).items()),
+             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))} for r in sweeps]
+    table = st.dataframe(rows, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                         key=table_key("sweeps_table", sweeps), placeholder="—")
+    for i in (table.selection.rows if table else []):
+        if i < len(sweeps):
+            delete_control(sweeps[i], "sweep")
+
+
+def naming_form(run: runs.RunSummary, known_tags: list[str]) -> None:
+    """A display name and tags for the run, saved to its naming.json."""
+    with st.form(f"naming:{run.run_id}", border=False):
+        left, right, button = st.columns([3, 4, 2], vertical_alignment="bottom")
+        name = left.text_input("Name", value=run.name, max_chars=runs.NAME_MAX, placeholder=run.run_id,
+                               key=f"name:{run.run_id}")
+        tags = right.multiselect("Tags", sorted(set(known_tags) | set(run.tags), key=str.casefold),
+                                 default=list(run.tags), accept_new_options=True, key=f"tags:{run.run_id}",
+                                 max_selections=runs.TAGS_MAX, placeholder="type a tag and press Enter")
+        if button.form_submit_button("Save name and tags", icon=":material/sell:"):
+            runs.write_naming(run.path, name, tags)
+            st.rerun()
+
+
+def delete_control(run: runs.RunSummary, what: str = "run") -> None:
+    """Delete with confirmation; afterwards nothing is picked, and the page says what was deleted."""
     active = RunFolder(run.path).is_active()
-    with st.popover("Delete this run", icon=":material/delete:", disabled=active, key=f"popover:{run.run_id}",
+    with st.popover(f"Delete this {what}", icon=":material/delete:", disabled=active, key=f"popover:{run.run_id}",
                     help="Stop it first" if active else "Removes the run's folder: curves, checkpoints, predictions."):
         st.write(f"Delete **{md(run.run_id)}** and everything in its folder? This cannot be undone.")
         if st.button("Yes, delete it", key=f"delete:{run.run_id}", type="primary"):
             runs.delete_run(run.path)
             if st.session_state.get("run_id") == run.run_id:
                 select_run(None)
+            st.session_state[DELETED] = run.run_id
             st.rerun()
+
+
+def show_run(run: runs.RunSummary, known_tags: list[str]) -> None:
+    st.subheader(f"Run {md(run.run_id)}" + (f" · {md(run.name)}" if run.name else ""))
+    if run.broken:
+        st.error(md(run.problem) + " Its files were left as they are; delete the run if it is of no use.")
+    else:
+        st.caption(f"{md(run.state)} · {md(run.dataset)} · {md(run.config.arch)}, {run.config.size} px · best "
+                   f"accuracy {'—' if run.best_accuracy is None else f'{run.best_accuracy:.1%}'}")
+        st.code(run.command or "(no command recorded)", language="bash")
+    naming_form(run, known_tags)
+    if run.has_predictions and not run.broken:
+        show_export(run)
+    delete_control(run)
+
+
+st.title("Runs")
+found = runs.list_runs()
+trained = [r for r in found if r.task != "lr_find"]
+sweeps = [r for r in found if r.task == "lr_find"]
+if not trained:
+    st.info("No training runs yet. Start one on the **Train** page or with `python -m core.train`.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    if sweeps:
+        sweeps_table(sweeps)
+    st.stop()
+
+picked = runs_table(trained)
+if len(picked) == 1 and picked[0].run_id != st.session_state.get("run_id"):
+    select_run(picked[0].run_id)
+show_curves(picked)
+sound = [r for r in picked if not r.broken]
+if len(sound) > 1:
+    st.subheader("Settings that differ")
+    differences = runs.config_differences({r.label: r.config for r in sound})
+    if differences:
+        st.dataframe(differences, hide_index=True, width="stretch", key="differences")
+    else:
+        st.caption("These runs used the same settings.")
+if len(picked) == 2 and len(sound) == 2:
+    show_data_differences(*sorted(picked, key=lambda r: r.created))
+known_tags = sorted({tag for r in trained for tag in r.tags})
+for run in picked:
+    show_run(run, known_tags)
+if sweeps:
+    sweeps_table(sweeps)
