@@ -37,9 +37,28 @@ class ActiveTime:
         return self.before + time.time() - self.since
 
 
+def recent_mean(steps: deque) -> float:
+    """Mean seconds of a phase's recent steps, leaving out its first while there are others: that one pays for
+    warming up (allocations, the first backward pass): 1.5x the rest, measured."""
+    values = list(steps)[1:] if len(steps) > 1 and not steps.warm else list(steps)
+    return sum(values) / len(values)
+
+
+class Steps(deque):
+    """Seconds of a phase's recent steps; `warm` once the first (warm-up) step has left the window."""
+
+    def __init__(self):
+        super().__init__(maxlen=RECENT_STEPS)
+        self.warm = False
+
+    def append(self, seconds: float) -> None:
+        self.warm = self.warm or len(self) == self.maxlen
+        super().append(seconds)
+
+
 @dataclass
 class PhaseCost:
-    steps: deque = field(default_factory=lambda: deque(maxlen=RECENT_STEPS))  # seconds of recent steps
+    steps: Steps = field(default_factory=Steps)  # seconds of recent steps
     epoch_extra_s: float | None = None  # an epoch's work besides its steps (validation, checkpoint), measured
 
 
@@ -81,14 +100,14 @@ class TimeLeft:
         for phase in self.phases:
             steps = self.costs[phase.name].steps
             if steps and not phase.cached:
-                return sum(steps) / len(steps) / (self.batch_size * STEP_PER_FORWARD.get(phase.name,
+                return recent_mean(steps) / (self.batch_size * STEP_PER_FORWARD.get(phase.name,
                                                                                          TRAIN_STEP_PER_FORWARD))
         return None
 
     def step_s(self, phase: Phase) -> float | None:
         steps, forward = self.costs[phase.name].steps, self.forward()
         if steps:
-            return sum(steps) / len(steps)
+            return recent_mean(steps)
         if phase.cached:
             return 0.0  # a linear layer on cached features: nothing next to computing them
         return None if forward is None else \
