@@ -1,0 +1,83 @@
+"""How long a run will take on this machine, before it starts: a few timed steps of the chosen backbone at the
+chosen size and batch size, added up over the run's phases by the TimeLeft that times a running run.
+
+Random weights cost what pretrained ones do, so nothing is downloaded; the probe runs a small batch and scales
+it to the batch size (on a CPU the work grows about linearly with the batch).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from core.batches import normalize
+from core.config import TrainConfig
+from core.device import autocast_for, in_layout, memory_format_for
+from core.models import build_classifier
+from core.progress import TimeLeft
+from core.recipe import plan
+from core.trust import BANK_SIZE
+
+PROBE_IMAGES = 8  # images in each timed batch: a few seconds at 224 px on two CPU cores
+
+
+@dataclass(frozen=True)
+class Costs:
+    forward_s: float  # one image through the whole network, inference
+    step_s: float  # one training step of the whole network on a batch of the run's batch size
+
+
+def _timed(work, repeats: int = 2) -> float:
+    work()  # the first call pays for allocation and kernel choice
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def measure(arch: str, size: int, batch_size: int, device: torch.device) -> Costs:
+    """Time an inference pass and a training step of `arch` at `size` px on `device`."""
+    model = build_classifier(arch, 10, pretrained=False, size=size).model.to(device)
+    layout = memory_format_for(model, device)
+    n = min(batch_size, PROBE_IMAGES)
+    x = in_layout(normalize(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8).to(device)), layout)
+    y = torch.randint(0, 10, (n,), device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    @torch.inference_mode()
+    def forward():
+        with autocast_for(device):
+            model.eval()(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step():
+        model.train()
+        with autocast_for(device):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return Costs(_timed(forward) / n, _timed(step) * batch_size / n)
+
+
+def run_seconds(config: TrainConfig, n_train: int, n_valid: int, costs: Costs) -> float:
+    """Seconds a run of `config` on n_train + n_valid images takes, from measured costs: every phase's steps,
+    validation passes, the frozen phase's feature cache and the final pass (not the start-up: loading the
+    libraries, the images and the weights)."""
+    batch_size = min(config.bs, n_train)
+    phases = plan(config)
+    left = TimeLeft(phases, steps_per_epoch=max(n_train // batch_size, 1), batch_size=batch_size, n_train=n_train,
+                    n_valid=n_valid, finish_images=min(BANK_SIZE, n_train) + n_valid)
+    left.forward_s = costs.forward_s
+    for phase in phases:
+        if phase.name in ("unfrozen", "scratch"):
+            left.step(phase.name, costs.step_s)
+    return left.seconds_left(phases[0].name, 0, 0) if phases else 0.0
