@@ -4,7 +4,8 @@ import streamlit as st
 from core import runs
 from core.errors import BrokenRun
 from core.sources import source_label
-from pages._common import app_frame, current_run_dir, device_label, init_session, run_notice, select_run
+from pages._common import (app_frame, current_run_dir, device_label, init_session, remember_settings, run_notice,
+                           select_run)
 from pages._text import md
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="assets/logo.svg", layout="wide")
@@ -40,6 +41,8 @@ with st.sidebar:
         st.query_params["run"] = st.session_state["run_id"]  # keep the run in the address across page switches
     if run_notice():
         st.warning(md(run_notice()), icon=":material/report:")
+    if "settings_notice" in st.session_state:  # the settings saved last time could not be used: once, then gone
+        st.warning(md(st.session_state.pop("settings_notice")), icon=":material/settings_backup_restore:")
     device_slot = st.empty()  # finding the device imports torch (~1.5 s, once): named after the page first draws
 
 
@@ -50,11 +53,17 @@ def show_dataset_and_device() -> None:
 
 
 # Drawn before the page too: a page that ends early (st.stop) ends the script run, and nothing drawn after it shows.
+# Every page but Home imports torch anyway, so naming the device first costs them nothing; Home names it after.
+if navigation.url_path or "device_label" in st.session_state:
+    st.session_state["device_label"] = device_label()
 show_dataset_and_device()
-with app_frame():
-    try:
-        navigation.run()
-    except BrokenRun as error:  # a run-folder file damaged after the page chose the run: its sentence, not a trace
-        st.error(md(error))
+try:
+    with app_frame():
+        try:
+            navigation.run()
+        except BrokenRun as error:  # a run-folder file damaged after the page chose the run: its sentence, not a trace
+            st.error(md(error))
+finally:  # also when the page stopped early: what it changed is saved (no drawing here: a stopped run draws nothing)
+    remember_settings()
 st.session_state["device_label"] = device_label()
 show_dataset_and_device()  # the Data page may have changed the dataset

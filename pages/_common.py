@@ -19,6 +19,7 @@ from core import runs
 from core.config import TrainConfig
 from core.errors import BrokenRun
 from core.runfolder import RunFolder
+from core.settings import load_settings, save_settings
 from pages._text import md
 
 # torch, captum and scikit-learn take about two seconds to import: they load when a function below first needs
@@ -35,6 +36,8 @@ DEFAULTS = TrainConfig()
 SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
 IMAGE_SIZES = [16, 24, 32, 48, 64, 96, 128, 160, 192, 224]
+BATCH_SIZES = [8, 16, 32, 64, 128, 256]
+ON_DISK = "_settings_on_disk"  # the settings as this session last read or wrote them in core.settings' file
 _IN_APP = contextvars.ContextVar("in_app", default=False)
 
 
@@ -63,18 +66,39 @@ def route_through_app() -> None:
 
 
 def init_session() -> None:
-    """Every setting starts at its TrainConfig default; the run shown comes from the address, else the one that
-    is training. Re-assigning each setting keeps it when its widget's page is not shown (Streamlit drops the
-    state of widgets that were not drawn)."""
+    """Every setting starts where this installation left it (core.settings: the dataset and settings saved beside
+    the data, so a reload, a second tab and a restarted server agree), else at its TrainConfig default; the run
+    shown comes from the address, else the one that is training. Re-assigning each setting keeps it when its
+    widget's page is not shown (Streamlit drops the state of widgets that were not drawn)."""
     state = st.session_state
+    if ON_DISK not in state:  # a new session: a reload, a second tab, or the first visit since a restart
+        saved, notice = load_settings({"size": IMAGE_SIZES, "bs": BATCH_SIZES})
+        for name in SETTINGS:
+            if name not in state:
+                state[name] = saved.get(name, getattr(DEFAULTS, name))
+        state[ON_DISK] = {**DEFAULTS.to_dict(), **saved}
+        if notice:  # said once; the defaults then replace what could not be used
+            state["settings_notice"], state[ON_DISK] = notice, {}
     for name in SETTINGS:
         state[name] = state[name] if name in state else getattr(DEFAULTS, name)
+    remember_settings()
     if "run_id" not in state:
         asked = st.query_params.get("run")
         if asked and runs.run_folder(asked) is None:  # `../x`, an absolute path, a link, a run that is gone
             state["ignored_address"], asked = asked, None
             st.query_params.pop("run", None)
         state["run_id"] = asked or runs.active_run()
+
+
+def remember_settings() -> None:
+    """Save the settings that changed since this session last saved (or loaded) them; nothing when none did.
+    app.py calls it before the page (widget changes arrive then) and after it, even when the page stopped."""
+    state = st.session_state
+    on_disk = state.get(ON_DISK, {})
+    changed = {name: state[name] for name in SETTINGS if name in state and on_disk.get(name) != state[name]}
+    if changed:
+        save_settings(changed)
+        state[ON_DISK] = {**on_disk, **changed}
 
 
 def current_config() -> TrainConfig:

@@ -14,11 +14,25 @@ TINY_RUN_ARGS = ["--data", "builtin:digits", "--arch", "resnet18", "--no-pretrai
                  "--epochs", "1", "--seed", "0", "--lr", "2e-3"]
 
 
+_SESSION_DATA: list[str] = []  # the data folder this test session made for itself
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_data_folder(tmp_path_factory):
     """Downloads, uploads and edit logs of the test session go to a folder of its own, never to data/."""
     if "STUDIO_DATA_DIR" not in os.environ:
         os.environ["STUDIO_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+        _SESSION_DATA.append(os.environ["STUDIO_DATA_DIR"])
+
+
+@pytest.fixture(autouse=True)
+def _default_settings():
+    """Every test opens the dashboard at the default settings: what one test's pages saved (core.settings) is not
+    the next one's starting point. Only in the folder this session made: never a person's own settings."""
+    if os.environ.get("STUDIO_DATA_DIR") in _SESSION_DATA:
+        from core.settings import settings_path
+
+        settings_path().unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
