@@ -31,9 +31,11 @@ from typing import BinaryIO
 
 from core.errors import DataError
 from core.layouts import MAX_DEPTH
+from core.sources import UNPACKED_RECORD, source_label
 
 CHUNK = 1 << 20
-UNPACKED_RECORD = ".unpacked.json"  # {"skipped": [[entry, reason], ...], "n_files": N}, written before the rename
+# UNPACKED_RECORD: {"skipped": [[entry, reason], ...], "n_files": N, "name": the zip's own file name}, written
+# before the rename; core.sources owns its name, since source_label reads the zip's name from it.
 STALE_SECONDS = 3600  # a temporary folder this old was left by a killed process (8 GB unpacks in minutes)
 NAME_ERRORS = {  # errno of an entry's mkdir/open -> why the entry is skipped; any other OSError refuses the archive
     errno.ENAMETOOLONG: "its name is longer than the file system allows",
@@ -57,6 +59,7 @@ class Extraction:
     folder: Path
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (entry name, reason)
     n_files: int = 0
+    name: str = ""  # the zip's own file name, as the person knows it ("My pets.zip")
 
 
 def data_root() -> Path:
@@ -173,16 +176,30 @@ def _extract_into(archive: zipfile.ZipFile, staging: Path, limits: ArchiveLimits
 
 def _write_record(folder: Path, extraction: Extraction) -> None:
     with open(folder / UNPACKED_RECORD, "w", encoding="utf-8") as f:
-        json.dump({"skipped": extraction.skipped, "n_files": extraction.n_files}, f, ensure_ascii=False)
+        json.dump({"skipped": extraction.skipped, "n_files": extraction.n_files, "name": extraction.name}, f,
+                  ensure_ascii=False)
 
 
 def read_record(folder: Path) -> Extraction:
-    """What unpacking recorded in a complete folder (an empty record for a folder unpacked before records)."""
+    """What unpacking recorded in a complete folder (an empty record for a folder unpacked before records; the
+    name then comes from the folder's, without its hash)."""
+    fallback = source_label(str(folder)).removesuffix(" (uploaded)")
     try:
         record = json.loads((folder / UNPACKED_RECORD).read_text(encoding="utf-8"))
-        return Extraction(folder, [(str(e), str(r)) for e, r in record["skipped"]], int(record["n_files"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return Extraction(folder)
+        return Extraction(folder, [(str(e), str(r)) for e, r in record["skipped"]], int(record["n_files"]),
+                          str(record.get("name") or fallback))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return Extraction(folder, name=fallback)
+
+
+def unpacked_datasets() -> list[Extraction]:
+    """Every zip unpacked under the data folder, newest first, each with its record (its name, what it skipped),
+    so a dataset uploaded once is offered again without uploading it again."""
+    try:
+        folders = [p for p in (data_root() / "uploads").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []
+    return [read_record(p) for p in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
 def _disk_error(error: OSError) -> DataError:
@@ -192,9 +209,11 @@ def _disk_error(error: OSError) -> DataError:
                      "that the data folder is writable and try again.")
 
 
-def extract_zip(source: Path | BinaryIO, destination: Path, limits: ArchiveLimits = ArchiveLimits()) -> Extraction:
-    """Extract a zip (path or file object) into `destination`, which must not exist yet; DataError if refused,
-    FileExistsError if the destination exists (or appeared meanwhile: another process unpacked it first)."""
+def extract_zip(source: Path | BinaryIO, destination: Path, limits: ArchiveLimits = ArchiveLimits(),
+                name: str = "") -> Extraction:
+    """Extract a zip (path or file object) into `destination`, which must not exist yet, recording `name` (the
+    zip's file name) with it; DataError if refused, FileExistsError if the destination exists (or appeared
+    meanwhile: another process unpacked it first)."""
     destination = Path(destination)
     if destination.exists():
         raise FileExistsError(destination)
@@ -212,6 +231,7 @@ def extract_zip(source: Path | BinaryIO, destination: Path, limits: ArchiveLimit
     try:
         with archive:
             result = _extract_into(archive, staging, limits)
+        result.name = name
         _write_record(staging, result)
         os.rename(staging, destination)  # atomic: the destination appears complete, or not at all
     except DataError:
@@ -250,11 +270,14 @@ def remove_stale(folder: Path, max_age: float = STALE_SECONDS) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def unpack(source: Path | bytes, stem: str, limits: ArchiveLimits = ArchiveLimits()) -> Extraction:
-    """A zip (a path, or an upload's bytes) unpacked once into data_root()/uploads/<stem>-<hash of its content>:
-    a complete folder unpacked earlier is reused with what its unpacking skipped, a race with another process
-    unpacking the same zip ends with both using one folder; DataError (one sentence) if the zip is refused."""
+def unpack(source: Path | bytes, stem: str, limits: ArchiveLimits = ArchiveLimits(),
+           file_name: str | None = None) -> Extraction:
+    """A zip (a path, or an upload's bytes) unpacked once into data_root()/uploads/<stem>-<hash of its content>,
+    remembering `file_name` (default: the path's name, or `stem`.zip) as the name people know it by: a complete
+    folder unpacked earlier is reused with what its unpacking skipped, a race with another process unpacking the
+    same zip ends with both using one folder; DataError (one sentence) if the zip is refused."""
     if isinstance(source, bytes):
+        file_name = file_name or f"{stem}.zip"
         name, opened = archive_name(stem, data=source), io.BytesIO(source)
     else:
         source = Path(source)
@@ -264,7 +287,7 @@ def unpack(source: Path | bytes, stem: str, limits: ArchiveLimits = ArchiveLimit
             name = archive_name(stem, path=source)
         except OSError as error:
             raise DataError(f"{source} cannot be read ({error.strerror or error}).") from None
-        opened = source
+        opened, file_name = source, file_name or source.name
     uploads = data_root() / "uploads"
     folder = uploads / name
     if folder.is_dir():
@@ -275,6 +298,6 @@ def unpack(source: Path | bytes, stem: str, limits: ArchiveLimits = ArchiveLimit
         raise _disk_error(error) from None
     remove_stale(uploads)
     try:
-        return extract_zip(opened, folder, limits)
+        return extract_zip(opened, folder, limits, name=file_name)
     except FileExistsError:  # another process finished first; its folder is complete
         return read_record(folder)
