@@ -18,6 +18,8 @@ BENCHMARKS = {
     "imbalance": "small classes' recall, weights / none:",
     "ood": "photos flagged, ours / baseline:",
     "demo_fps": "demo frames per second: median",
+    "augment_cost": "median: augmentation makes the frozen phase",
+    "lr_suggestions": "better final accuracy: valley",
 }
 
 
