@@ -151,7 +151,8 @@ class RunFolderWriter(Callback):
         self.folder.update_status(state="running", total_steps=learner.total_steps, epoch=learner.epoch,
                                   total_epochs=learner.total_epochs, phase=learner.phase, imgs_per_s=speed,
                                   eta_s=left, fraction=None if left is None else active / max(active + left, 1e-9),
-                                  active_s=active, **fields)
+                                  active_s=active, forward_s=self.time_left.forward() if self.time_left else None,
+                                  **fields)
         self.last_status = time.time()
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 STEP_PER_FORWARD = {"frozen": 1.5}
 TRAIN_STEP_PER_FORWARD = 4.0
 RECENT_STEPS = 50  # a phase's cost per step is the mean of its last steps: it follows a machine that slows down
+MIN_STEPS = 3  # steps measured before their mean replaces the estimate: one step after a resume was 1.5x off
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,11 @@ class ActiveTime:
         return self.before + time.time() - self.since
 
 
-def recent_mean(steps: deque) -> float:
-    """Mean seconds of a phase's recent steps, leaving out its first while there are others: that one pays for
-    warming up (allocations, the first backward pass): 1.5x the rest, measured."""
-    values = list(steps)[1:] if len(steps) > 1 and not steps.warm else list(steps)
-    return sum(values) / len(values)
+def recent_mean(steps: deque) -> float | None:
+    """Mean seconds of a phase's recent steps, leaving out its first (it pays for warming up: allocations, the
+    first backward pass, 1.5x the rest, measured); None until MIN_STEPS others were measured."""
+    values = list(steps) if steps.warm else list(steps)[1:]
+    return sum(values) / len(values) if len(values) >= MIN_STEPS else None
 
 
 class Steps(deque):
@@ -70,11 +71,12 @@ class TimeLeft:
     """
 
     def __init__(self, phases: list[Phase], *, steps_per_epoch: int, batch_size: int, n_train: int, n_valid: int,
-                 finish_images: int):
+                 finish_images: int, forward_before: float | None = None):
         self.phases, self.steps_per_epoch, self.batch_size = phases, steps_per_epoch, batch_size
         self.n_train, self.n_valid, self.finish_images = n_train, n_valid, finish_images
         self.costs = {phase.name: PhaseCost() for phase in phases}
         self.forward_s: float | None = None  # one image through the body, inference, timed while caching
+        self.forward_before = forward_before  # what the run's start before a resume made of it: until measured
         self.features_ready = False  # this process computed the cached phase's features
         self.checkpoint_s = 0.0
 
@@ -94,20 +96,19 @@ class TimeLeft:
     # What follows from it
     def forward(self) -> float | None:
         """Seconds of one image's inference forward pass: timed while caching, else inferred from a phase's
-        measured training steps; None before either."""
+        measured training steps, else what the start before a resume made of it; None before any of these."""
         if self.forward_s is not None:
             return self.forward_s
         for phase in self.phases:
-            steps = self.costs[phase.name].steps
-            if steps and not phase.cached:
-                return recent_mean(steps) / (self.batch_size * STEP_PER_FORWARD.get(phase.name,
-                                                                                         TRAIN_STEP_PER_FORWARD))
-        return None
+            step_s = recent_mean(self.costs[phase.name].steps)
+            if step_s is not None and not phase.cached:
+                return step_s / (self.batch_size * STEP_PER_FORWARD.get(phase.name, TRAIN_STEP_PER_FORWARD))
+        return self.forward_before
 
     def step_s(self, phase: Phase) -> float | None:
-        steps, forward = self.costs[phase.name].steps, self.forward()
-        if steps:
-            return recent_mean(steps)
+        measured, forward = recent_mean(self.costs[phase.name].steps), self.forward()
+        if measured is not None:
+            return measured
         if phase.cached:
             return 0.0  # a linear layer on cached features: nothing next to computing them
         return None if forward is None else \

@@ -168,7 +168,8 @@ def _writer(folder: RunFolder, learner: Learner, class_names: list[str], active:
     n_train, n_valid = len(split.train_labels), len(split.valid_labels)
     time_left = TimeLeft(plan(config, learner.world), steps_per_epoch=learner.batches_per_epoch(),
                          batch_size=min(config.bs, n_train), n_train=n_train, n_valid=n_valid,
-                         finish_images=min(BANK_SIZE, n_train) + n_valid)  # save_predictions' pass
+                         finish_images=min(BANK_SIZE, n_train) + n_valid,  # save_predictions' pass
+                         forward_before=folder.raw_status().get("forward_s") if checkpoint is not None else None)
     best, epoch_s_before = -1.0, 0.0
     if checkpoint is not None:
         best = max((row["accuracy"] for row in folder.read_metrics().epochs), default=-1.0)

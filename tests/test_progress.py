@@ -33,8 +33,17 @@ def test_time_left_adds_every_phase_estimated_from_the_cached_forward_pass_then_
     frozen_left = 10 * 0.002 + 0.15
     unfrozen_estimate = 30 * 0.32 + 3 * (0.2 + 0.1)  # every epoch now pays a checkpoint too
     assert time_left.seconds_left("frozen", 1, 0) == pytest.approx(frozen_left + unfrozen_estimate + 1.0)
-    time_left.step("unfrozen", 0.5)  # measured: slower than the estimate, which it replaces
-    assert time_left.seconds_left("unfrozen", 0, 1) == pytest.approx(29 * 0.5 + 3 * 0.3 + 1.0)
+    for seconds in (0.8, 0.5, 0.5, 0.5):  # measured, slower than the estimate, which they replace once there are
+        time_left.step("unfrozen", seconds)  # three besides the first (warming up, it counts for nothing)
+        if seconds == 0.8:
+            assert time_left.seconds_left("unfrozen", 0, 1) == pytest.approx(29 * 0.32 + 3 * 0.3 + 1.0)
+    assert time_left.seconds_left("unfrozen", 0, 4) == pytest.approx(26 * 0.5 + 3 * 0.3 + 1.0)
+
+
+def test_after_a_resume_the_time_left_starts_from_what_the_run_measured_before_it():
+    resumed = TimeLeft([Phase("frozen", 2, cached=True), Phase("unfrozen", 3)], steps_per_epoch=10, batch_size=8,
+                       n_train=80, n_valid=20, finish_images=100, forward_before=0.01)
+    assert resumed.seconds_left("unfrozen", 1, 5) == pytest.approx(15 * 0.32 + 2 * 0.2 + 1.0)
 
 
 def test_the_bar_counts_down_between_heartbeats():
