@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import runs
+from core import runs, zoo
 from core.config import BALANCE_METHODS, PRESETS, TrainConfig
 from core.formats import format_seconds
 from core.models import ARCHS
@@ -10,6 +10,7 @@ from core.progress import left_now
 from core.metrics import MetricsTail
 from core.runfolder import RunFolder
 from core.sources import source_label
+from core.zoo import TIMM_BACKBONES
 from pages._common import (BATCH_SIZES, DEFAULTS, IMAGE_SIZES, current_augment, current_config, current_run_dir,
                            route_through_app, select_run)
 from pages._figures import loss_figure, lr_figure, lr_find_figure
@@ -103,17 +104,25 @@ def settings_form() -> tuple[bool, bool]:
     waiting = not_ready()
     if waiting:
         st.warning(waiting)
-    if state["arch"] not in ARCHS:  # a backbone an older or newer version saved
-        state["arch"] = DEFAULTS.arch
+    backbones = {**{key: arch.label for key, arch in ARCHS.items()}, **TIMM_BACKBONES}
+    if state["arch"] not in backbones:  # another timm model (typed on the command line), or an unknown one
+        if zoo.known(state["arch"]):
+            backbones[state["arch"]] = f"{state['arch'][len(zoo.PREFIX):]} (timm)"
+        else:
+            state["arch"] = DEFAULTS.arch
     with st.container(border=True):
         augment = current_augment()
         st.caption(f"Dataset: **{md(source_label(state['data']))}**, images made square by {md(state['resize'])}, "
                    f"{'with augmentation' if augment.active else 'no augmentation'} (change these on the Data page)")
         left, right = st.columns(2)
-        left.selectbox("Backbone", list(ARCHS), format_func=lambda key: ARCHS[key].label, key="arch",
+        left.selectbox("Backbone", list(backbones), format_func=backbones.get, key="arch",
                        help="EfficientNet-Lite0's ImageNet weights ship with the app and work offline; "
-                            "ResNet weights download once from torchvision, then are cached.")
+                            "ResNet weights download once from torchvision, timm's from the Hugging Face hub, then "
+                            "are cached. Any other timm model: python -m core.train --arch timm:NAME.")
         left.toggle("Start from ImageNet weights", key="pretrained", help=help_for("pretrained"))
+        if state["pretrained"]:
+            left.text_input("Weights file, where there is no network (optional)", key="weights",
+                            placeholder="/path/to/weights.safetensors", help=help_for("weights").capitalize() + ".")
         left.number_input("Epochs", min_value=1, max_value=200, key="epochs",
                           help="Passes over the training images with every layer learning.")
         left.number_input("Frozen epochs first", min_value=0, max_value=20, key="freeze_epochs",
@@ -131,6 +140,7 @@ def settings_form() -> tuple[bool, bool]:
                             format_func=lambda v: f"{v:.2g}", help="The peak rate of the one-cycle schedule for "
                             "the new head; earlier layers get less. The finder below suggests one.")
         more_settings()
+        time_estimate()
         start_column, find_column = st.columns([1, 3])
         start = start_column.button("Start training", type="primary", icon=":material/play_arrow:",
                                     disabled=bool(waiting))
@@ -139,6 +149,36 @@ def settings_form() -> tuple[bool, bool]:
                                        "the loss falls fastest without blowing up (fastai's lr_find). Trains nothing "
                                        "it keeps.")
     return start, find
+
+
+@st.cache_data(show_spinner="Timing a few training steps on this machine…", max_entries=32)
+def _costs(arch: str, size: int, bs: int):
+    from core.device import pick_device
+    from core.estimate import measure
+
+    return measure(arch, size, bs, pick_device())
+
+
+def time_estimate() -> None:
+    """How long the chosen run will take here, from a few timed steps of this backbone at this size (not while a
+    run trains: it would slow the run and be timed wrong)."""
+    from core.estimate import run_seconds
+    from pages._common import health_report
+
+    config = current_config()
+    if config.problems() or runs.active_run():
+        return
+    try:
+        n_images = health_report(config.data, config.label_regex).n_images
+        costs = _costs(config.arch, config.size, config.bs)
+    except Exception:  # a dataset that cannot be read yet, a backbone that cannot be built: Start will say why
+        return
+    n_valid = max(round(n_images * config.valid_pct), 1)
+    minutes, seconds = divmod(int(round(run_seconds(config, max(n_images - n_valid, 1), n_valid, costs))), 60)
+    duration = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+    st.caption(f":material/schedule: About **{duration}** of training on this machine, from timed "
+               f"steps of this backbone at {config.size} px (plus loading). Time grows with the square of the image "
+               f"size: {config.size * 2} px costs about 4× as much, {max(config.size // 2, 16)} px about a quarter.")
 
 
 def start_run(task: str) -> None:

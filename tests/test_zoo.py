@@ -109,3 +109,20 @@ def test_the_layers_page_reads_a_vit_block_as_maps_and_its_attention_per_head(tm
     assert attention.sum((1, 2)) == pytest.approx([1.0] * 3, abs=0.2)  # most of each head's weight is on patches
     cnn = build_classifier(f"timm:{CNN}", 3, pretrained=True, size=32, weights=weights_file(tmp_path, CNN)).model
     assert attention_maps(cnn, load_source("builtin:digits", 32).images[0]) is None
+
+
+def test_the_train_page_lists_timm_backbones_asks_for_a_weights_file_and_says_how_long_a_run_takes(runs_env):
+    from tests.test_pages import by_label, open_page
+
+    app = open_page("pages/train.py", run_id=None)
+    backbone = by_label(app.selectbox, "Backbone")
+    assert set(zoo.TIMM_BACKBONES.values()) <= set(backbone.options)  # shown by their labels
+    assert "About" in " ".join(c.value for c in app.caption) and "of training on this machine" in " ".join(
+        c.value for c in app.caption)
+    backbone.set_value("timm:convnext_nano.in12k_ft_in1k").run()
+    assert not app.exception
+    weights = by_label(app.text_input, "Weights file, where there is no network (optional)")
+    weights.set_value("/no/such/file.safetensors").run()
+    start = next(b for b in app.button if b.label == "Start training")
+    start.click().run()
+    assert any("weights must be a file that exists" in e.value for e in app.error)
