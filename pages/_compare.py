@@ -34,10 +34,11 @@ def compare_figure(curves: dict[str, Curve], title: str, x_title: str, y_title: 
                                legendgroup=name, showlegend=not dotted or not trained,
                                mode="lines+markers" if markers else "lines",
                                line=dict(color=colour, dash="dot" if dotted else "solid"),
-                               marker=dict(color=colour, symbol="circle-open" if dotted else "circle", size=8),
+                               marker=dict(color=colour, size=8, symbol=["circle-open" if curve.frozen[k] else
+                                                                         "circle" for k in part]),
                                hovertemplate=f"{name}{' (frozen)' if dotted else ''}<br>%{{x:.3g}}: %{{y:.4g}}"
                                              "<extra></extra>")
-    if unfrozen_at_zero and any(curve.frozen for curve in curves.values()):
+    if unfrozen_at_zero and any(any(curve.frozen) for curve in curves.values()):
         figure.add_vline(x=0, line=dict(color="grey", dash="dash", width=1), annotation_text="unfrozen",
                          annotation_position="bottom right")
     figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=340,
