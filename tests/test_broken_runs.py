@@ -146,14 +146,14 @@ def test_a_dashboard_looking_at_the_lock_never_makes_a_starting_run_fail(tmp_pat
 def test_status_fields_and_metric_rows_of_the_wrong_type_are_left_out(trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path, "odd")
     status = json.loads((run / "status.json").read_text())
-    status.update(started="x", best_accuracy="high", heartbeat=float("nan"), pid=True, epoch=[1])
+    status.update(started="x", best_accuracy="high", heartbeat=float("nan"), pid=True, epoch=[1], active_s="long")
     (run / "status.json").write_text(json.dumps(status))
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"kind": "step", "step": "x", "loss": 1, "lr": 1}\n[1]\n"text"\n{"kind": "epoch", "epoch": 9}\n')
         f.write('{"kind": "step", "step": 999, "loss": NaN, "lr": 0.1}\n{"kind": "step", "step": 1000, "loss": 0.5, '
                 '"lr": 0.1}\n')
     folder = RunFolder(run)
-    assert not {"started", "best_accuracy", "heartbeat", "pid", "epoch"} & set(folder.raw_status())
+    assert not {"started", "best_accuracy", "heartbeat", "pid", "epoch", "active_s"} & set(folder.raw_status())
     summary = runs.summarize(run)
     assert summary.state == "completed" and summary.best_accuracy is None and summary.seconds is None
     metrics = folder.read_metrics()
