@@ -11,8 +11,12 @@ from pages._text import md
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="assets/logo.svg", layout="wide")
 init_session()
 # Progress bars jump to their new value instead of gliding there for half a second (bench/ui_cost: the glide's
-# repaints were a third of what Chromium spent watching a run).
-st.html("<style>.stProgress * { transition: none !important; }</style>")
+# repaints were a third of what Chromium spent watching a run). Plotly's toolbar gets a 30 px strip of its own above
+# each chart instead of covering its title and labels (the element's fixed flex height grows by the strip).
+st.html("<style>.stProgress * { transition: none !important; } "
+        ".stElementContainer:has(> div > .stPlotlyChart) { padding-top: 30px; height: auto !important; "
+        "flex: 0 0 auto !important; } .stPlotlyChart .js-plotly-plot { overflow: visible !important; } "
+        ".stPlotlyChart .modebar-container { top: -30px !important; }</style>")
 
 navigation = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
