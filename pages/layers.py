@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import streamlit as st
 
-from core.attribution import METHODS, top_predictions
+from core.attribution import METHODS, grad_cam_layer, grad_cam_note, top_predictions
 from core.errors import DataError
 from core.images import decode_image
 from core.models import conv_layers, describe_layer, feature_layers
@@ -104,7 +104,14 @@ elif view == "Attributions":
                               help="The predicted class by default; choose any other to see what speaks for it.")
     opacity = right.slider("Heat map opacity", 0.0, 1.0, 0.5)
     st.caption(METHODS[method].explanation)
-    heat = cached_attribution(key, image_key, (class_names.index(target),), method, model, image[None])
+    heat = [None]
+    cam_layer = grad_cam_layer(model, size) if method == "grad_cam" else None
+    if method == "grad_cam" and cam_layer is None:  # no layer keeps enough cells at this size: say so, draw none
+        st.info(md(grad_cam_note(cam_layer, size)))
+    else:
+        if cam_layer is not None:
+            st.caption(md(grad_cam_note(cam_layer, size)))
+        heat = cached_attribution(key, image_key, (class_names.index(target),), method, model, image[None])
     picture, table = st.columns([2, 1])
     picture.plotly_chart(overlay_grid(to_hwc(np.stack([image.numpy(), image.numpy()])), [None, heat[0]],
                                       [caption, f"{METHODS[method].label}: {target}"], columns=2, opacity=opacity,
