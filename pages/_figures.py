@@ -34,7 +34,7 @@ def image_grid(images: np.ndarray, titles: list[str], columns: int = 8, height_p
                        facet_row_spacing=0.08)
     # px names facets "facet_col=0", "facet_col=1", ...: replace each by its title
     for annotation in figure.layout.annotations:
-        annotation.text = plot(titles[int(annotation.text.split("=")[1])])
+        annotation.text = _title(titles[int(annotation.text.split("=")[1])], max(8, 170 // columns))
     rows = -(-len(images) // columns)
     figure.update_xaxes(visible=False).update_yaxes(visible=False)
     figure.update_layout(height=60 + rows * height_per_row, margin=dict(l=0, r=0, t=30, b=0),
@@ -42,25 +42,40 @@ def image_grid(images: np.ndarray, titles: list[str], columns: int = 8, height_p
     return figure
 
 
+def _title(text: str, max_chars: int) -> str:
+    """A title for plotly: each line (split at \\n) cut to max_chars with an ellipsis, escaped, joined by <br>."""
+    lines = [line if len(line) <= max_chars else line[:max_chars - 1] + "…" for line in str(text).split("\n")]
+    return "<br>".join(plot(line) for line in lines)
+
+
 def overlay_grid(images: np.ndarray, heats, titles: list[str], columns: int = 6, opacity: float = 0.5,
                  height_per_row: int = 200) -> go.Figure:
-    """Images (N, H, W, 3) uint8 with heat maps (N, H, W) in 0..1 laid over them at `opacity`, titled (text).
+    """Images (N, H, W, 3) uint8 with heat maps (N, H, W) in 0..1 laid over them at `opacity`, titled (text; a
+    newline starts a second line) above a colour scale.
 
-    `heats` may be None (no heat at all) or hold None for an image drawn without one.
+    `heats` may be None (no heat at all) or hold None for an image drawn without one. Titles are cut to what fits
+    their column, and rows keep room for two lines of title, so neighbours never run into each other.
     """
     columns = max(1, min(columns, len(images)))
     rows = -(-len(images) // columns)
-    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[plot(title) for title in titles],
-                           horizontal_spacing=0.01, vertical_spacing=0.12 / max(rows, 1))
+    title_px, top = 36, 40  # two lines of 11 px text, and the first row's titles
+    height = top + rows * height_per_row
+    figure = make_subplots(rows=rows, cols=columns, horizontal_spacing=0.04 if columns > 1 else 0,
+                           subplot_titles=[_title(title, max(8, 170 // columns)) for title in titles],
+                           vertical_spacing=title_px / height if rows > 1 else 0)
     for i, image in enumerate(images):
         row, col = i // columns + 1, i % columns + 1
         figure.add_trace(go.Image(z=image, hoverinfo="skip"), row=row, col=col)
         if heats is not None and heats[i] is not None:
-            figure.add_trace(go.Heatmap(z=heats[i], opacity=opacity, colorscale=HEAT_SCALE, zmin=0, zmax=1,
-                                        showscale=False, hovertemplate="heat %{z:.2f}<extra></extra>"),
-                             row=row, col=col)
+            # smoothed between pixels: the map is smooth already, and square pixels at 32 px read as a grid
+            figure.add_trace(go.Heatmap(z=heats[i], opacity=opacity, coloraxis="coloraxis", zsmooth="best",
+                                        hovertemplate="heat %{z:.2f}<extra></extra>"), row=row, col=col)
     figure.update_xaxes(visible=False).update_yaxes(visible=False, autorange="reversed")
-    figure.update_layout(height=40 + rows * height_per_row, margin=dict(l=0, r=0, t=30, b=0))
+    figure.update_layout(height=height, margin=dict(l=0, r=0, t=top, b=0),
+                         coloraxis=dict(colorscale=HEAT_SCALE, cmin=0, cmax=1, showscale=heats is not None,
+                                        colorbar=dict(title=dict(text="heat", side="right"), thickness=12, len=min(
+                                            1.0, 320 / height), y=1, yanchor="top", tickvals=[0, 0.5, 1],
+                                                      ticktext=["none", "half", "strongest"])))
     figure.update_annotations(font_size=11)
     return figure
 
@@ -130,24 +145,31 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str], normalized: boo
     """
     class_names = [plot(name) for name in class_names]
     n = len(class_names)
-    cell = max(18, min(48, 560 // max(n, 1)))  # pixels per cell
+    cell = max(10, min(36, 440 // max(n, 1)))  # pixels per cell: at most ~560 px wide, so its images fit beside it
     actual, predicted = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     values = matrix.ravel()
     labels = [f"{v:.2f}" if normalized else str(int(v)) for v in values]
     bright = values > (values.max() if len(values) else 0) * 0.5
+    opaque = dict(marker=dict(opacity=1))  # a click selects one cell; plotly would fade every other to 0.2
     figure = go.Figure(go.Scatter(
         x=[class_names[j] for j in predicted.ravel()], y=[class_names[i] for i in actual.ravel()],
-        mode="markers+text", text=labels, textfont=dict(color=["white" if b else "#333" for b in bright], size=11),
+        mode="markers+text" if cell >= 20 else "markers", text=labels,  # numbers in cells under 20 px overlap
+        textfont=dict(color=["white" if b else "#333" for b in bright], size=11 if cell >= 28 else 9),
         marker=dict(symbol="square", size=cell - 2, color=values, colorscale="Blues", line=dict(width=0),
                     colorbar=dict(title="share" if normalized else "images", thickness=12)),
+        selected=opaque, unselected=opaque,
         hovertemplate="actual %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
     figure.update_xaxes(type="category", side="top", title="Predicted", categoryorder="array",
-                        categoryarray=class_names, showgrid=False)
+                        categoryarray=class_names, showgrid=False, automargin=True)
     figure.update_yaxes(type="category", title="Actual", categoryorder="array", categoryarray=class_names[::-1],
-                        showgrid=False)
-    side = 120 + cell * n
-    figure.update_layout(width=side + 80, height=side, margin=dict(l=0, r=0, t=40, b=0),
-                         plot_bgcolor="white", clickmode="event+select")
+                        showgrid=False, automargin=True)
+    # Room for the names, set rather than left to automargin: a margin that grows shrinks the plot, not the
+    # markers (their size is in pixels), and the cells would overlap. ~7 px a character at 11 px.
+    name_px = 7 * max((len(name) for name in class_names), default=1)
+    top = 50 + (name_px if name_px > cell else 14)  # names wider than a cell are turned upright
+    left = 40 + name_px
+    figure.update_layout(width=left + cell * n + 90, height=top + cell * n + 10,
+                         margin=dict(l=left, r=90, t=top, b=10), plot_bgcolor="white", clickmode="event+select")
     return figure
 
 

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.attribution import attribute
+from core.attribution import attribute, grad_cam_layer, grad_cam_note
 from core.formats import format_seconds
 from core.interpret import Predictions, confusion_matrix, most_confused, per_class_metrics, top_losses
 from core.runfolder import RunFolder
+from core.sources import source_label
 from pages._figures import confusion_figure, loss_figure, lr_figure, overlay_grid, to_hwc
 
 if TYPE_CHECKING:
@@ -20,7 +21,25 @@ if TYPE_CHECKING:
 
 STYLE = """body{font-family:system-ui,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{color:#1f4e79}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#eef3f8}code{background:#f4f4f4;padding:2px 4px}"""
+text-align:right}th{background:#eef3f8}code{background:#f4f4f4;padding:2px 4px}
+.js-plotly-plot{margin-top:30px}.js-plotly-plot .modebar-container{top:-30px!important}"""
+# ^ plotly's toolbar sits in a strip of its own above each chart, not over its title
+
+
+def _standalone(figure):
+    """The figure as it reads outside Streamlit. Importing streamlit makes its own template plotly's default: a
+    placeholder whose colours the app's front end fills in and whose axes leave no margin for their tick labels,
+    so an exported chart lost its axis values and the matrix its row names. plotly_white, with room made for them."""
+    figure.update_layout(template="plotly_white")
+    return figure.update_xaxes(automargin=True).update_yaxes(automargin=True)
+
+
+def _top_losses(model, images: torch.Tensor, targets: list[int], titles: list[str], size: int) -> tuple[str, object]:
+    """(a sentence on the heat maps, the overlay figure): Grad-CAM where the image size allows an informative one."""
+    layer = grad_cam_layer(model, size)
+    heats = attribute(model, images, targets, "grad_cam") if layer is not None else None
+    return grad_cam_note(layer, size), overlay_grid(to_hwc(images.numpy()), heats, titles, columns=4, opacity=0.45,
+                                                    height_per_row=230)
 
 
 def _table(rows: list[dict]) -> str:
@@ -38,17 +57,17 @@ def run_report_html(run_dir: Path, model, run_images: torch.Tensor, predictions:
     request, status, tail = folder.request(), folder.status(), folder.read_metrics()
     matrix = confusion_matrix(predictions.targets, predictions.predicted, len(class_names))
     worst = top_losses(predictions, n_top_losses)
-    images = run_images[predictions.item_ids[worst]]
-    heats = attribute(model, images, [int(predictions.predicted[p]) for p in worst], "grad_cam")
-    titles = [f"{class_names[predictions.targets[p]]}→{class_names[predictions.predicted[p]]} "
+    titles = [f"{class_names[predictions.targets[p]]}→{class_names[predictions.predicted[p]]}\n"
               f"loss {predictions.losses[p]:.2f}" for p in worst]
-    figures = [loss_figure(tail), lr_figure(tail), confusion_figure(matrix, class_names),
-               overlay_grid(to_hwc(images.numpy()), heats, titles, columns=6, opacity=0.45)]
-    charts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)]
+    cam_note, losses_figure = _top_losses(model, run_images[predictions.item_ids[worst]],
+                                          [int(predictions.predicted[p]) for p in worst], titles, run_images.shape[-1])
+    figures = [loss_figure(tail), lr_figure(tail), confusion_figure(matrix, class_names), losses_figure]
+    charts = [_standalone(f).to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)]
     epochs = [{"epoch": r["epoch"], "phase": r["phase"], "train_loss": f"{r['train_loss']:.4f}",
                "valid_loss": f"{r['valid_loss']:.4f}", "accuracy": f"{r['accuracy']:.4f}",
                "error_rate": f"{r['error_rate']:.4f}", "time": format_seconds(r["seconds"])} for r in tail.epochs]
-    settings = [{"setting": k, "value": v} for k, v in request.get("config", {}).items()]
+    settings = [{"setting": k, "value": source_label(v) if k == "data" else v}  # the zip's name, not its folder
+                for k, v in request.get("config", {}).items()]
     pairs = [{"actual": a, "predicted": p, "count": n} for a, p, n in most_confused(matrix, class_names)[:15]]
     per_class = [{"class": m.class_name, "precision": f"{m.precision:.3f}", "recall": f"{m.recall:.3f}",
                   "f1": f"{m.f1:.3f}", "support": m.support} for m in per_class_metrics(predictions, class_names)]
@@ -56,7 +75,8 @@ def run_report_html(run_dir: Path, model, run_images: torch.Tensor, predictions:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Run {name}</title>
 <style>{STYLE}</style></head><body>
 <h1>Transfer Learning Studio — run {name}</h1>
-<p>State <b>{html.escape(str(status.get('state')))}</b> · validation accuracy
+<p>Dataset <b>{html.escape(source_label(folder.config().data))}</b> · state
+<b>{html.escape(str(status.get('state')))}</b> · validation accuracy
 <b>{predictions.accuracy:.1%}</b> on {len(predictions.targets)} images · report made
 {time.strftime('%Y-%m-%d %H:%M')}</p>
 <h2>Settings</h2>{_table(settings)}
@@ -65,5 +85,5 @@ def run_report_html(run_dir: Path, model, run_images: torch.Tensor, predictions:
 <h2>Confusion matrix</h2><p>Rows: actual class; columns: predicted class.</p>{charts[2]}
 <h2>Most confused</h2>{_table(pairs)}
 <h2>Per-class metrics (worst first)</h2>{_table(per_class)}
-<h2>Top losses, with Grad-CAM</h2><p>actual→predicted, loss. The heat shows where the model looked.</p>{charts[3]}
+<h2>Top losses, with Grad-CAM</h2><p>Each reads actual→predicted, then its loss. {html.escape(cam_note)}</p>{charts[3]}
 </body></html>"""

@@ -4,6 +4,7 @@ import html
 import numpy as np
 import streamlit as st
 
+from core.attribution import grad_cam_layer, grad_cam_note
 from core.runfolder import RunFolder
 from core.interpret import (confusion_matrix, most_confused, normalize_rows, pair_positions, per_class_metrics,
                             top_losses, typical_positions)
@@ -70,11 +71,13 @@ right.metric("Mistakes", f"{mistakes} of {len(predictions.targets)}")
 
 st.subheader("Confusion matrix")
 st.caption("Each row is the actual class, each column what the model predicted: the diagonal is right, everything "
-           "off it is a mistake. Click a cell (or choose it below) to see its images.")
+           "off it is a mistake. Click a cell (or choose it on the right) to see its images beside the matrix.")
 normalized = st.toggle("Show each row as shares of its class", help="Divides each row by the number of images of "
                        "that class, so small classes' mistakes stand out as much as big ones'.")
-event = st.plotly_chart(confusion_figure(normalize_rows(matrix) if normalized else matrix, class_names, normalized),
-                        key="confusion", on_select="rerun", selection_mode="points", width="content")
+figure = confusion_figure(normalize_rows(matrix) if normalized else matrix, class_names, normalized)
+matrix_column, cell_column = st.columns([figure.layout.width, 360], gap="medium")  # the cell's images beside it
+event = matrix_column.plotly_chart(figure, key="confusion", on_select="rerun", selection_mode="points",
+                                   width="content")
 clicked = [(html.unescape(str(p["y"])), html.unescape(str(p["x"])))  # the matrix names its axes escaped for plotly
            for p in (event.selection.points if event else []) if "x" in p and "y" in p]
 if clicked and clicked[-1] != st.session_state.get("last_clicked_cell"):
@@ -84,12 +87,13 @@ pairs = most_confused(matrix, class_names)
 if "cell_actual" not in st.session_state or st.session_state["cell_actual"] not in class_names:
     first = pairs[0] if pairs else (class_names[0], class_names[0], 0)
     st.session_state["cell_actual"], st.session_state["cell_predicted"] = first[0], first[1]
-left, right = st.columns(2)
-actual = left.selectbox("Actual class", class_names, key="cell_actual")
-predicted = right.selectbox("Predicted as", class_names, key="cell_predicted")
-cell = pair_positions(predictions, class_names.index(actual), class_names.index(predicted))
-st.caption(f"{len(cell)} validation images of **{md(actual)}** predicted as **{md(predicted)}**, surest first.")
-gallery(cell, "No image falls in this cell.", key="cell_gallery")
+with cell_column:
+    left, right = st.columns(2)
+    actual = left.selectbox("Actual class", class_names, key="cell_actual")
+    predicted = right.selectbox("Predicted as", class_names, key="cell_predicted")
+    cell = pair_positions(predictions, class_names.index(actual), class_names.index(predicted))
+    st.caption(f"{len(cell)} validation images of **{md(actual)}** predicted as **{md(predicted)}**, surest first.")
+    gallery(cell, "No image falls in this cell.", limit=12, columns=3, key="cell_gallery")
 if len(cell) and actual != predicted:
     fix_labels(cell[:16], "cell", "confusion matrix")
 
@@ -120,7 +124,7 @@ else:
 
 st.subheader("Top losses")
 st.caption("The images the model was most wrong about (or right but least sure): often mislabelled data, or a "
-           "hard case. The Grad-CAM heat map shows where the model looked for its prediction.")
+           "hard case.")
 left, middle, right = st.columns(3)
 k = left.slider("Top losses to show", 4, 24, 12, step=4)
 show_cam = middle.toggle("Grad-CAM heat map", value=True)
@@ -129,12 +133,19 @@ worst = top_losses(predictions, k)
 heats = None
 if show_cam:
     model, _, _ = run_model(run_dir)
-    heats = cached_attribution(model_key(run_dir), f"top_losses:{k}", tuple(int(predictions.predicted[p]) for p in worst),
-                               "grad_cam", model, images[predictions.item_ids[worst]])
-titles = [f"{class_names[predictions.targets[p]]}→{class_names[predictions.predicted[p]]} · "
+    layer = grad_cam_layer(model, config.size)
+    if layer is None:
+        st.info(md(grad_cam_note(layer, config.size)), icon=":material/blur_on:")
+    else:
+        st.caption(md(grad_cam_note(layer, config.size)))
+        heats = cached_attribution(model_key(run_dir), f"top_losses:{k}",
+                                   tuple(int(predictions.predicted[p]) for p in worst), "grad_cam", model,
+                                   images[predictions.item_ids[worst]])
+titles = [f"{class_names[predictions.targets[p]]}→{class_names[predictions.predicted[p]]}\n"
           f"loss {predictions.losses[p]:.2f} · p {predictions.probs[p, predictions.predicted[p]]:.2f}" for p in worst]
-st.plotly_chart(overlay_grid(images_at(worst), heats, titles, columns=6, opacity=opacity), key="top_losses")
-st.caption("Titles read actual→predicted · loss · probability of the prediction.")
+st.plotly_chart(overlay_grid(images_at(worst), heats, titles, columns=4, opacity=opacity, height_per_row=230),
+                key="top_losses")
+st.caption("Titles read actual→predicted, then loss · probability of the prediction.")
 fix_labels(worst, "top_losses", "top losses")
 
 trust_section(run_dir, predictions, images, len(class_names))
