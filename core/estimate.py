@@ -16,8 +16,10 @@ from core.batches import normalize
 from core.config import TrainConfig
 from core.device import autocast_for, in_layout, memory_format_for
 from core.models import build_classifier
-from core.progress import TimeLeft
-from core.recipe import plan
+from core.progress import MIN_STEPS, TimeLeft
+from core.distributed import World
+from core.recipe import caches_features, plan
+from core.stages import CACHE_SHARE, StageTimes, available_bytes, time_stages
 from core.trust import BANK_SIZE
 
 PROBE_IMAGES = 8  # images in each timed batch: a few seconds at 224 px on two CPU cores
@@ -27,6 +29,8 @@ PROBE_IMAGES = 8  # images in each timed batch: a few seconds at 224 px on two C
 class Costs:
     forward_s: float  # one image through the whole network, inference
     step_s: float  # one training step of the whole network on a batch of the run's batch size
+    stages: StageTimes | None = None  # the body's stages, timed: where unfreeze="late" would cut
+    cache_budget: float = 0.0  # bytes the early stages' outputs may take
 
 
 def _timed(work, repeats: int = 2) -> float:
@@ -65,7 +69,8 @@ def measure(arch: str, size: int, batch_size: int, device: torch.device) -> Cost
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return Costs(_timed(forward) / n, _timed(step) * batch_size / n)
+    return Costs(_timed(forward) / n, _timed(step) * batch_size / n, time_stages(model[0], size, device),
+                 available_bytes(device) * CACHE_SHARE)
 
 
 def run_seconds(config: TrainConfig, n_train: int, n_valid: int, costs: Costs) -> float:
@@ -73,11 +78,14 @@ def run_seconds(config: TrainConfig, n_train: int, n_valid: int, costs: Costs) -
     validation passes, the frozen phase's feature cache and the final pass (not the start-up: loading the
     libraries, the images and the weights)."""
     batch_size = min(config.bs, n_train)
-    phases = plan(config)
+    late = config.unfreeze == "late" and config.epochs > 0 and caches_features(config, World())
+    cut = costs.stages.pick(n_train, n_valid, config.epochs, costs.cache_budget) if late and costs.stages else None
+    phases = plan(config, cut=cut)
     left = TimeLeft(phases, steps_per_epoch=max(n_train // batch_size, 1), batch_size=batch_size, n_train=n_train,
                     n_valid=n_valid, finish_images=min(BANK_SIZE, n_train) + n_valid)
     left.forward_s = costs.forward_s
     for phase in phases:
         if phase.name in ("unfrozen", "scratch"):
-            left.step(phase.name, costs.step_s)
+            for _ in range(MIN_STEPS + 1):  # the timed step stands for the phase's steps (the first is a warm-up)
+                left.step(phase.name, costs.step_s)
     return left.seconds_left(phases[0].name, 0, 0) if phases else 0.0

@@ -29,6 +29,7 @@ from core.data import Split
 from core.device import autocast_for, in_layout, inference_batch_size, memory_format_for
 from core.distributed import World
 from core.models import Classifier
+from core.stages import LateCut
 
 # (optimizer, total steps) -> the learning-rate schedule
 Schedule = Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]
@@ -58,7 +59,10 @@ class Learner:
     batch_in_epoch: int = 0  # batches finished in the current epoch
     resume: dict | None = None  # a checkpoint to continue from, consumed by the phase it was saved in
     world: World = field(default_factory=World)  # the processes training together (one, unless torchrun)
-    features: Split | None = None  # during a cached frozen phase: the body's features in place of images
+    features: Split | None = None  # during a cached phase: what the body's early part computed, in place of images
+    feature_model: nn.Module | None = None  # what trains on `features` (default: the head)
+    late_cut: LateCut | None = None  # where the body is cut for training its late stages on cached outputs
+    early_features: Split | None = None  # the early stages' outputs, kept from the frozen phase to the late one
     loss_weights: torch.Tensor | None = None  # (n_classes,) on the device with balance="weights"; set by fit
     announce: Callable[[str], None] = lambda message: None  # tells the person what a long step is doing
     feature_seconds: float = 0.0  # wall seconds this process spent computing a cached frozen phase's features
@@ -117,8 +121,8 @@ def fit(learner: Learner, epochs: int, param_groups: list[dict], *, schedule: Sc
     learner.phase, learner.phase_epoch = phase, 0
     skip = _resume_phase(learner)  # batches of the first epoch already trained before a resume
     split, model, augment = learner.split, learner.classifier.model, Augment.from_config(config)
-    if learner.features is not None:  # the frozen body already ran once over every image: only the head trains
-        split, model, augment = learner.features, learner.classifier.head, Augment()
+    if learner.features is not None:  # the body (or its early stages) already ran once over every image
+        split, model, augment = learner.features, learner.feature_model or learner.classifier.head, Augment()
     learner.loss_weights = class_weights(split.train_labels).to(device) if config.balance == "weights" else None
     # Under torchrun, wrap per phase: DDP syncs the parameters that are trainable when it is built.
     train_model = torch.nn.parallel.DistributedDataParallel(

@@ -23,9 +23,10 @@ MIN_STEPS = 3  # steps measured before their mean replaces the estimate: one ste
 
 @dataclass(frozen=True)
 class Phase:
-    name: str  # as core.loop.fit calls it: "frozen", "unfrozen" or "scratch"
+    name: str  # as core.loop.fit calls it: "frozen", "unfrozen", "late" or "scratch"
     epochs: int
-    cached: bool = False  # trains the head on body features computed once when the phase starts
+    cached: bool = False  # trains on what frozen layers computed once, when the run's first cached phase starts
+    share: float = 0.0  # of a forward pass, what a cached phase's training runs: 0 (a head), a late stages' share
 
 
 class ActiveTime:
@@ -109,18 +110,19 @@ class TimeLeft:
         measured, forward = recent_mean(self.costs[phase.name].steps), self.forward()
         if measured is not None:
             return measured
-        if phase.cached:
-            return 0.0  # a linear layer on cached features: nothing next to computing them
-        return None if forward is None else \
-            forward * self.batch_size * STEP_PER_FORWARD.get(phase.name, TRAIN_STEP_PER_FORWARD)
+        if forward is None:
+            return 0.0 if phase.cached and not phase.share else None  # a head on cached features: next to nothing
+        share = phase.share if phase.cached else 1.0
+        return forward * self.batch_size * STEP_PER_FORWARD.get(phase.name, TRAIN_STEP_PER_FORWARD) * share
 
     def epoch_extra_s(self, phase: Phase) -> float | None:
         measured, forward = self.costs[phase.name].epoch_extra_s, self.forward()
         if measured is not None:
             return measured
-        if phase.cached:
+        if phase.cached and not phase.share:
             return self.checkpoint_s
-        return None if forward is None else forward * self.n_valid + self.checkpoint_s
+        share = phase.share if phase.cached else 1.0
+        return None if forward is None else forward * self.n_valid * share + self.checkpoint_s
 
     def seconds_left(self, phase: str, phase_epoch: int, batch_in_epoch: int) -> float | None:
         """Seconds left from a position: `phase_epoch` epochs of `phase` finished and `batch_in_epoch` batches
@@ -131,6 +133,7 @@ class TimeLeft:
         if forward is None:
             return None
         left = forward * self.finish_images
+        cache_paid = self.features_ready  # the run's cached phases share one pass over every image
         for index, p in enumerate(self.phases[start:]):
             current = index == 0 and phase == p.name
             epochs = p.epochs - (phase_epoch if current else 0)
@@ -139,8 +142,9 @@ class TimeLeft:
             if step_s is None or extra_s is None:
                 return None
             left += max(steps, 0) * step_s + max(epochs, 0) * extra_s
-            if p.cached and not (current and self.features_ready):
+            if p.cached and not cache_paid:
                 left += forward * (self.n_train + self.n_valid)
+                cache_paid = True
         return left
 
 

@@ -1,5 +1,7 @@
-"""fastai's fine_tune recipe on the one loop: train a new head on a frozen body, then everything with
-discriminative learning rates. The frozen epochs train on body features computed once when they can.
+"""fastai's fine_tune recipe on the one loop: train a new head on a frozen body, then more of the network
+with discriminative learning rates. What can be computed once is: without augmentation, the frozen epochs train
+the head on body features computed once, and the unfrozen epochs train the body's late stages and the head on
+the early stages' outputs computed once (unfreeze="late"; core.stages picks the cut from this machine's timing).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from core.distributed import World
 from core.loop import Learner, fit_one_cycle, keeps_bn_stats
 from core.models import freeze_body, unfreeze
 from core.progress import Phase
+from core.stages import LateCut, choose_cut, split as split_body
 
 
 def fine_tune(learner: Learner) -> None:
@@ -32,32 +35,83 @@ def fine_tune(learner: Learner) -> None:
         params = [p for group in classifier.groups for p in group]
         fit_one_cycle(learner, config.epochs, [{"params": params, "lr": config.lr}], phase="scratch")
         return
-    resuming_unfrozen = learner.resume is not None and learner.resume["phase"] == "unfrozen"
-    if config.freeze_epochs > 0 and not resuming_unfrozen:
+    resuming_later = learner.resume is not None and learner.resume["phase"] in ("unfrozen", "late")
+    cut = learner.late_cut
+    if config.freeze_epochs > 0 and not resuming_later:
         freeze_body(classifier)
         trainable = [p for p in classifier.model.parameters() if p.requires_grad]
-        if caches_features(config, learner.world):
-            learner.features = cache_features(learner)
+        if cut is not None:  # the late phase's cache serves this one too: the late stages run once over it
+            learner.early_features = cache_features(learner, split_body(classifier.body, cut.at)[0])
+            learner.features = late_features(learner, split_body(classifier.body, cut.at)[1])
+            trainable = list(classifier.head.parameters())
+        elif caches_features(config, learner.world):
+            learner.features = cache_features(learner, classifier.body, pool=True)
             trainable = list(classifier.head.parameters())
         try:
             fit_one_cycle(learner, config.freeze_epochs, [{"params": trainable, "lr": config.lr}], pct_start=0.99,
                           phase="frozen")
         finally:
             learner.features = None
-    if config.epochs > 0:
+    if config.epochs > 0 and cut is not None:
+        train_late(learner, cut)
+    elif config.epochs > 0:
         unfreeze(classifier)
-        top = config.unfrozen_lr_max or config.lr / 2
-        lrs = even_mults(config.unfrozen_lr_min or top / 100, top, len(classifier.groups))
-        groups = [{"params": params, "lr": lr} for params, lr in zip(classifier.groups, lrs)]
-        fit_one_cycle(learner, config.epochs, groups, pct_start=0.3, div=5.0, phase="unfrozen")
+        fit_one_cycle(learner, config.epochs, unfrozen_groups(learner), pct_start=0.3, div=5.0, phase="unfrozen")
 
 
-def plan(config: TrainConfig, world: World = World()) -> list[Phase]:
+def unfrozen_groups(learner: Learner, trainable: set[int] | None = None) -> list[dict]:
+    """The optimizer's groups for the unfrozen epochs: early body, late body, head at rates from lr/200 to lr/2
+    spaced geometrically (or unfrozen_lr_min .. unfrozen_lr_max), keeping only `trainable` parameters (ids)."""
+    config, classifier = learner.config, learner.classifier
+    top = config.unfrozen_lr_max or config.lr / 2
+    lrs = even_mults(config.unfrozen_lr_min or top / 100, top, len(classifier.groups))
+    groups = [{"params": [p for p in params if trainable is None or id(p) in trainable], "lr": lr}
+              for params, lr in zip(classifier.groups, lrs)]
+    return [group for group in groups if group["params"]]
+
+
+class _AsFloat(nn.Module):
+    """Cached early outputs are kept in bfloat16 (half the memory); the late stages compute in float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float()
+
+
+def train_late(learner: Learner, cut: LateCut) -> None:
+    """The unfrozen epochs on the body's late stages and the head, fed the early stages' outputs computed once."""
+    classifier = learner.classifier
+    early, late = split_body(classifier.body, cut.at)
+    if learner.early_features is None:  # no frozen phase, or a resume into this one
+        learner.early_features = cache_features(learner, early)
+    unfreeze(classifier)
+    for param in early.parameters():
+        param.requires_grad_(False)
+    trainable = {id(p) for p in late.parameters()} | {id(p) for p in classifier.head.parameters()}
+    learner.features, learner.feature_model = learner.early_features, nn.Sequential(_AsFloat(), late, classifier.head)
+    try:
+        fit_one_cycle(learner, learner.config.epochs, unfrozen_groups(learner, trainable), pct_start=0.3, div=5.0,
+                      phase="late")
+    finally:
+        learner.features = learner.feature_model = learner.early_features = None
+
+
+def late_cut(learner: Learner) -> LateCut | None:
+    """Where to cut the body for unfreeze="late" (None: the unfrozen epochs train the whole network)."""
+    config = learner.config
+    if config.unfreeze != "late" or config.epochs == 0 or not caches_features(config, learner.world):
+        return None
+    return choose_cut(learner.classifier.body, config.size, len(learner.split.train_labels),
+                      len(learner.split.valid_labels), config.epochs, learner.device)
+
+
+def plan(config: TrainConfig, world: World = World(), cut: LateCut | None = None) -> list[Phase]:
     """The phases fine_tune trains, in order, with their epochs: what a run's time left is added up over."""
     if not config.pretrained:
         return [Phase("scratch", config.epochs)]
     frozen = [Phase("frozen", config.freeze_epochs, caches_features(config, world))] if config.freeze_epochs else []
-    return frozen + ([Phase("unfrozen", config.epochs)] if config.epochs else [])
+    if not config.epochs:
+        return frozen
+    return frozen + [Phase("late", config.epochs, True, cut.share) if cut else Phase("unfrozen", config.epochs)]
 
 
 def even_mults(start: float, stop: float, n: int) -> list[float]:
@@ -79,11 +133,12 @@ def caches_features(config: TrainConfig, world: World) -> bool:
 
 @torch.inference_mode()
 def body_features(body: nn.Module, images: torch.Tensor, *, batch_size: int, device: torch.device,
-                  chunk: int | None = None) -> torch.Tensor:
-    """The frozen body's features of uint8 images, average-pooled to (N, F, 1, 1) float32, on `device`.
+                  chunk: int | None = None, pool: bool = True) -> torch.Tensor:
+    """A frozen body's (or its early stages') output for uint8 images (N, 3, S, S), on `device`: average-pooled to
+    (N, F, 1, 1) float32, or with pool=False the maps themselves (N, C, h, w) in bfloat16 (half the memory).
 
-    The head pools first anyway, so it reads these exactly as it would read the body's feature maps. `chunk`
-    (images a forward pass) defaults to inference_batch_size's choice.
+    The head pools first anyway, so it reads pooled features exactly as it would read the body's feature maps.
+    `chunk` (images a forward pass) defaults to inference_batch_size's choice.
     """
     body.eval()
     chunk = chunk or inference_batch_size(images.shape[-1], batch_size, device)
@@ -91,22 +146,37 @@ def body_features(body: nn.Module, images: torch.Tensor, *, batch_size: int, dev
     for x, _ in iterate_batches(images, torch.zeros(len(images), dtype=torch.long), chunk, shuffle=False,
                                 device=device):
         with autocast_for(device):
-            parts.append(body(in_layout(x, layout)).float().mean((2, 3), keepdim=True))
+            out = body(in_layout(x, layout))
+        parts.append(out.float().mean((2, 3), keepdim=True) if pool else out.to(torch.bfloat16).contiguous())
     return torch.cat(parts)
 
 
-def cache_features(learner: Learner) -> Split:
-    """Run the frozen body once over the training and validation images (the way Teachable Machine trains a
-    head in seconds); the frozen epochs then cost a linear layer's work."""
+def cache_features(learner: Learner, module: nn.Module, pool: bool = False) -> Split:
+    """Run a frozen `module` (the body, or its early stages) once over the training and validation images (the
+    way Teachable Machine trains a head in seconds); what trains next reads its output instead of the images."""
     started = time.perf_counter()
-    learner.announce("Frozen phase: computing the body's features once")
-    split, body, bs, device = learner.split, learner.classifier.body, learner.config.bs, learner.device
-    features = Split(body_features(body, split.train_images, batch_size=bs, device=device), split.train_labels,
-                     body_features(body, split.valid_images, batch_size=bs, device=device), split.valid_labels,
-                     split.valid_ids)
+    learner.announce("Computing the frozen layers' output once")
+    split, bs, device = learner.split, learner.config.bs, learner.device
+    features = Split(body_features(module, split.train_images, batch_size=bs, device=device, pool=pool),
+                     split.train_labels,
+                     body_features(module, split.valid_images, batch_size=bs, device=device, pool=pool),
+                     split.valid_labels, split.valid_ids)
     learner.announce("")
     seconds = time.perf_counter() - started
     learner.feature_seconds += seconds  # the run's time left is estimated from this forward pass until unfrozen
-    print(f"Frozen phase: body features of {len(split.train_labels) + len(split.valid_labels)} images computed "
-          f"once in {seconds:.1f} s; the head trains on them.", flush=True)
+    shape = "x".join(map(str, features.train_images.shape[1:]))
+    print(f"Frozen layers' output ({shape} an image) of {len(split.train_labels) + len(split.valid_labels)} images "
+          f"computed once in {seconds:.1f} s.", flush=True)
+    return features
+
+
+def late_features(learner: Learner, late: nn.Module) -> Split:
+    """The body's pooled features from the cached early outputs: the late stages run once over them."""
+    started = time.perf_counter()
+    early, bs, device = learner.early_features, learner.config.bs, learner.device
+    head_in = nn.Sequential(_AsFloat(), late)
+    features = Split(body_features(head_in, early.train_images, batch_size=bs, device=device), early.train_labels,
+                     body_features(head_in, early.valid_images, batch_size=bs, device=device), early.valid_labels,
+                     early.valid_ids)
+    learner.feature_seconds += time.perf_counter() - started  # with the early stages': one forward pass
     return features

@@ -31,9 +31,10 @@ from core.loop import Evaluation, Learner, OutOfMemory, keeps_bn_stats
 from core.lr_find import suggest_steep, suggest_valley, sweep
 from core.progress import ActiveTime, TimeLeft
 from core.models import Classifier, WeightsUnavailable, build_classifier
-from core.recipe import fine_tune, plan
+from core.recipe import fine_tune, late_cut, plan
 from core.runfolder import RunFolder
 from core.runs import DeviceBusy, TrainingLock
+from core.stages import LateCut
 from core.tracking import trackers_for
 from core.trust import BANK_SIZE, calibrated, fit_trust
 
@@ -134,6 +135,7 @@ def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: 
     class_names = list(data.class_names)
     learner = Learner(classifier, split, config, device, world=world,
                       announce=lambda message: folder.update_status(message=message))
+    learner.late_cut = _late_cut(folder, learner, checkpoint)
     writer = _writer(folder, learner, class_names, active, checkpoint) if world.is_main else None
     trackers = trackers_for(config, folder) if world.is_main else []
     # The NaN check comes first: a NaN step is never written as a metrics row. The trackers come before early
@@ -161,12 +163,27 @@ def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: 
             tracker.close()
 
 
+def _late_cut(folder: RunFolder, learner: Learner, checkpoint: dict | None) -> LateCut | None:
+    """Where the body is cut for unfreeze="late": timed at the run's first start and kept for its resumes (the
+    optimizer's groups depend on it)."""
+    if checkpoint is not None:
+        status = folder.raw_status()
+        at = status.get("late_cut")
+        return None if at is None else LateCut(at, status.get("late_share", 0.0), ())
+    cut = late_cut(learner)
+    if cut is not None:
+        folder.update_status(late_cut=cut.at, late_share=cut.share)
+        print(f"Unfrozen epochs: the late stages ({cut.share:.0%} of a forward pass here) train on the early "
+              f"stages' output ({'x'.join(map(str, cut.shape))} an image), computed once.", flush=True)
+    return cut
+
+
 def _writer(folder: RunFolder, learner: Learner, class_names: list[str], active: ActiveTime,
             checkpoint: dict | None) -> RunFolderWriter:
     """The callback that writes the run folder, timing what is left of the run from this start on."""
     config, split = learner.config, learner.split
     n_train, n_valid = len(split.train_labels), len(split.valid_labels)
-    time_left = TimeLeft(plan(config, learner.world), steps_per_epoch=learner.batches_per_epoch(),
+    time_left = TimeLeft(plan(config, learner.world, learner.late_cut), steps_per_epoch=learner.batches_per_epoch(),
                          batch_size=min(config.bs, n_train), n_train=n_train, n_valid=n_valid,
                          finish_images=min(BANK_SIZE, n_train) + n_valid,  # save_predictions' pass
                          forward_before=folder.raw_status().get("forward_s") if checkpoint is not None else None)

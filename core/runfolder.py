@@ -278,7 +278,9 @@ STATUS_FIELDS = {"state": (str,), "message": (str,), "device": (str,), "phase": 
                  "heartbeat": NUMBER, "started": NUMBER, "finished": (*NUMBER, type(None)), "imgs_per_s": NUMBER,
                  "eta_s": NUMBER, "best_accuracy": (*NUMBER, type(None)), "final_accuracy": NUMBER,
                  # wall seconds spent running, over the first start and every resume (never the time stopped)
-                 "active_s": NUMBER, "fraction": NUMBER, "epoch_s_at_stop": NUMBER, "forward_s": NUMBER}
+                 "active_s": NUMBER, "fraction": NUMBER, "epoch_s_at_stop": NUMBER, "forward_s": NUMBER,
+                 # unfreeze="late": where the body was cut (timed at the first start, kept for resumes)
+                 "late_cut": (int,), "late_share": NUMBER}
 
 
 def _json_kind(value) -> str:

@@ -12,12 +12,15 @@ from core.runfolder import RunFolder
 from core.train import config_from_args, parse_args
 
 
-def test_every_field_is_a_flag_and_a_config_spelled_as_flags_reads_back_equal():
+def test_every_field_is_a_flag_and_a_config_spelled_as_flags_reads_back_equal(tmp_path):
+    weights = tmp_path / "a b.safetensors"
+    weights.write_bytes(b"")
     changed = TrainConfig(data="/some folder/with 'quotes'", label_regex=r"^(.+)_\d+", resize="crop", arch="resnet18",
                           pretrained=False, size=32, bs=16, epochs=7, freeze_epochs=2, lr=3e-3, unfrozen_lr_min=1e-6,
                           unfrozen_lr_max=1e-4, wd=0.05, label_smoothing=0.1, patience=3, adapt_bn=True,
-                          keep_best=True, valid_pct=0.25, seed=7, flip=True, rotate=10.0, zoom=1.1, lighting=0.2, balance="weights",
-                          track="mlflow,tensorboard")
+                          keep_best=True, valid_pct=0.25, seed=7, flip=True, rotate=10.0, zoom=1.1, lighting=0.2,
+                          balance="weights", track="mlflow,tensorboard", weights=str(weights),
+                          unfreeze="all")
     assert all(getattr(changed, f.name) != f.default for f in dataclasses.fields(TrainConfig))  # every field moved
     assert config_from_args(parse_args(changed.cli_args())) == changed
     assert config_from_args(parse_args(TrainConfig().cli_args())) == TrainConfig()
