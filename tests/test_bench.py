@@ -20,6 +20,7 @@ BENCHMARKS = {
     "demo_fps": "demo frames per second: median",
     "augment_cost": "median: augmentation makes the frozen phase",
     "lr_suggestions": "better final accuracy: valley",
+    "late_stages": "late / all: wall",
 }
 
 
