@@ -9,7 +9,9 @@ from plotly.subplots import make_subplots
 from core.metrics import MetricsTail
 from pages._text import plot
 
-HEAT_SCALE = "Inferno"
+# Inferno, but starting at #000000: its own first colour, #000004, is one of the placeholders (#000001-#000020) that
+# Streamlit's front end swaps for its theme's colours wherever they appear, which drew "no heat" in pink.
+HEAT_SCALE = ["#000000", *px.colors.sequential.Inferno[1:]]
 
 
 def to_hwc(images) -> np.ndarray:
@@ -63,19 +65,20 @@ def overlay_grid(images: np.ndarray, heats, titles: list[str], columns: int = 6,
     figure = make_subplots(rows=rows, cols=columns, horizontal_spacing=0.04 if columns > 1 else 0,
                            subplot_titles=[_title(title, max(8, 170 // columns)) for title in titles],
                            vertical_spacing=title_px / height if rows > 1 else 0)
+    scale = dict(title=dict(text="heat", side="right"), thickness=12, len=min(1.0, 320 / height), y=1,
+                 yanchor="top", tickvals=[0, 0.5, 1], ticktext=["none", "half", "strongest"])
+    shown = False  # one colour scale for all: every map spans 0..1
     for i, image in enumerate(images):
         row, col = i // columns + 1, i % columns + 1
         figure.add_trace(go.Image(z=image, hoverinfo="skip"), row=row, col=col)
         if heats is not None and heats[i] is not None:
             # smoothed between pixels: the map is smooth already, and square pixels at 32 px read as a grid
-            figure.add_trace(go.Heatmap(z=heats[i], opacity=opacity, coloraxis="coloraxis", zsmooth="best",
+            figure.add_trace(go.Heatmap(z=heats[i], opacity=opacity, colorscale=HEAT_SCALE, zmin=0, zmax=1,
+                                        zsmooth="best", showscale=not shown, colorbar=scale,
                                         hovertemplate="heat %{z:.2f}<extra></extra>"), row=row, col=col)
+            shown = True
     figure.update_xaxes(visible=False).update_yaxes(visible=False, autorange="reversed")
-    figure.update_layout(height=height, margin=dict(l=0, r=0, t=top, b=0),
-                         coloraxis=dict(colorscale=HEAT_SCALE, cmin=0, cmax=1, showscale=heats is not None,
-                                        colorbar=dict(title=dict(text="heat", side="right"), thickness=12, len=min(
-                                            1.0, 320 / height), y=1, yanchor="top", tickvals=[0, 0.5, 1],
-                                                      ticktext=["none", "half", "strongest"])))
+    figure.update_layout(height=height, margin=dict(l=0, r=0, t=top, b=0))
     figure.update_annotations(font_size=11)
     return figure
 
