@@ -90,7 +90,8 @@ def grad_cam_note(layer: CamLayer | None, size: int) -> str:
     if layer is None:
         return (f"At {size} px no layer of this network past its first stage keeps a map of {MIN_CAM_SIDE}×"
                 f"{MIN_CAM_SIDE} cells or more, so Grad-CAM cannot show where the model looked: it would paint "
-                "one flat tint. Train at 32 px or more to see it.")
+                "one flat tint. Train at a larger size to see it (32 px is enough for the CNNs here; a "
+                "transformer with 16-px patches needs 96 px).")
     return (f"Grad-CAM reads layer {layer.name}, the deepest whose map keeps {layer.side}×{layer.side} cells at "
             f"{size} px, and is smoothed up to the image: bright where that layer's evidence for the class lies.")
 

@@ -126,3 +126,16 @@ def test_the_train_page_lists_timm_backbones_asks_for_a_weights_file_and_says_ho
     start = next(b for b in app.button if b.label == "Start training")
     start.click().run()
     assert any("weights must be a file that exists" in e.value for e in app.error)
+
+
+def test_grad_cam_reads_a_vit_through_its_token_grid_and_says_when_the_grid_is_too_coarse(tmp_path):
+    from core.attribution import AttributionUnavailable
+
+    path = weights_file(tmp_path, VIT)
+    images = load_source("builtin:digits", 128).images[:2]
+    model = build_classifier(f"timm:{VIT}", 3, pretrained=True, size=128, weights=path).model.eval()
+    heat = attribute(model, images, [0, 1], "grad_cam")  # 8x8 patches at 128 px
+    assert heat.shape == (2, 128, 128) and (heat.reshape(2, -1).std(1) > 0.05).all()
+    small = build_classifier(f"timm:{VIT}", 3, pretrained=True, size=64, weights=path).model.eval()
+    with pytest.raises(AttributionUnavailable, match="96 px"):
+        attribute(small, load_source("builtin:digits", 64).images[:1], [0], "grad_cam")
