@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from core.batches import normalize
 from core.config import TrainConfig
@@ -19,10 +20,14 @@ from core.models import build_classifier
 from core.progress import MIN_STEPS, TimeLeft
 from core.distributed import World
 from core.recipe import caches_features, plan
-from core.stages import CACHE_SHARE, StageTimes, available_bytes, time_stages
+from core.stages import CACHE_SHARE, StageTimes, available_bytes, split as split_body, time_stages
 from core.trust import BANK_SIZE
 
-PROBE_IMAGES = 8  # images in each timed batch: a few seconds at 224 px on two CPU cores
+# Images in each timed batch: as many pixels as 64 images at 64 px (a CPU's work per image falls as batches grow:
+# 8 images at 64 px, scaled up to a batch of 64, made a 25 s run 49 s), at least 8 (a few seconds at 224 px on
+# two CPU cores), at most the batch size.
+PROBE_PIXELS = 64 * 64 * 64
+MIN_PROBE_IMAGES = 8
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Costs:
     step_s: float  # one training step of the whole network on a batch of the run's batch size
     stages: StageTimes | None = None  # the body's stages, timed: where unfreeze="late" would cut
     cache_budget: float = 0.0  # bytes the early stages' outputs may take
+    late_step_s: dict[int, float] | None = None  # cut -> a training step of the late stages and head on a batch
 
 
 def _timed(work, repeats: int = 2) -> float:
@@ -47,7 +53,7 @@ def measure(arch: str, size: int, batch_size: int, device: torch.device) -> Cost
     """Time an inference pass and a training step of `arch` at `size` px on `device`."""
     model = build_classifier(arch, 10, pretrained=False, size=size).model.to(device)
     layout = memory_format_for(model, device)
-    n = min(batch_size, PROBE_IMAGES)
+    n = min(batch_size, max(PROBE_PIXELS // (size * size), MIN_PROBE_IMAGES))
     x = in_layout(normalize(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8).to(device)), layout)
     y = torch.randint(0, 10, (n,), device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -69,8 +75,28 @@ def measure(arch: str, size: int, batch_size: int, device: torch.device) -> Cost
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return Costs(_timed(forward) / n, _timed(step) * batch_size / n, time_stages(model[0], size, device),
-                 available_bytes(device) * CACHE_SHARE)
+    stages = time_stages(model[0], size, device)
+    late = {at: _late_step_s(model, at, x, y) * batch_size / n for at in stages.cuts} if stages else None
+    return Costs(_timed(forward) / n, _timed(step) * batch_size / n, stages, available_bytes(device) * CACHE_SHARE,
+                 late)
+
+
+def _late_step_s(model: nn.Sequential, at: int, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Seconds of one training step of the body's stages from `at` on and the head, on the early stages' output
+    of x (a late stage's backward pass costs more per forward than a whole network's: small maps)."""
+    early, late = split_body(model[0], at)
+    with torch.no_grad():
+        features = early.eval()(x)
+    trained = nn.Sequential(late, model[1]).train()
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-4)
+
+    def step():
+        loss = F.cross_entropy(trained(features), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return _timed(step)
 
 
 def run_seconds(config: TrainConfig, n_train: int, n_valid: int, costs: Costs) -> float:
@@ -85,7 +111,8 @@ def run_seconds(config: TrainConfig, n_train: int, n_valid: int, costs: Costs) -
                     n_valid=n_valid, finish_images=min(BANK_SIZE, n_train) + n_valid)
     left.forward_s = costs.forward_s
     for phase in phases:
-        if phase.name in ("unfrozen", "scratch"):
+        step_s = costs.late_step_s[cut.at] if phase.name == "late" else costs.step_s
+        if phase.name in ("unfrozen", "scratch", "late"):
             for _ in range(MIN_STEPS + 1):  # the timed step stands for the phase's steps (the first is a warm-up)
-                left.step(phase.name, costs.step_s)
+                left.step(phase.name, step_s)
     return left.seconds_left(phases[0].name, 0, 0) if phases else 0.0
