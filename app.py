@@ -38,7 +38,7 @@ with st.sidebar:
         ids = list(found)
         chosen = st.selectbox("Run", ids, index=ids.index(current) if current in found else None,
                               placeholder="Choose a run", key=f"sidebar_run_{current}",
-                              format_func=lambda rid: f"{rid} (broken)" if found[rid].broken else rid)
+                              format_func=lambda rid: f"{rid} (broken)" if found[rid].broken else found[rid].label)
         if chosen != current:
             select_run(chosen)
     if current_run_dir() is not None:
