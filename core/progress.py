@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 # CPU (EfficientNet-Lite0 and ResNet-18 at 32 and 64 px). A frozen body has no backward pass: about 1.5x.
 STEP_PER_FORWARD = {"frozen": 1.5}
 TRAIN_STEP_PER_FORWARD = 4.0
-RECENT_STEPS = 50  # a phase's cost per step is the mean of its last steps: it follows a machine that slows down
+RECENT_STEPS = 20  # a phase's cost per step is the mean of its last steps: it follows a machine that slows down
+# or speeds up (with 50, a resumed run in the full test suite once stated 1.7x the time left)
 MIN_STEPS = 3  # steps measured before their mean replaces the estimate: one step after a resume was 1.5x off
 
 

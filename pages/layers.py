@@ -4,13 +4,14 @@ import hashlib
 
 import numpy as np
 import streamlit as st
+import torch
 
 from core.attribution import METHODS, grad_cam_layer, grad_cam_note, top_predictions
 from core.errors import DataError
 from core.images import decode_image
 from core.models import conv_layers, describe_layer, feature_layers
-from core.visualize import (KERNELS, activations, apply_learned_filter, conv_filters, convolve, filter_kernel,
-                            filter_slices, first_conv, grayscale, top_images_for_channel)
+from core.visualize import (KERNELS, activations, apply_learned_filter, attention_maps, conv_filters, convolve,
+                            filter_kernel, filter_slices, first_conv, grayscale, top_images_for_channel)
 from pages._common import (IMAGE_SIZES, cached_attribution, cached_channel_maxima, current_dataset, imagenet_model,
                            model_key, pick_finished_run, route_through_app, run_images, run_model, run_predictions)
 from pages._figures import image_grid, overlay_grid, pixel_figure, to_hwc
@@ -93,6 +94,17 @@ elif view == "Activations":
     picture.image(to_hwc(image[None].numpy())[0], caption=md(caption), width="stretch")
     grid.plotly_chart(image_grid(maps, [f"channel {c}" for c in channels], columns=8, height_per_row=110))
     grid.caption("The 16 channels this image excites most, strongest first.")
+    attention = attention_maps(model, image)  # None for a CNN
+    if attention is not None:
+        st.subheader("Where the class token looks")
+        st.caption("A transformer's last block: how much its class token, which the decision is read from, attends "
+                   "to each patch of the image, head by head (smoothed up to the image).")
+        heads = torch.nn.functional.interpolate(torch.from_numpy(attention)[None], size=(size, size),
+                                                mode="bicubic")[0].clamp_min(0).numpy()
+        heads = heads / np.maximum(heads.reshape(len(heads), -1).max(1), 1e-12)[:, None, None]
+        st.plotly_chart(overlay_grid(to_hwc(np.repeat(image[None].numpy(), len(heads), 0)), list(heads),
+                                     [f"head {h}" for h in range(len(heads))], columns=min(len(heads), 6),
+                                     opacity=0.6, height_per_row=180))
 
 elif view == "Attributions":
     st.caption("Which pixels made the model choose a class. The heat map should sit on the object (the dog's face), "

@@ -66,7 +66,7 @@ def test_train_watch_refresh_and_look_inside(server, tmp_path):
         expect(page.get_by_role("heading", name="Train")).to_be_visible()
 
         page.get_by_test_id("stSelectbox").filter(has_text="Backbone").click()
-        page.get_by_role("option", name="ResNet-18").click()
+        page.get_by_role("option", name="ResNet-18", exact=True).click()
         page.get_by_text("Start from ImageNet weights").click()
         size = page.get_by_test_id("stSlider").filter(has_text="Image size").get_by_role("slider")
         size.focus()
@@ -176,7 +176,7 @@ def test_a_dataset_from_camera_photos_trains_and_predicts(server, tmp_path):
 
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()
         page.get_by_test_id("stSelectbox").filter(has_text="Backbone").click()
-        page.get_by_role("option", name="ResNet-18").click()
+        page.get_by_role("option", name="ResNet-18", exact=True).click()
         page.get_by_text("Start from ImageNet weights").click()
         page.get_by_role("button", name="Start training").click()
         page.wait_for_url("**run=*")

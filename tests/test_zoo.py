@@ -139,3 +139,15 @@ def test_grad_cam_reads_a_vit_through_its_token_grid_and_says_when_the_grid_is_t
     small = build_classifier(f"timm:{VIT}", 3, pretrained=True, size=64, weights=path).model.eval()
     with pytest.raises(AttributionUnavailable, match="96 px"):
         attribute(small, load_source("builtin:digits", 64).images[:1], [0], "grad_cam")
+
+
+def test_the_layers_page_shows_a_vit_run_s_attention_head_by_head(tmp_path, monkeypatch):
+    from tests.test_pages import by_label, open_page
+
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path / "runs"))
+    config = TrainConfig(arch=f"timm:{VIT}", weights=weights_file(tmp_path, VIT), size=32, epochs=1, freeze_epochs=0)
+    assert run_training(runs.create_run(config, tmp_path / "runs", "vit")) == "completed"
+    app = open_page("pages/layers.py", run_id="vit")
+    by_label(app.radio, "View").set_value("Activations").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert "Where the class token looks" in [h.value for h in app.subheader]
