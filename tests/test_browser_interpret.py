@@ -57,6 +57,13 @@ def test_interpret_layout_and_the_report_read_clearly(browser_page, tmp_path):
     titles = chart_boxes(page, top_losses, ".annotation-text")
     assert len(titles) == 12
     assert not [(a, b) for i, a in enumerate(titles) for b in titles[i + 1:] if overlap(a, b)]
+    # point 2: Grad-CAM carries information at the run's 32 px: every top loss's heat map varies over the image
+    spreads = page.evaluate("""(i) => document.querySelectorAll('.js-plotly-plot')[i].data
+        .filter(t => t.type === 'heatmap').map(t => t.z._inputArray || t.z)  // plotly's decoded binary array
+        .map(z => Array.from(z).flatMap(r => typeof r === 'number' ? [r] : Array.from(r)))
+        .filter(v => v.length > 16).map(v => { const m = v.reduce((a, b) => a + b, 0) / v.length;
+            return Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / v.length); })""", top_losses)
+    assert len(spreads) == 12 and min(spreads) > 0.05, spreads
     # plotly's toolbar sits above the charts, not over the matrix's labels or the top losses' titles
     toolbar_clear_of_text(page, 0)
     toolbar_clear_of_text(page, top_losses)

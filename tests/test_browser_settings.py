@@ -81,7 +81,14 @@ def test_a_reload_a_second_tab_and_a_restart_keep_the_upload_and_the_size(folder
             page.get_by_text("Upload a .zip").click()
             page.locator("input[type=file]").set_input_files(archive)
             expect(page.get_by_text("Ready: 12 images in 2 classes.")).to_be_visible()
+            # point 7: what fastai's augmentation costs is said beside its button, not in a tooltip
+            advice = page.get_by_text("What it costs:")
+            advice.scroll_into_view_if_needed()
+            expect(advice).to_be_in_viewport()
+            expect(page.get_by_role("button", name=re.compile("fastai's standard set"))).to_be_in_viewport()
             page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()
+            # and before Start, how long the run will take on this machine
+            expect(page.get_by_text("of training on this machine")).to_be_visible()
             size = page.get_by_test_id("stSlider").filter(has_text="Image size").get_by_role("slider")
             size.focus()
             size.press("Home")

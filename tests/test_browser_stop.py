@@ -1,0 +1,75 @@
+"""Stop and Resume in a real browser (issue 11, point 4): the stop message, the progress bar and the epoch table
+name the same epoch and accuracy, and the run's duration leaves out the time it spent stopped."""
+import re
+import time
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from core import runs
+from core.runfolder import RunFolder
+from tests.browser_support import launch_chromium, streamlit_server
+
+PAUSE_S = 6.0  # stopped this long before Resume
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    with streamlit_server(tmp_path / "runs") as url:
+        yield url, tmp_path / "runs"
+
+
+def wait_for_state(folder: RunFolder, states: tuple[str, ...], timeout: float) -> dict:
+    deadline = time.time() + timeout
+    while (status := folder.status()).get("state") not in states:
+        assert time.time() < deadline, status
+        time.sleep(0.2)
+    return status
+
+
+def test_stop_and_resume_agree_and_the_time_stopped_is_not_counted(server):
+    url, runs_dir = server
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        page.goto(f"{url}/train")  # the defaults (digits, 64 px) with six epochs after the five frozen ones
+        epochs = page.get_by_label("Epochs", exact=True)
+        epochs.fill("6")
+        epochs.press("Tab")
+        page.wait_for_timeout(500)
+        page.get_by_role("button", name="Start training").click()
+        page.wait_for_url("**run=*")
+        run_id = page.url.split("run=")[1].split("&")[0]
+        folder = RunFolder(runs_dir / run_id)
+        deadline = time.time() + 120
+        while folder.status().get("epoch", 0) < 6 or folder.status().get("step", 0) % 22 < 5:  # inside epoch 7
+            assert time.time() < deadline and folder.status().get("state") != "completed", folder.status()
+            time.sleep(0.2)
+        page.get_by_role("button", name="Stop").click()
+        wait_for_state(folder, ("stopped",), 60)
+        expect(page.get_by_role("heading", name=f"Run {run_id} · stopped")).to_be_visible()
+
+        message = page.get_by_text(re.compile(r"^Stopped at epoch")).first.inner_text().replace("\u2060", "")
+        stopped = re.search(r"Stopped at epoch (\d+) of (\d+), step (\d+) of (\d+);.*Last finished: epoch (\d+), "
+                            r"validation accuracy ([\d.]+)%", message)
+        assert stopped, message
+        epoch, total, step, steps, finished, accuracy = stopped.groups()
+        bar = page.get_by_test_id("stProgress").first.inner_text()
+        assert f"epoch {epoch}/{total}" in bar and f"step {step}/{steps}" in bar, (bar, message)
+        rows = page.get_by_test_id("stTable").locator("tbody tr")
+        expect(rows).to_have_count(int(finished))
+        last = rows.last.inner_text().split()
+        assert last[0] == finished == str(int(epoch) - 1)
+        assert f"{float(last[4]):.1%}" == f"{accuracy}%", (last, message)
+
+        page.wait_for_timeout(PAUSE_S * 1000)
+        page.get_by_role("button", name="Resume").click()
+        status = wait_for_state(folder, ("completed",), 180)
+        expect(page.get_by_role("heading", name=f"Run {run_id} · completed")).to_be_visible()
+        browser.close()
+    # the Runs page's duration (RunSummary.seconds, tests/test_runs.py) is the time spent running, not the pause
+    assert status["active_s"] < status["finished"] - status["started"] - PAUSE_S
+    assert runs.summarize(runs_dir / run_id).seconds == pytest.approx(status["active_s"])
