@@ -11,6 +11,7 @@ runs/<run_id>/
   predictions.npz validation targets, calibrated and raw probabilities, losses, unknown scores, item ids
   trust.npz       the calibration (temperature) and the "none of these" bank and threshold (core.trust)
   lr_find.json    a learning-rate sweep's curve and suggestions
+  naming.json     the run's display name and tags, set on the Runs page (core.runs.write_naming)
   log.txt         the process's own output
   export/         exported model files
   STOP            present when a stop was requested
