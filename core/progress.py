@@ -19,7 +19,7 @@ STEP_PER_FORWARD = {"frozen": 1.5}
 TRAIN_STEP_PER_FORWARD = 4.0
 RECENT_STEPS = 20  # a phase's cost per step is the mean of its last steps: it follows a machine that slows down
 # or speeds up (with 50, a resumed run in the full test suite once stated 1.7x the time left)
-MIN_STEPS = 3  # steps measured before their mean replaces the estimate: one step after a resume was 1.5x off
+MIN_STEPS = 3  # steps measured before their median replaces the estimate: one step after a resume was 1.5x off
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,15 @@ class ActiveTime:
         return self.before + time.time() - self.since
 
 
-def recent_mean(steps: deque) -> float | None:
-    """Mean seconds of a phase's recent steps, leaving out its first (it pays for warming up: allocations, the
-    first backward pass, 1.5x the rest, measured); None until MIN_STEPS others were measured."""
-    values = list(steps) if steps.warm else list(steps)[1:]
-    return sum(values) / len(values) if len(values) >= MIN_STEPS else None
+def recent_cost(steps: deque) -> float | None:
+    """Seconds a step of a phase costs: the median of its recent steps, leaving out its first (it pays for warming
+    up: allocations, the first backward pass, 1.5x the rest, measured); None until MIN_STEPS others were measured.
+    The median, not the mean: the few slower steps after a phase starts made the mean state 1.5x the time left."""
+    values = sorted(steps if steps.warm else list(steps)[1:])
+    if len(values) < MIN_STEPS:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 class Steps(deque):
@@ -102,13 +106,13 @@ class TimeLeft:
         if self.forward_s is not None:
             return self.forward_s
         for phase in self.phases:
-            step_s = recent_mean(self.costs[phase.name].steps)
+            step_s = recent_cost(self.costs[phase.name].steps)
             if step_s is not None and not phase.cached:
                 return step_s / (self.batch_size * STEP_PER_FORWARD.get(phase.name, TRAIN_STEP_PER_FORWARD))
         return self.forward_before
 
     def step_s(self, phase: Phase) -> float | None:
-        measured, forward = recent_mean(self.costs[phase.name].steps), self.forward()
+        measured, forward = recent_cost(self.costs[phase.name].steps), self.forward()
         if measured is not None:
             return measured
         if forward is None:
