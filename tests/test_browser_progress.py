@@ -3,20 +3,13 @@ left, and from a quarter of the way on that is within 1.5x of the time that actu
 import re
 import time
 
-import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from core.runfolder import RunFolder
-from tests.browser_support import launch_chromium, streamlit_server
+from tests.browser_support import launch_chromium
+from tests.test_browser import server  # noqa: F401 (the fixture: a private data and runs folder)
 
 RATIO = 1.5  # the bound
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
-    with streamlit_server(tmp_path / "runs") as url:
-        yield url, tmp_path / "runs"
 
 
 def seconds_left(text: str) -> float | None:

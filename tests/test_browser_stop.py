@@ -8,16 +8,10 @@ from playwright.sync_api import expect, sync_playwright
 
 from core import runs
 from core.runfolder import RunFolder
-from tests.browser_support import launch_chromium, streamlit_server
+from tests.browser_support import launch_chromium
+from tests.test_browser import server  # noqa: F401 (the fixture: a private data and runs folder)
 
 PAUSE_S = 6.0  # stopped this long before Resume
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
-    with streamlit_server(tmp_path / "runs") as url:
-        yield url, tmp_path / "runs"
 
 
 def wait_for_state(folder: RunFolder, states: tuple[str, ...], timeout: float) -> dict:
