@@ -68,8 +68,12 @@ def route_through_app() -> None:
 def init_session() -> None:
     """Every setting starts where this installation left it (core.settings: the dataset and settings saved beside
     the data, so a reload, a second tab and a restarted server agree), else at its TrainConfig default; the run
-    shown comes from the address, else the one that is training. Re-assigning each setting keeps it when its
-    widget's page is not shown (Streamlit drops the state of widgets that were not drawn)."""
+    shown comes from the address, else the one that is training.
+
+    Each setting's widget keeps its value while another page is shown (persist_state="session"); nothing here
+    re-assigns a setting once the session has it: an assignment sends the value back to the browser, and one
+    from a script run that began before the person's next key press (three quick presses on the size slider)
+    would undo that press."""
     state = st.session_state
     if ON_DISK not in state:  # a new session: a reload, a second tab, or the first visit since a restart
         saved, notice = load_settings({"size": IMAGE_SIZES, "bs": BATCH_SIZES})
@@ -79,8 +83,6 @@ def init_session() -> None:
         state[ON_DISK] = {**DEFAULTS.to_dict(), **saved}
         if notice:  # said once; the defaults then replace what could not be used
             state["settings_notice"], state[ON_DISK] = notice, {}
-    for name in SETTINGS:
-        state[name] = state[name] if name in state else getattr(DEFAULTS, name)
     remember_settings()
     if "run_id" not in state:
         asked = st.query_params.get("run")

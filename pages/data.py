@@ -137,7 +137,7 @@ for title, rows in [("Skipped files", [{"file": f, "reason": r} for f, r in repo
             st.dataframe(rows, hide_index=True, width="stretch")
 
 st.subheader("What the network will see")
-resize = st.radio("Make images square by", RESIZE_METHODS, key="resize", horizontal=True,
+resize = st.radio("Make images square by", RESIZE_METHODS, key="resize", persist_state="session", horizontal=True,
                   format_func=lambda m: f"{m} ({RESIZE_HELP[m]})")
 size = state["size"]
 size_note, size_link = st.columns([4, 1], vertical_alignment="center")
@@ -173,10 +173,10 @@ st.warning("**What it costs:** any augmentation turns off the fast frozen phase.
            "digits or text; turn it on for photos when the validation loss rises while the training loss falls "
            "(over-fitting), or for small datasets trained many epochs.", icon=":material/timer:")
 columns = st.columns(4)
-columns[0].toggle("Flip left-right", key="flip")
-columns[1].slider("Rotate up to (degrees)", 0.0, 30.0, step=1.0, key="rotate")
-columns[2].slider("Zoom in up to", 1.0, 1.5, step=0.05, key="zoom")
-columns[3].slider("Lighting change up to", 0.0, 0.5, step=0.05, key="lighting")
+columns[0].toggle("Flip left-right", key="flip", persist_state="session")
+columns[1].slider("Rotate up to (degrees)", 0.0, 30.0, step=1.0, key="rotate", persist_state="session")
+columns[2].slider("Zoom in up to", 1.0, 1.5, step=0.05, key="zoom", persist_state="session")
+columns[3].slider("Lighting change up to", 0.0, 0.5, step=0.05, key="lighting", persist_state="session")
 augment = current_augment()
 if augment.active:
     shown = preview(augment, data.images[picks[:4]], copies=6)

@@ -73,24 +73,24 @@ def more_settings() -> None:
     with st.expander("More settings"):
         left, right = st.columns(2)
         left.select_slider("Weight decay", sorted(set(WEIGHT_DECAYS) | {state["wd"]}), key="wd",
-                           format_func=lambda v: f"{v:g}",
+                           persist_state="session", format_func=lambda v: f"{v:g}",
                            help="Pulls weights towards zero a little every step, against over-fitting.")
-        left.slider("Label smoothing", 0.0, 0.3, step=0.05, key="label_smoothing",
+        left.slider("Label smoothing", 0.0, 0.3, step=0.05, key="label_smoothing", persist_state="session",
                     help="Teaches the model to be a little less sure: often better on noisy labels. "
                          "0.1 is a common choice.")
         right.number_input("Stop early after epochs without improvement (0: never)", 0, 50, key="patience",
-                           help="Ends the run when the validation loss has not improved for this many epochs "
-                                "in a row.")
-        right.toggle("Keep the best epoch's weights", key="keep_best",
+                           persist_state="session",
+                           help="Ends the run when the validation loss has not improved for this many epochs in a row.")
+        right.toggle("Keep the best epoch's weights", key="keep_best", persist_state="session",
                      help="At the end, go back to the epoch with the best validation accuracy.")
-        left.selectbox("Imbalanced classes", BALANCE_METHODS, key="balance",
+        left.selectbox("Imbalanced classes", BALANCE_METHODS, key="balance", persist_state="session",
                        format_func=lambda m: BALANCE_LABELS[m], help=help_for("balance") + ". The Data page "
                        "suggests it when the largest class has more than three times the smallest's images.")
-        left.selectbox("Also log the run to", TRACKING_CHOICES, key="track",
+        left.selectbox("Also log the run to", TRACKING_CHOICES, key="track", persist_state="session",
                        format_func=lambda t: TRACKING_CHOICES[t], help="MLflow's local tracking folder (mlruns/ "
                        "beside the runs, with the exported model) and TensorBoard's event files (in the run's "
                        "folder): see the README for the commands that open them.")
-        right.toggle("Let BatchNorm statistics follow this data", key="adapt_bn",
+        right.toggle("Let BatchNorm statistics follow this data", key="adapt_bn", persist_state="session",
                      help="fastai's behaviour. Off (the default) keeps the pretrained body's ImageNet statistics, "
                           "which lets the frozen epochs train on features computed once; on, the frozen epochs "
                           "run the whole network every time.")
@@ -115,30 +115,34 @@ def settings_form() -> tuple[bool, bool]:
         st.caption(f"Dataset: **{md(source_label(state['data']))}**, images made square by {md(state['resize'])}, "
                    f"{'with augmentation' if augment.active else 'no augmentation'} (change these on the Data page)")
         left, right = st.columns(2)
-        left.selectbox("Backbone", list(backbones), format_func=backbones.get, key="arch",
+        left.selectbox("Backbone", list(backbones), format_func=backbones.get, key="arch", persist_state="session",
                        help="EfficientNet-Lite0's ImageNet weights ship with the app and work offline; "
                             "ResNet weights download once from torchvision, timm's from the Hugging Face hub, then "
                             "are cached. Any other timm model: python -m core.train --arch timm:NAME.")
-        left.toggle("Start from ImageNet weights", key="pretrained", help=help_for("pretrained"))
+        left.toggle("Start from ImageNet weights", key="pretrained", persist_state="session",
+                    help=help_for("pretrained"))
         if state["pretrained"]:
             left.text_input("Weights file, where there is no network (optional)", key="weights",
-                            placeholder="/path/to/weights.safetensors", help=help_for("weights").capitalize() + ".")
-        left.number_input("Epochs", min_value=1, max_value=200, key="epochs",
+                            persist_state="session", placeholder="/path/to/weights.safetensors",
+                            help=help_for("weights").capitalize() + ".")
+        left.number_input("Epochs", min_value=1, max_value=200, key="epochs", persist_state="session",
                           help="Passes over the training images with every layer learning.")
         left.number_input("Frozen epochs first", min_value=0, max_value=20, key="freeze_epochs",
+                          persist_state="session",
                           help="With pretrained weights: epochs that train only the new head before the whole "
                                "network is fine-tuned. Without augmentation the body's features are computed once "
                                "and these take about a second.")
         if augment.active and state["pretrained"] and state["freeze_epochs"]:
             left.caption(":material/timer: Augmentation is on (Data page), so each frozen epoch runs the whole network "
                          "instead of a head on features computed once: about 10× slower (bench/augment_cost).")
-        right.select_slider("Image size (pixels)", IMAGE_SIZES, key="size",
+        right.select_slider("Image size (pixels)", IMAGE_SIZES, key="size", persist_state="session",
                             help="Every image is resized to this square. 64 px trains in seconds on a CPU.")
-        right.select_slider("Batch size", BATCH_SIZES, key="bs",
+        right.select_slider("Batch size", BATCH_SIZES, key="bs", persist_state="session",
                             help="Images per step. Larger is faster per image if memory allows.")
         right.select_slider("Learning rate", sorted(set(LEARNING_RATES) | {state["lr"]}), key="lr",
-                            format_func=lambda v: f"{v:.2g}", help="The peak rate of the one-cycle schedule for "
-                            "the new head; earlier layers get less. The finder below suggests one.")
+                            persist_state="session", format_func=lambda v: f"{v:.2g}",
+                            help="The peak rate of the one-cycle schedule for the new head; earlier layers get "
+                                 "less. The finder below suggests one.")
         more_settings()
         time_estimate()
         start_column, find_column = st.columns([1, 3])
