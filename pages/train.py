@@ -203,8 +203,11 @@ def start_run(task: str) -> None:
 
 
 def epoch_table(tail: MetricsTail) -> list[dict]:
-    return [{"epoch": r["epoch"], "phase": md(r["phase"]), "train_loss": round(r["train_loss"], 4),
-             "valid_loss": round(r["valid_loss"], 4), "accuracy": round(r["accuracy"], 4),
+    """The epoch rows; a frozen phase that ended with an earlier epoch's head (core.recipe.KeepBestEpoch) says so
+    in its last row, whose validation figures are that head's."""
+    return [{"epoch": r["epoch"], "phase": md(r["phase"] + (f" (epoch {r['kept_epoch']}'s head kept)"
+                                                           if "kept_epoch" in r else "")),
+             "train_loss": round(r["train_loss"], 4), "valid_loss": round(r["valid_loss"], 4), "accuracy": round(r["accuracy"], 4),
              "error_rate": round(r["error_rate"], 4), "time": format_seconds(r["seconds"])} for r in tail.epochs]
 
 

@@ -252,3 +252,24 @@ def test_channels_last_everywhere_on_a_cpu_and_on_a_gpu_only_without_depthwise_c
     images, pooled = torch.rand(2, 3, 8, 8), torch.rand(2, 16, 1, 1)
     assert in_layout(images, torch.channels_last).is_contiguous(memory_format=torch.channels_last)
     assert in_layout(pooled, torch.channels_last) is pooled
+
+
+def test_the_frozen_phase_ends_with_the_head_of_its_epoch_of_lowest_validation_loss():
+    from core.builtin import load_builtin
+    from core.loop import evaluate
+
+    split = Split.from_dataset(load_builtin("digits", 16), 0.2, 0)
+    classifier = build_classifier("efficientnet_lite0", 10, pretrained=True, size=16)
+    # a peak rate far too high for the head: with pct_start 0.99 the last epochs train at it and get worse
+    config = TrainConfig(size=16, bs=64, freeze_epochs=6, epochs=0, lr=1.0)
+    recorder = Recorder()
+    fine_tune(Learner(classifier, split, config, torch.device("cpu"), callbacks=[recorder]))
+    rows = recorder.epochs
+    ended = [row.get("ended_valid_loss", row["valid_loss"]) for row in rows]
+    best = int(np.argmin(ended))
+    assert best < len(rows) - 1 and rows[-1]["kept_epoch"] == best + 1  # the last epoch was not the best one
+    assert rows[-1]["valid_loss"] == ended[best] < rows[-1]["ended_valid_loss"]
+    assert rows[-1]["accuracy"] == rows[best]["accuracy"] and "kept_epoch" not in rows[best]
+    # the model leaves the phase with that epoch's head: its validation figures, exactly
+    now = evaluate(classifier.model, split.valid_images, split.valid_labels, batch_size=64, device=torch.device("cpu"))
+    assert now.loss == pytest.approx(ended[best], rel=1e-4) and now.accuracy == rows[best]["accuracy"]
