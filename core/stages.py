@@ -87,7 +87,7 @@ def stages_of(body: nn.Module) -> Stages | None:
         return _resnet_layers(list(body), ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"])
     if kind == "TimmBody" and all(hasattr(body.net, name) for name in ("conv1", "layer4", "maxpool")):
         names = ["conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-        return _resnet_layers([getattr(body.net, name) for name in names], names)
+        return _resnet_layers([body.norm, *(getattr(body.net, name) for name in names)], ["norm", *names])
     return None
 
 

@@ -59,17 +59,48 @@ class TokenGrid(nn.Module):
         return patches.transpose(1, 2).reshape(len(tokens), -1, side, side)
 
 
+class Renormalize(nn.Module):
+    """Images normalized with ImageNet's mean and std (what every batch here is) -> normalized as a model's
+    weights were trained (ViT augreg and EfficientNetV2 in21k: mean and std 0.5), one per-channel affine map."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        from core.batches import IMAGENET_MEAN, IMAGENET_STD
+
+        to = torch.tensor(std).view(1, 3, 1, 1)  # not in the state dict: it follows from the model's name
+        self.register_buffer("scale", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) / to, persistent=False)
+        self.register_buffer("shift", (torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)).view(1, 3, 1, 1) / to,
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+
+
+def input_norm(net: nn.Module) -> nn.Module:
+    """What turns this app's ImageNet-normalized batches into what `net`'s pretrained weights expect."""
+    from core.batches import IMAGENET_MEAN, IMAGENET_STD
+
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    if len(mean) != 3 or len(std) != 3 or torch.allclose(torch.tensor(mean + std),
+                                                          torch.tensor(IMAGENET_MEAN + IMAGENET_STD)):
+        return nn.Identity()
+    return Renormalize(mean, std)
+
+
 class TimmBody(nn.Module):
-    """A timm model's `forward_features` as (B, F, h, w) maps, whatever the family."""
+    """A timm model's `forward_features` as (B, F, h, w) maps, whatever the family, fed images normalized as its
+    weights were trained (`norm`)."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
+        self.norm = input_norm(net)
         self.net = net
         self.channels_last_output = getattr(net, "output_fmt", "NCHW") == "NHWC"  # Swin and friends
         self.grid = TokenGrid(getattr(net, "num_prefix_tokens", 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.net.forward_features(x)
+        features = self.net.forward_features(self.norm(x))
         if features.dim() == 3:
             return self.grid(features)
         return features.permute(0, 3, 1, 2) if self.channels_last_output else features

@@ -55,6 +55,22 @@ def test_a_vit_is_built_for_the_image_size_and_its_tokens_lie_on_their_grid(tmp_
     assert ("0.grid", classifier.body.grid) in feature_layers(classifier.model)
 
 
+def test_a_timm_backbone_sees_images_normalized_as_its_weights_were_trained(tmp_path):
+    from core.batches import normalize
+
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    vit = build_classifier(f"timm:{VIT}", 3, pretrained=True, size=32, weights=weights_file(tmp_path, VIT)).body
+    config = timm.data.resolve_data_config({}, model=vit.net)
+    assert config["mean"] == config["std"] == (0.5, 0.5, 0.5)  # augreg weights: not ImageNet's statistics
+    mean, std = (torch.tensor(config[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    with torch.no_grad():  # what timm's own transforms would feed it, against what the batches here are
+        theirs = vit.grid(vit.net.eval().forward_features((images / 255 - mean) / std))
+        assert torch.allclose(vit.eval()(normalize(images)), theirs, atol=1e-4)
+    cnn = build_classifier(f"timm:{CNN}", 3, pretrained=True, size=32, weights=weights_file(tmp_path, CNN)).body
+    assert isinstance(cnn.norm, torch.nn.Identity)  # trained on ImageNet's statistics: nothing to do
+    assert not any("norm.s" in key for key in vit.state_dict())  # follows from the name: not saved in checkpoints
+
+
 def test_a_weights_file_of_another_model_or_a_damaged_one_is_a_sentence(tmp_path):
     with pytest.raises(WeightsUnavailable, match="could not be loaded into"):
         build_classifier(f"timm:{CNN}", 3, pretrained=True, size=32, weights=weights_file(tmp_path, VIT))
