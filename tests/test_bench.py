@@ -21,6 +21,7 @@ BENCHMARKS = {
     "augment_cost": "median: augmentation makes the frozen phase",
     "lr_suggestions": "better final accuracy: valley",
     "late_stages": "late / all: wall",
+    "frozen_phase": "kept / last epoch: validation loss",
 }
 
 
