@@ -107,6 +107,21 @@ def test_train_shows_a_finished_run_with_curves_and_epoch_table(runs_env):
     assert len(table) == 1
 
 
+def test_the_epoch_table_says_which_epoch_s_head_a_frozen_phase_kept(tmp_path, monkeypatch):
+    from core.train import main
+
+    # a rate far too high for the head: the phase's last epoch is worse than an earlier one
+    assert main(["--size", "16", "--epochs", "0", "--freeze-epochs", "3", "--lr", "1", "--runs-dir", str(tmp_path),
+                 "--name", "kept"]) == 0
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path))
+    rows = RunFolder(tmp_path / "kept").read_metrics().epochs
+    kept = rows[-1]["kept_epoch"]
+    table = open_page("pages/train.py", run_id="kept").table[0].value
+    assert table["phase"].tolist()[-1] == f"frozen (epoch {kept}'s head kept)"
+    assert table["valid_loss"].tolist()[-1] == table["valid_loss"].tolist()[kept - 1]
+    assert read_json(tmp_path / "kept" / "status.json")["final_accuracy"] == rows[kept - 1]["accuracy"]
+
+
 def test_start_launches_one_run_process_and_a_second_start_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path))
     app = open_page("pages/train.py", run_id=None)
