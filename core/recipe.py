@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from core.batches import iterate_batches
+from core.callbacks import Callback
 from core.config import TrainConfig
 from core.data import Split
 from core.device import autocast_for, in_layout, inference_batch_size, memory_format_for
 from core.distributed import World
-from core.callbacks import Callback
 from core.loop import Learner, fit_one_cycle, keeps_bn_stats
 from core.models import freeze_body, unfreeze
 from core.progress import Phase
@@ -66,8 +66,9 @@ def fine_tune(learner: Learner) -> None:
 
 class KeepBestEpoch(Callback):
     """The frozen phase ends with the head of its epoch of lowest validation loss (Keras' restore_best_weights,
-    for one phase): on 70,000 Fashion-MNIST images the head's validation loss climbed from its best at epoch 2
-    to 1.7x that by epoch 5 as the one-cycle rate peaked, and the unfrozen epochs would start from that head.
+    for one phase): on all 70,000 Fashion-MNIST photos at 64 px the head's validation loss went from 0.42 after
+    epoch 1 to 0.68 after epoch 5 as the one-cycle rate peaked (bench/frozen_phase), and the unfrozen epochs
+    would have started from that head.
 
     What is kept is what trains in the phase and the body's BatchNorm statistics (which move with adapt_bn), so
     the kept epoch's validation figures hold exactly; the phase's last row says so (`kept_epoch`, its figures)
