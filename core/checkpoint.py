@@ -27,14 +27,14 @@ CHECKPOINT_KEYS = ("model", "config", "class_names")  # what every reader needs;
 
 
 def save_checkpoint(path: Path, learner: Learner, class_names: list[str]) -> None:
-    """Model, optimizer, schedule, RNG state and position, written atomically."""
+    """Model, optimizer, schedule, RNG state, position and the current epoch's loss so far, written atomically."""
     state = {
         "model": learner.classifier.model.state_dict(),
         "optimizer": learner.optimizer.state_dict() if learner.optimizer else {},
         "scheduler": learner.scheduler.state_dict() if learner.scheduler else {},
         "rng": torch.get_rng_state(),
         "epoch": learner.epoch, "step": learner.step, "phase": learner.phase, "phase_epoch": learner.phase_epoch,
-        "batch_in_epoch": learner.batch_in_epoch,
+        "batch_in_epoch": learner.batch_in_epoch, "epoch_loss": list(learner.epoch_loss),
         "config": learner.config.to_dict(), "class_names": list(class_names),
     }
     write_atomic(path, lambda f: torch.save(state, f))

@@ -57,6 +57,7 @@ class Learner:
     phase: str = ""
     phase_epoch: int = 0  # epochs finished in the current phase
     batch_in_epoch: int = 0  # batches finished in the current epoch
+    epoch_loss: tuple[float, int] = (0.0, 0)  # the current epoch's training loss so far: (sum over images, images)
     resume: dict | None = None  # a checkpoint to continue from, consumed by the phase it was saved in
     world: World = field(default_factory=World)  # the processes training together (one, unless torchrun)
     features: Split | None = None  # during a cached phase: what the body's early part computed, in place of images
@@ -139,14 +140,14 @@ def fit(learner: Learner, epochs: int, param_groups: list[dict], *, schedule: Sc
                      "error_rate": 1 - evaluation.accuracy}
         learner.epoch += 1
         learner.phase_epoch += 1
-        learner.batch_in_epoch = 0
+        learner.batch_in_epoch, learner.epoch_loss = 0, (0.0, 0)
         learner.call("on_epoch_end", learner.epoch,
                      {**logs, "seconds": time.perf_counter() - started, "step": learner.step})
 
 
 def _resume_phase(learner: Learner) -> int:
-    """Restore the optimizer, schedule, RNG and position when the checkpoint being resumed was saved in this
-    phase; returns how many batches of the current epoch it had already trained."""
+    """Restore the optimizer, schedule, RNG, position and the stopped epoch's loss so far when the checkpoint being
+    resumed was saved in this phase; returns how many batches of the current epoch it had already trained."""
     checkpoint = learner.resume
     if checkpoint is None or checkpoint["phase"] != learner.phase:
         return 0
@@ -154,12 +155,14 @@ def _resume_phase(learner: Learner) -> int:
     learner.scheduler.load_state_dict(checkpoint["scheduler"])
     torch.set_rng_state(checkpoint["rng"])
     learner.phase_epoch, learner.resume = checkpoint["phase_epoch"], None
+    loss_sum, seen = checkpoint.get("epoch_loss", (0.0, 0))  # older checkpoints: the batches after the resume
+    learner.epoch_loss = (float(loss_sum), int(seen))
     return checkpoint["batch_in_epoch"]
 
 
 def train_one_epoch(learner: Learner, model: nn.Module, split: Split, augment: Augment, skip: int = 0) -> float:
     """One pass over this process's batches, skipping the first `skip` (trained before a resume); returns the
-    mean training loss."""
+    mean training loss over the whole epoch (a resumed one's batches before the stop included)."""
     config, world = learner.config, learner.world
     # Seeded per epoch, so a resumed epoch sees its batches in the same order as it would have.
     generator = torch.Generator().manual_seed(config.seed + learner.epoch)
@@ -171,7 +174,7 @@ def train_one_epoch(learner: Learner, model: nn.Module, split: Split, augment: A
     # Every process draws the same order; process r takes batches r, r + size, ... (equal counts for all).
     mine = ((i // world.size, batch) for i, batch in enumerate(batches)
             if i % world.size == world.rank and i // world.size < n_batches)
-    losses = LossReports(learner)
+    losses = LossReports(learner, learner.epoch_loss if skip else (0.0, 0))
     layout = memory_format_for(model, learner.device)
     queued_at = time.perf_counter()
     for index, (x, y) in mine:
@@ -241,10 +244,10 @@ class LossReports:
     still sees every step that was already taken, so the metrics and the checkpoint agree on the step.
     """
 
-    def __init__(self, learner: Learner):
+    def __init__(self, learner: Learner, start: tuple[float, int] = (0.0, 0)):
         self.learner = learner
         self.pending: deque[tuple[torch.Tensor, int, dict]] = deque()
-        self.loss_sum, self.seen = 0.0, 0
+        self.loss_sum, self.seen = start  # a resumed epoch's loss before its stop
         self.stop: StopTraining | None = None
 
     def queue(self, loss: torch.Tensor, logs: dict) -> None:
@@ -257,6 +260,7 @@ class LossReports:
             value = loss.item()
             images = logs.pop("images")
             self.loss_sum, self.seen = self.loss_sum + value * images, self.seen + images
+            self.learner.epoch_loss = (self.loss_sum, self.seen)  # what a checkpoint at a stop keeps
             for callback in self.learner.callbacks:
                 try:
                     callback.on_batch_end(step, {"loss": value, **logs})

@@ -150,6 +150,10 @@ def test_a_stopped_run_resumes_mid_epoch_where_it_stopped(tmp_path, uninterrupte
     after = RunFolder(run_dir).read_metrics()
     assert [row["step"] for row in after.steps] == list(range(1, 67))
     assert abs(after.epochs[-1]["accuracy"] - uninterrupted["accuracy"]) <= 0.02
+    # each epoch's training loss is over all its batches, the stopped one's before the stop too (full batches of 64)
+    for row in after.epochs:
+        losses = [step["loss"] for step in after.steps if step["epoch"] == row["epoch"]]
+        assert len(losses) == 22 and row["train_loss"] == pytest.approx(sum(losses) / 22, rel=1e-6)
 
 
 def test_checkpoints_load_weights_only_and_a_pickle_payload_never_runs(tmp_path, trained_run):
