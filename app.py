@@ -1,4 +1,9 @@
 """Transfer Learning Studio: routes to the pages and draws the shared sidebar (dataset, run, device)."""
+# Imported before any page can draw a chart: plotly reads pandas (and pyarrow) from sys.modules without importing
+# them, and a rerun starts a new script thread while the one it replaces may still be importing pandas (Streamlit's
+# fast reruns), so a chart drawn then failed with "partially initialized module 'pandas'" (the Data page after an
+# upload, 1 time in 6 here). An import statement waits until the module is whole.
+import pandas  # noqa: F401
 import streamlit as st
 
 from core import runs
