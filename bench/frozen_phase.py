@@ -30,14 +30,13 @@ def main() -> None:
         rows = RunFolder(Path(runs_dir) / "frozen").read_metrics().epochs
     print(f"python -m core.train {' '.join(flags)}   (wall {timed.wall_s:.1f} s, peak RSS {timed.peak_rss_mb:.0f} MB)")
     epochs = [row for row in rows if row["phase"] == "frozen"]
-    for row in epochs:
-        ended = row.get("ended_valid_loss", row["valid_loss"])
-        accuracy = row.get("ended_accuracy", row["accuracy"])
-        print(f"  epoch {row['epoch']}: validation loss {ended:.4f}, accuracy {accuracy:.1%}")
-    last = epochs[-1]
-    ended_loss, ended_accuracy = last.get("ended_valid_loss", last["valid_loss"]), last.get("ended_accuracy",
-                                                                                           last["accuracy"])
-    best = min(row.get("ended_valid_loss", row["valid_loss"]) for row in epochs)
+    # each epoch as it ended (the last row carries the kept head's figures, and its own under ended_*)
+    ended = [(row.get("ended_valid_loss", row["valid_loss"]), row.get("ended_accuracy", row["accuracy"]))
+             for row in epochs]
+    for row, (loss, accuracy) in zip(epochs, ended):
+        print(f"  epoch {row['epoch']}: validation loss {loss:.4f}, accuracy {accuracy:.1%}")
+    last, (ended_loss, ended_accuracy) = epochs[-1], ended[-1]
+    best = min(loss for loss, _ in ended)
     kept = f"epoch {last['kept_epoch']}'s head" if "kept_epoch" in last else "its last epoch's head"
     print(f"the phase ends with {kept}: validation loss {last['valid_loss']:.4f} (best epoch {best:.4f}), accuracy "
           f"{last['accuracy']:.1%}; its last epoch ended at {ended_loss:.4f}, {ended_accuracy:.1%}")

@@ -59,3 +59,17 @@ def launch_chromium(playwright, camera: bool = False):
         raise RuntimeError("Debian's chromium is needed: apt-get install -y chromium")
     fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"] if camera else []
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_camera)
+
+
+VIEWPORT = {"width": 1400, "height": 1000}  # the screenshots' size: a laptop's browser window
+
+
+def new_page(browser, timeout_ms: int):
+    """A page at VIEWPORT whose actions and `expect` assertions wait up to `timeout_ms` (a first page run imports
+    torch and builds caches on two cores)."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(timeout_ms)
+    expect.set_options(timeout=timeout_ms)
+    return page

@@ -11,7 +11,7 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 from core.attribution import METHODS
-from tests.browser_support import launch_chromium, streamlit_server
+from tests.browser_support import launch_chromium, new_page, streamlit_server
 
 
 @pytest.fixture
@@ -44,9 +44,7 @@ def test_train_watch_refresh_and_look_inside(server, tmp_path):
     url, runs_dir = server
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(90_000)
-        expect.set_options(timeout=90_000)
+        page = new_page(browser, 90_000)
         # bring your own images: drop a zip on the Data page and read its health report
         archive = tmp_path / "pets.zip"
         with zipfile.ZipFile(archive, "w") as zf:
@@ -148,9 +146,7 @@ def test_a_dataset_from_camera_photos_trains_and_predicts(server, tmp_path):
     url, runs_dir = server
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, camera=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(90_000)
-        expect.set_options(timeout=90_000)
+        page = new_page(browser, 90_000)
         page.goto(f"{url}/data")
         page.get_by_text("Make my own").click()
         page.get_by_label("Name").fill("camera toys")

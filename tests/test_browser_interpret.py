@@ -4,7 +4,7 @@ charts keep their axis values and row names when opened without the app."""
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.browser_support import launch_chromium, streamlit_server
+from tests.browser_support import launch_chromium, new_page, streamlit_server
 
 BOXES = """(selector) => [...document.querySelectorAll(selector)].map(e => e.getBoundingClientRect())
     .filter(b => b.width > 0 && b.height > 0).map(b => [b.left, b.top, b.right, b.bottom])"""
@@ -38,9 +38,7 @@ def toolbar_clear_of_text(page, index: int) -> None:
 def browser_page(runs_env):
     with streamlit_server(runs_env) as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(90_000)
-        expect.set_options(timeout=90_000)
+        page = new_page(browser, 90_000)
         yield url, page
         browser.close()
 

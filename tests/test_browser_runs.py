@@ -6,7 +6,7 @@ import shutil
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.browser_support import launch_chromium, streamlit_server
+from tests.browser_support import launch_chromium, new_page, streamlit_server
 
 ROW_PX = 35  # Streamlit's dataframe: the header and each row are 35 px high; the row markers are the first column
 
@@ -35,9 +35,7 @@ def test_runs_line_up_by_fine_tuning_epoch_and_a_delete_leaves_no_row_selected(s
     url, runs_dir = server
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
+        page = new_page(browser, 60_000)
         page.goto(f"{url}/runs?run=warm")
         expect(page.get_by_role("heading", name="Run warm")).to_be_visible()
         table = page.get_by_test_id("stDataFrame").first

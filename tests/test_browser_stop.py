@@ -8,7 +8,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from core import runs
 from core.runfolder import RunFolder
-from tests.browser_support import launch_chromium
+from tests.browser_support import launch_chromium, new_page
 from tests.test_browser import server  # noqa: F401 (the fixture: a private data and runs folder)
 
 PAUSE_S = 6.0  # stopped this long before Resume
@@ -26,9 +26,7 @@ def test_stop_and_resume_agree_and_the_time_stopped_is_not_counted(server):
     url, runs_dir = server
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
+        page = new_page(browser, 60_000)
         page.goto(f"{url}/train")  # the defaults (digits, 64 px) with six epochs after the five frozen ones
         epochs = page.get_by_label("Epochs", exact=True)
         epochs.fill("6")
