@@ -4,12 +4,13 @@
 layers (training a stage trains the body), and the places the chain can be cut: where a stage of new width or
 resolution starts. `split(body, at)` gives (early, late) with late(early(x)) == body(x).
 
-EfficientNet-Lite0 and the ResNets (torchvision's, and timm's) have stages; a body without (most timm families
-for now) answers None, and trains whole.
+EfficientNet-Lite0, the ResNets (torchvision's and timm's) and timm's EfficientNet(V2), MobileNetV3/V4, ConvNeXt,
+RegNet and ViT/DeiT families have stages; a body without (other timm families) answers None, and trains whole.
 
 `choose_cut` decides from the machine and the data: each stage's forward pass is timed on a few images at the
 run's size. Where training the whole network for the run's epochs would take under ALL_BUDGET_S it pays to do
-so (None); otherwise the cut is the earliest whose late stages cost at most LATE_SHARE of the pass and whose
+so (None); otherwise the cut is the one whose late stages' share of the pass is nearest LATE_SHARE (and at most
+MAX_LATE_SHARE), among those whose
 early outputs for every image fit in CACHE_SHARE of the memory available.
 """
 from __future__ import annotations
@@ -22,10 +23,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# The late stages may cost at most this share of a forward pass. EfficientNet-Lite0 at 128 px on Fashion-MNIST
-# (bench/fashion.py, 2,000 training images, 3 frozen + 4 epochs): cutting where the late part is 34%, 27% and
-# 16% of the pass gave 87.2%, 87.4% and 86.4%; 0.3 takes the middle one (and 20-33% of the pass elsewhere).
+# The cut is the one whose late stages' share of a forward pass is nearest this. EfficientNet-Lite0 at 128 px on
+# Fashion-MNIST (bench/fashion.py, 2,000 training images, 3 frozen + 4 epochs): cutting where the late part is 34%,
+# 27% and 16% of the pass gave 87.2%, 87.4% and 86.4%. Nearest, not "at most": the 27% cut timed at 25-31% in
+# different runs, so "at most 0.3" took the 27% cut in some and the 16% one in others.
 LATE_SHARE = 0.3
+MAX_LATE_SHARE = 0.5  # a cut that leaves more than this of the pass to train saves too little to pay for its cache
 CACHE_SHARE = 0.25  # of the memory available, for the early stages' outputs of every image (bfloat16)
 # Below this, the unfrozen epochs train every layer: the digits at 64 px (3 epochs, ~18 s) reach 96.9% so against
 # 94.4% with only the last stage (the cut at 64 px leaves little: the early stages are most of the pass).
@@ -78,6 +81,52 @@ def _resnet_layers(layers: list[nn.Module], names: list[str]) -> Stages:
     return Stages(layers, [i for i, name in enumerate(names) if name in ("layer2", "layer3", "layer4")])
 
 
+class _PositionEmbedding(nn.Module):
+    """A timm ViT's `_pos_embed` (class and register tokens, position embedding, dropout) as a stage; the network
+    is held without being registered, so the stage's parameters are not the whole network's."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.__dict__["net"] = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net._pos_embed(x)
+
+
+def _stage_starts(stages: list[nn.Module], offset: int) -> list[int]:
+    """Indices of each stage's first block (after the first stage's) in a flat list of their blocks placed at
+    `offset`."""
+    starts, position = [], offset
+    for stage in stages:
+        starts.append(position)
+        position += len(stage)
+    return starts[1:]
+
+
+def _timm(body: nn.Module) -> Stages | None:
+    """A timm body's forward_features as a chain, for the families whose forward_features is one: each stage (or
+    block) a module after the body's input normalization, cut where a stage starts (a ViT: at any block)."""
+    net, kind = body.net, type(body.net).__name__
+    if all(hasattr(net, name) for name in ("conv1", "layer4", "maxpool")):  # the ResNets
+        names = ["conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+        return _resnet_layers([body.norm, *(getattr(net, name) for name in names)], ["norm", *names])
+    if kind in ("EfficientNet", "MobileNetV3"):  # EfficientNet(V2), MobileNetV3/V4: blocks in stages
+        blocks = [block for stage in net.blocks for block in stage]
+        tail = [net.conv_head, net.bn2] if kind == "EfficientNet" else []
+        cuts = _stage_starts(list(net.blocks), 3) + ([3 + len(blocks)] if tail else [])
+        return Stages([body.norm, net.conv_stem, net.bn1, *blocks, *tail], cuts)
+    if kind == "ConvNeXt":
+        return Stages([body.norm, net.stem, *net.stages, net.norm_pre], list(range(3, 2 + len(net.stages))))
+    if kind == "RegNet":
+        return Stages([body.norm, net.stem, net.s1, net.s2, net.s3, net.s4, net.final_conv], [3, 4, 5])
+    if kind == "VisionTransformer" and not getattr(net, "dynamic_img_size", False):
+        blocks = list(net.blocks)
+        modules = [body.norm, net.patch_embed, _PositionEmbedding(net), net.patch_drop, net.norm_pre, *blocks,
+                   net.norm, body.grid]
+        return Stages(modules, list(range(6, 5 + len(blocks))))
+    return None
+
+
 def stages_of(body: nn.Module) -> Stages | None:
     """The body as stages, or None for a body this module cannot cut."""
     kind = type(body).__name__
@@ -85,9 +134,8 @@ def stages_of(body: nn.Module) -> Stages | None:
         return _efficientnet_lite(body)
     if isinstance(body, nn.Sequential) and len(body) == 8:  # torchvision's ResNets: conv1 ... layer4
         return _resnet_layers(list(body), ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"])
-    if kind == "TimmBody" and all(hasattr(body.net, name) for name in ("conv1", "layer4", "maxpool")):
-        names = ["conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-        return _resnet_layers([body.norm, *(getattr(body.net, name) for name in names)], ["norm", *names])
+    if kind == "TimmBody" and not body.channels_last_output:
+        return _timm(body)
     return None
 
 
@@ -146,11 +194,13 @@ class StageTimes:
         total = sum(self.seconds)
         if epochs * (n_train * TRAIN_STEP_PER_FORWARD + n_valid) * total <= ALL_BUDGET_S:
             return None
-        for at in self.cuts:
-            share = sum(self.seconds[at:]) / total
-            if share <= LATE_SHARE and (n_train + n_valid) * math.prod(self.shapes[at]) * 2 <= budget_bytes:
-                return LateCut(at, share, self.shapes[at])
-        return None
+        shares = {at: sum(self.seconds[at:]) / total for at in self.cuts}
+        fits = [at for at in self.cuts if shares[at] <= MAX_LATE_SHARE
+                and (n_train + n_valid) * math.prod(self.shapes[at]) * 2 <= budget_bytes]
+        if not fits:
+            return None
+        at = min(fits, key=lambda at: abs(shares[at] - LATE_SHARE))
+        return LateCut(at, shares[at], self.shapes[at])
 
 
 def time_stages(body: nn.Module, size: int, device: torch.device) -> StageTimes | None:

@@ -7,25 +7,31 @@ from core.models import build_classifier
 from core.stages import split, stages_of
 
 
-@pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet18", "timm:resnet10t"])
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet18", "timm:resnet10t", "timm:efficientnet_b0",
+                                  "timm:tf_efficientnetv2_b0", "timm:mobilenetv3_large_100",
+                                  "timm:mobilenetv4_conv_small", "timm:convnext_atto", "timm:regnety_002",
+                                  "timm:vit_tiny_patch16_224", "timm:vit_small_patch16_224.augreg_in21k_ft_in1k"])
 def test_the_early_and_late_stages_compute_exactly_the_body(arch):
     torch.manual_seed(0)
     body = build_classifier(arch, 3, pretrained=False, size=64).body.eval()
     x = torch.randn(2, 3, 64, 64)
     stages = stages_of(body)
-    assert len(stages.cuts) >= 3
+    assert len(stages.cuts) >= 3 and 0 not in stages.cuts
     with torch.no_grad():
         whole = body(x)
         for at in stages.cuts:
             early, late = split(body, at)
             assert torch.allclose(late(early(x)), whole, atol=1e-5)
-    early, late = split(body, stages.cuts[-1])
     body_params = {id(p) for p in body.parameters()}
+    early, late = split(body, stages.cuts[-1])
     assert {id(p) for p in late.parameters()} <= body_params  # the late stages are the body's own layers
+    early, late = split(body, stages.cuts[0])
+    late_params = {id(p) for p in late.parameters()}
+    assert late_params and not late_params & {id(p) for p in early.parameters()}  # no layer in both
 
 
 def test_a_body_without_stages_answers_none_and_refuses_a_cut():
-    body = build_classifier("timm:vit_tiny_patch16_224", 3, pretrained=False, size=32).body
+    body = build_classifier("timm:mixer_s16_224", 3, pretrained=False, size=32).body  # an MLP-Mixer
     assert stages_of(body) is None
     with pytest.raises(ValueError):
         split(body, 3)
@@ -39,9 +45,27 @@ def test_the_cut_comes_from_the_machine_and_the_data(monkeypatch):
     assert stages.choose_cut(body, 64, 100, 25, 3, cpu) is None  # training every layer costs seconds: it pays
     monkeypatch.setattr(stages, "ALL_BUDGET_S", 0.0)
     cut = stages.choose_cut(body, 64, 100, 25, 3, cpu)
-    assert cut is not None and cut.at in stages_of(body).cuts and 0 < cut.share <= stages.LATE_SHARE
+    assert cut is not None and cut.at in stages_of(body).cuts and 0 < cut.share <= stages.MAX_LATE_SHARE
     monkeypatch.setattr(stages, "available_bytes", lambda device: 1000)  # no room for any cache
     assert stages.choose_cut(body, 64, 100, 25, 3, cpu) is None
+
+
+def test_the_cut_is_the_one_whose_late_share_is_nearest_the_target_among_those_whose_cache_fits():
+    from core.stages import LATE_SHARE, StageTimes
+
+    # four modules of 0.4, 0.34, 0.1 and 0.16 s: the late part from cut 1 is 60%, from 2 26%, from 3 16%
+    times = StageTimes(cuts=[1, 2, 3], seconds=[0.4, 0.34, 0.1, 0.16], shapes=[(3, 8, 8), (8, 4, 4), (16, 2, 2),
+                                                                            (32, 1, 1)])
+    huge = 1e12
+    assert LATE_SHARE == 0.3 and times.pick(10**6, 0, 1, huge).at == 2  # 26%: nearer 30% than 16% (60% is too much)
+    times = StageTimes(cuts=[1, 2, 3], seconds=[0.4, 0.38, 0.06, 0.16], shapes=times.shapes)
+    assert times.pick(10**6, 0, 1, huge).at == 2  # 22%: still nearer than 16%
+    times = StageTimes(cuts=[1, 2, 3], seconds=[0.4, 0.15, 0.16, 0.29], shapes=[(3, 8, 8), (8, 4, 4), (16, 2, 2),
+                                                                             (64, 2, 2)])
+    assert times.pick(10**6, 0, 1, huge).at == 3  # 29% against 45%
+    assert times.pick(10**6, 0, 1, 10**6 * 64 * 2).at == 2  # cut 3's cache (256 values an image) does not fit
+    assert times.pick(10**6, 0, 1, 10) is None  # no cache fits
+    assert times.pick(10, 0, 1, huge) is None  # training every layer costs seconds: it pays
 
 
 def test_a_run_trains_its_late_stages_on_cached_early_outputs_and_keeps_where_it_cut(tmp_path, monkeypatch):
@@ -66,3 +90,29 @@ def test_a_run_trains_its_late_stages_on_cached_early_outputs_and_keeps_where_it
     with np.load(run_dir / "predictions.npz") as predictions:
         accuracy = (predictions["raw_probs"].argmax(1) == predictions["targets"]).mean()
     assert abs(accuracy - rows[-1]["accuracy"]) < 0.02  # bfloat16 cache against float32 images
+
+
+def test_a_vit_run_trains_its_late_blocks_on_cached_tokens(tmp_path, monkeypatch):
+    """timm's ViT from a weights file (random weights: no network here), cut between transformer blocks."""
+    import numpy as np
+
+    from core import runs, stages
+    from core.config import TrainConfig
+    from core.run import run_training
+    from core.runfolder import RunFolder
+    from tests.test_zoo import weights_file
+
+    monkeypatch.setattr(stages, "ALL_BUDGET_S", 0.0)
+    config = TrainConfig(arch="timm:vit_tiny_patch16_224", weights=weights_file(tmp_path, "vit_tiny_patch16_224"),
+                         size=32, bs=64, freeze_epochs=1, epochs=2, lr=1e-2)
+    run_dir = runs.create_run(config, tmp_path / "runs", "vit")
+    assert run_training(run_dir) == "completed", RunFolder(run_dir).status()
+    folder = RunFolder(run_dir)
+    rows = folder.read_metrics().epochs
+    assert [row["phase"] for row in rows] == ["frozen", "late", "late"]
+    body = build_classifier("timm:vit_tiny_patch16_224", 10, pretrained=False, size=32).body
+    assert folder.raw_status()["late_cut"] in stages_of(body).cuts
+    assert rows[-1]["accuracy"] > 0.2  # chance is 0.1; random weights
+    with np.load(run_dir / "predictions.npz") as predictions:  # the whole network's own pass agrees
+        accuracy = (predictions["raw_probs"].argmax(1) == predictions["targets"]).mean()
+    assert abs(accuracy - rows[-1]["accuracy"]) < 0.03
