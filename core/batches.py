@@ -10,6 +10,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from core.mapped import is_mapped, note_read
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -74,7 +76,10 @@ def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
         gathered = gathered_ahead(images, labels, indices, pin=True)
     else:
         gathered = ((images[index], labels[index]) for index in indices)
+    from_file = is_mapped(images)
     for x, y in gathered:
+        if from_file:  # a memory-mapped file's pages read so far leave this process's resident memory
+            note_read(x.nbytes, len(x))
         if device.type != "cpu":  # no-ops for what is there already
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)

@@ -9,12 +9,14 @@ where) and core.health (what is usable), then core.images decodes exactly what t
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from core import mapped
 from core.builtin import load_builtin
 from core.config import RESIZE_METHODS
 from core.edits import EditLog, apply_edits, apply_edits_to_images, relative_file
@@ -71,16 +73,32 @@ def load_report(report, size: int, resize: str = "squish") -> LabeledImages:
     """Decode exactly the images a health report accepted, at `size`."""
     if not report.ok:
         raise DataError(report.problems[0])
-    check_memory(len(report.accepted), size)
     class_names = tuple(report.class_counts)
     index = {name: i for i, name in enumerate(class_names)}
-    images = torch.empty(len(report.accepted), 3, size, size, dtype=torch.uint8)
-    for i, item in enumerate(report.accepted):
-        images[i] = open_rgb(item.path, size, resize)
+    images = _decoded(report.accepted, size, resize)
     labels = torch.tensor([index[item.label] for item in report.accepted], dtype=torch.long)
     names = tuple(relative_file(item.path, Path(report.folder or report.root)) for item in report.accepted)
     valid = torch.tensor([bool(item.valid) for item in report.accepted]) if report.own_split else None
     return LabeledImages(images, labels, class_names, names, valid)
+
+
+def _decoded(items: list, size: int, resize: str) -> torch.Tensor:
+    """The items' images decoded at `size`, (N, 3, size, size) uint8: in memory, or past what memory holds
+    comfortably in a memory-mapped file (core.mapped), decoded only when no file holds these files at this size."""
+    if not mapped.needs_file(len(items), size):
+        check_memory(len(items), size)
+        images = torch.empty(len(items), 3, size, size, dtype=torch.uint8)
+        for i, item in enumerate(items):
+            images[i] = open_rgb(item.path, size, resize)
+        return images
+    name = mapped.name_for([size, resize, *((str(item.path), *_size_and_time(item.path)) for item in items)])
+    return mapped.images_in_file(name, len(items), size, (open_rgb(item.path, size, resize) for item in items),
+                                 copies=2)
+
+
+def _size_and_time(path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
 
 
 def load_source(source: str, size: int, *, label_regex: str | None = None, resize: str = "squish",
@@ -119,7 +137,8 @@ def split_indices(data: LabeledImages, valid_pct: float, seed: int) -> tuple[np.
 
 @dataclass(frozen=True)
 class Split:
-    """Training and validation tensors of one dataset, all uint8 images in memory."""
+    """Training and validation tensors of one dataset: uint8 images in memory, or each part in a memory-mapped file
+    of its own when the dataset's images are in one (core.mapped)."""
 
     train_images: torch.Tensor  # (N_train, 3, S, S) uint8
     train_labels: torch.Tensor  # (N_train,)
@@ -131,7 +150,8 @@ class Split:
     def from_dataset(cls, data: LabeledImages, valid_pct: float, seed: int) -> "Split":
         """The data's own split when it brings one (train/ and valid/ folders), else a seeded stratified one."""
         train, valid = split_indices(data, valid_pct, seed)
-        return cls(data.images[train], data.labels[train], data.images[valid], data.labels[valid], valid)
+        return cls(mapped.take_rows(data.images, train), data.labels[train], mapped.take_rows(data.images, valid),
+                   data.labels[valid], valid)
 
     def placed(self, device: torch.device, share: float = 0.25) -> "Split":
         """On a GPU, the images move into its memory once when they take at most `share` of what is free, so a

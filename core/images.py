@@ -40,7 +40,10 @@ class LabeledImages:
 
     def fingerprint(self) -> str:
         """A short hash of pixels and labels: two runs with the same fingerprint saw the same data."""
-        digest = hashlib.sha256(self.images.numpy().tobytes())
+        from core.mapped import hash_rows
+
+        digest = hashlib.sha256()
+        hash_rows(self.images, digest)  # a chunk at a time: the images may be a memory-mapped file
         digest.update(self.labels.numpy().tobytes())
         return digest.hexdigest()[:16]
 

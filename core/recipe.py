@@ -11,6 +11,7 @@ import time
 import torch
 from torch import nn
 
+from core import mapped
 from core.batches import iterate_batches
 from core.callbacks import Callback
 from core.config import TrainConfig
@@ -186,13 +187,17 @@ def body_features(body: nn.Module, images: torch.Tensor, *, batch_size: int, dev
     """
     body.eval()
     chunk = chunk or inference_batch_size(images.shape[-1], batch_size, device)
-    parts, layout = [], memory_format_for(body, device)
-    for x, _ in iterate_batches(images, torch.zeros(len(images), dtype=torch.long), chunk, shuffle=False,
-                                device=device):
-        with autocast_for(device):
-            out = body(in_layout(x, layout))
-        parts.append(out.float().mean((2, 3), keepdim=True) if pool else out.to(torch.bfloat16).contiguous())
-    return torch.cat(parts)
+    layout = memory_format_for(body, device)
+
+    def parts():
+        for x, _ in iterate_batches(images, torch.zeros(len(images), dtype=torch.long), chunk, shuffle=False,
+                                    device=device):
+            with autocast_for(device):
+                out = body(in_layout(x, layout))
+            yield out.float().mean((2, 3), keepdim=True) if pool else out.to(torch.bfloat16).contiguous()
+
+    # images in a memory-mapped file (data past what memory holds comfortably): the features go to one too
+    return mapped.rows_together(parts(), len(images), to_file=mapped.is_mapped(images) and device.type == "cpu")
 
 
 def cache_features(learner: Learner, module: nn.Module, pool: bool = False) -> Split:

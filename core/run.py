@@ -27,6 +27,7 @@ from core.device import describe_device, inference_batch_size, memory_format_for
 from core.distributed import World
 from core.errors import BrokenRun, DataError
 from core.images import LabeledImages
+from core.mapped import where_held
 from core.loop import Evaluation, Learner, OutOfMemory, keeps_bn_stats
 from core.lr_find import suggest_steep, suggest_valley, sweep
 from core.progress import ActiveTime, TimeLeft
@@ -115,6 +116,7 @@ def prepare(folder: RunFolder, config: TrainConfig, device: torch.device,
     torch.manual_seed(config.seed)  # the same new head on every process
     data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
     split = Split.from_dataset(data, config.valid_pct, config.seed).placed(device)
+    print(where_held(data.images), flush=True)
     folder.record_data(list(data.class_names), data.fingerprint(), len(split.train_labels), len(split.valid_labels),
                        edit_log_for(config.data).summary().to_dict(),
                        [(name, data.class_names[label]) for name, label in zip(data.item_names, data.labels.tolist())])

@@ -155,13 +155,16 @@ def features_and_logits(model: nn.Sequential, images: torch.Tensor, batch_size: 
                         device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, F), logits (N, C)) of uint8 images (N, 3, S, S), on the CPU, in float32."""
     from core.batches import normalize
+    from core.mapped import note_read
 
     head = model[1]
     model.eval()
     features, logits = [], []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = normalize(images[start:start + batch_size].to(device))
+            batch = images[start:start + batch_size]
+            note_read(batch.nbytes)  # pages of a memory-mapped file (core.mapped) leave resident memory
+            x = normalize(batch.to(device))
             f = nn.Sequential(*list(head)[:-1])(model[0](x))
             features.append(f.float().cpu())
             logits.append(head[-1](f).float().cpu())

@@ -209,7 +209,9 @@ def run_images(run_dir: Path) -> torch.Tensor:
 
 @st.cache_resource(show_spinner="Loading the run's images…", max_entries=2)
 def _run_images(run_dir: str, stamp: str) -> torch.Tensor:
-    import torch
+    import numpy as np
+
+    from core.mapped import take_rows
 
     config = RunFolder(Path(run_dir)).config()
     names = run_item_names(Path(run_dir))
@@ -217,13 +219,9 @@ def _run_images(run_dir: str, stamp: str) -> torch.Tensor:
         return dataset(config.data, config.size, config.label_regex, config.resize).images
     files = dataset(config.data, config.size, config.label_regex, config.resize, edits=False)
     position = {name: i for i, name in enumerate(files.item_names)}
-    rows = [position.get(name, -1) for name in names]
-    if -1 in rows:  # a file the run saw is gone: show a black square in its place
-        images = torch.zeros((len(rows), *files.images.shape[1:]), dtype=torch.uint8)
-        found = [i for i, row in enumerate(rows) if row >= 0]
-        images[found] = files.images[[rows[i] for i in found]]
-        return images
-    return files.images[rows]
+    # a file the run saw and that is gone (-1) shows as a black square; a memory-mapped dataset (core.mapped)
+    # gives a mapped file, never a copy in memory
+    return take_rows(files.images, np.array([position.get(name, -1) for name in names], dtype=np.int64))
 
 
 def forget_dataset_caches() -> None:

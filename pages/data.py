@@ -13,6 +13,7 @@ from core.collect import made_datasets, made_root
 from core.config import FASTAI_AUGMENT, RESIZE_METHODS
 from core.errors import DataError
 from core.layouts import PETS_REGEX
+from core.mapped import where_held
 from core.sources import source_label
 from pages._collect import dataset_builder
 from pages._common import current_augment, dataset, health_report, route_through_app
@@ -156,6 +157,7 @@ picks = [int(i) for label in range(len(data.class_names))
 picks = picks[:20]
 st.plotly_chart(image_grid(to_hwc(data.images[picks].numpy()), [data.class_names[labels[i]] for i in picks],
                            columns=10), key="samples")
+st.caption(where_held(data.images))
 st.caption("Each image is then normalized with ImageNet's channel mean and standard deviation — the statistics the "
            "pretrained layers learned with — so the app does that for you.")
 

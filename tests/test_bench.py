@@ -22,6 +22,7 @@ BENCHMARKS = {
     "lr_suggestions": "better final accuracy: valley",
     "late_stages": "late / all: wall",
     "frozen_phase": "kept / last epoch: validation loss",
+    "big_data": "file / memory: peak RSS",
 }
 
 

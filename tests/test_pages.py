@@ -44,6 +44,7 @@ def test_data_shows_classes_counts_and_samples_at_the_chosen_size(runs_env):
     assert metrics == {"Images": "1,797", "Classes": "10", "Skipped files": "0"}
     assert len(app.get("plotly_chart")) == 2  # counts bar chart and sample grid
     assert any("At 64 px" in c.value for c in app.caption)  # the size is chosen on the Train page
+    assert any(c.value == "Decoded, these images take 21 MB of memory." for c in app.caption)
     app.session_state["size"] = 32
     app.run()
     assert not app.exception and any("At 32 px" in c.value for c in app.caption)
@@ -65,6 +66,16 @@ def test_data_checks_a_folder_lists_what_it_skipped_and_previews_augmentation(ru
     next(b for b in app.button if b.label.startswith("Use fastai")).click().run()
     assert not app.exception and app.session_state["flip"] and app.session_state["rotate"] == 10.0
     assert len(app.get("plotly_chart")) == 3  # counts, samples, augmented batch
+
+
+def test_data_says_a_dataset_past_what_memory_holds_comfortably_is_read_from_a_file(runs_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_RAM_IMAGES_MB", "0")  # as for 100,000 photos at 128 px
+    folder = write_image_folder(tmp_path / "photos", {"cat": 6, "dog": 6})
+    app = open_page("pages/data.py")
+    by_label(app.radio, "Images from").set_value("A folder on this machine").run()
+    by_label(app.text_input, "Folder path").set_value(str(folder)).run()
+    assert not app.exception and len(app.get("plotly_chart")) == 2
+    assert any("kept in a file in the data folder's cache" in c.value for c in app.caption)
 
 
 def test_a_setting_keeps_its_value_on_other_pages_and_comes_back_with_its_page(runs_env):
