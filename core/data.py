@@ -163,8 +163,10 @@ class Split:
         free, _ = torch.cuda.mem_get_info(device)
         if self.train_images.nbytes + self.valid_images.nbytes > share * free:
             return self
-        return dataclasses.replace(self, train_images=self.train_images.to(device),
-                                   valid_images=self.valid_images.to(device))
+        placed = dataclasses.replace(self, train_images=self.train_images.to(device),
+                                     valid_images=self.valid_images.to(device))
+        mapped.trim()  # images read from memory-mapped files leave resident memory
+        return placed
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ KEEP_FILES = 6
 ABANDONED_S = 3600.0
 FORMAT = "uint8-v1"  # part of every file's name: a change to what a file holds names new files
 
+SUPPORTED = hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MADV_DONTNEED")
+
 _maps: list[tuple[int, int, weakref.ref, Path]] = []  # (first byte's address, end, the map, its file)
 _read = 0
 _lock = threading.Lock()
@@ -60,7 +62,8 @@ def cache_dir() -> Path:
 
 
 def needs_file(n_images: int, size: int) -> bool:
-    return n_images * 3 * size * size > ram_limit()
+    """Whether the images go to a file: past ram_limit(), where maps can be private and let go of (not Windows)."""
+    return SUPPORTED and n_images * 3 * size * size > ram_limit()
 
 
 def name_for(parts: Iterable[object]) -> str:
@@ -189,8 +192,11 @@ def trim() -> None:
 def check_disk(needed: int, n_images: int, size: int) -> None:
     """DataError when the cache folder's disk has not `needed` bytes and 1 GB to spare."""
     folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+    except OSError as error:
+        raise _cannot_write(folder, error) from None
     if needed + (1 << 30) > free:
         raise DataError(f"{n_images:,} images at {size} px need {needed / 2**30:.1f} GB of disk once decoded (more "
                         f"than memory holds comfortably here, so they go to a file in the data folder's cache), and "
@@ -221,10 +227,10 @@ def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
 def _write(path: Path, shape: tuple[int, ...], dtype: torch.dtype, parts: Iterable[torch.Tensor]) -> None:
     """Write the parts ((k, *shape[1:]) each, in order, shape[0] rows in all) to a file of this process's own, then
     give it its name: a reader sees a whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     count, row_shape = 0, tuple(shape[1:])
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb", buffering=1 << 20) as out:
             for part in parts:
                 if tuple(part.shape[1:]) != row_shape or part.dtype != dtype:
@@ -234,8 +240,15 @@ def _write(path: Path, shape: tuple[int, ...], dtype: torch.dtype, parts: Iterab
         if count != shape[0]:
             raise ValueError(f"{count} rows written, {shape[0]} expected")
         os.replace(partial, path)
+    except OSError as error:  # a full disk, a folder that cannot be written
+        raise _cannot_write(path.parent, error) from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _cannot_write(folder: Path, error: OSError) -> DataError:
+    return DataError(f"Writing decoded images to {folder} failed ({error.strerror or error}); free some space there "
+                     "or choose a smaller image size.")
 
 
 def _evict(keep: Path) -> None:
