@@ -17,6 +17,7 @@ The folder keeps the KEEP_FILES files used last; older ones are deleted (they ar
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -192,11 +193,9 @@ def trim() -> None:
 def check_disk(needed: int, n_images: int, size: int) -> None:
     """DataError when the cache folder's disk has not `needed` bytes and 1 GB to spare."""
     folder = cache_dir()
-    try:
+    with _writing(folder):
         folder.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(folder).free
-    except OSError as error:
-        raise _cannot_write(folder, error) from None
     if needed + (1 << 30) > free:
         raise DataError(f"{n_images:,} images at {size} px need {needed / 2**30:.1f} GB of disk once decoded (more "
                         f"than memory holds comfortably here, so they go to a file in the data folder's cache), and "
@@ -226,24 +225,38 @@ def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
 
 def _write(path: Path, shape: tuple[int, ...], dtype: torch.dtype, parts: Iterable[torch.Tensor]) -> None:
     """Write the parts ((k, *shape[1:]) each, in order, shape[0] rows in all) to a file of this process's own, then
-    give it its name: a reader sees a whole file or none."""
+    give it its name: a reader sees a whole file or none. A failure to write (a full disk, a folder that cannot be
+    written) is a DataError; one in making the parts (an image that cannot be decoded) stays what it is."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     count, row_shape = 0, tuple(shape[1:])
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "wb", buffering=1 << 20) as out:
+        with _writing(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = open(partial, "wb", buffering=1 << 20)
+        with out:
             for part in parts:
                 if tuple(part.shape[1:]) != row_shape or part.dtype != dtype:
                     raise ValueError(f"rows of {tuple(part.shape[1:])} {part.dtype} for a file of {row_shape} {dtype}")
-                out.write(memoryview(part.detach().cpu().contiguous().view(torch.uint8).numpy()))
+                with _writing(path.parent):
+                    out.write(memoryview(part.detach().cpu().contiguous().view(torch.uint8).numpy()))
                 count += len(part)
+            with _writing(path.parent):
+                out.flush()
         if count != shape[0]:
             raise ValueError(f"{count} rows written, {shape[0]} expected")
-        os.replace(partial, path)
-    except OSError as error:  # a full disk, a folder that cannot be written
-        raise _cannot_write(path.parent, error) from None
+        with _writing(path.parent):
+            os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _writing(folder: Path):
+    """An OSError inside becomes a DataError saying what to do."""
+    try:
+        yield
+    except OSError as error:
+        raise _cannot_write(folder, error) from None
 
 
 def _cannot_write(folder: Path, error: OSError) -> DataError:

@@ -27,9 +27,9 @@ from core.device import describe_device, inference_batch_size, memory_format_for
 from core.distributed import World
 from core.errors import BrokenRun, DataError
 from core.images import LabeledImages
-from core.mapped import where_held
 from core.loop import Evaluation, Learner, OutOfMemory, keeps_bn_stats
 from core.lr_find import suggest_steep, suggest_valley, sweep
+from core.mapped import where_held
 from core.progress import ActiveTime, TimeLeft
 from core.models import Classifier, WeightsUnavailable, build_classifier
 from core.recipe import fine_tune, late_cut, plan

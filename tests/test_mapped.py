@@ -192,3 +192,13 @@ def test_a_cache_folder_that_cannot_be_written_is_a_sentence(digits_folder, cach
     cache.write_text("a file where the folder should be")
     with pytest.raises(DataError, match="Writing decoded images to .* failed"):
         load_source(str(digits_folder), 32)
+
+
+def test_an_image_that_cannot_be_read_while_decoding_into_a_file_is_not_blamed_on_the_disk(cache):
+    def rows():
+        yield torch.zeros((3, 4, 4), dtype=torch.uint8)
+        raise FileNotFoundError(2, "No such file or directory", "gone.png")  # removed since the health check
+
+    with pytest.raises(FileNotFoundError):
+        mapped.images_in_file("gone", 2, 4, rows())
+    assert not list(cache.iterdir())  # nothing half-written left
