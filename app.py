@@ -6,11 +6,18 @@
 import pandas  # noqa: F401
 import streamlit as st
 
-from core import runs
+from core.data.sources import source_label
 from core.errors import BrokenRun
-from core.sources import source_label
-from pages._common import (app_frame, current_run_dir, device_label, init_session, remember_settings, run_notice,
-                           select_run)
+from core.runs import store
+from pages._common import (
+    app_frame,
+    current_run_dir,
+    device_label,
+    init_session,
+    remember_settings,
+    run_notice,
+    select_run,
+)
 from pages._text import md
 
 st.set_page_config(page_title="Transfer Learning Studio", page_icon="assets/logo.svg", layout="wide")
@@ -37,7 +44,7 @@ navigation = st.navigation([
 with st.sidebar:
     st.logo("assets/logo.svg", size="large")
     dataset_slot = st.empty()  # filled after the page ran: the Data page may change the dataset
-    found = {run.run_id: run for run in runs.list_runs()}
+    found = {run.run_id: run for run in store.list_runs()}
     current = st.session_state.get("run_id")
     if found:
         ids = list(found)

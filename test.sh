@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite: engine, pages (AppTest) and one real-browser test in Debian's Chromium.
+# Set up and run the whole test suite: the linter, then the engine, every page (AppTest) and the real-browser tests in
+# Debian's Chromium. Arguments go to pytest: ./test.sh -m "not slow" is the day-to-day tier (under 3 minutes).
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh requirements-dev.txt
@@ -9,4 +10,5 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -2,9 +2,9 @@
 
     python -m bench.augment_cost [--size 64] [--freeze-epochs 5] [--repeats 3] [--smoke]
 
-Without augmentation the frozen body sees the same images every epoch, so core.recipe computes its features
+Without augmentation the frozen body sees the same images every epoch, so core.train.recipe computes its features
 once and the frozen epochs train only the head on them; with any augmentation every frozen epoch runs the whole
-body over freshly changed images. Both run core.recipe.fine_tune with the app's defaults (EfficientNet-Lite0,
+body over freshly changed images. Both run core.train.recipe.fine_tune with the app's defaults (EfficientNet-Lite0,
 ImageNet weights, digits, batch 64) and `epochs=0`, so only the frozen phase is timed (wall time, feature
 caching and every validation pass included). Prints each pair and the median ratio.
 """
@@ -17,11 +17,11 @@ import time
 import torch
 
 from core.config import FASTAI_AUGMENT, TrainConfig
-from core.data import Split, load_source
+from core.data.load import Split, load_source
 from core.device import pick_device
-from core.loop import Learner, evaluate
-from core.models import build_classifier
-from core.recipe import fine_tune
+from core.net.backbones import build_classifier
+from core.train.loop import Learner, evaluate
+from core.train.recipe import fine_tune
 
 
 def frozen_phase(split: Split, config: TrainConfig, device: torch.device) -> tuple[float, float]:

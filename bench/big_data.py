@@ -1,4 +1,4 @@
-"""Data bigger than memory holds comfortably: the decoded images in a memory-mapped file (core.mapped) against the
+"""Data bigger than memory holds comfortably: the decoded images in a memory-mapped file (core.data.mapped) against the
 same images in memory, same training command, one after the other, each with a data folder of its own (so both
 decode every image).
 

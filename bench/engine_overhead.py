@@ -5,7 +5,7 @@
 
 Same model (pretrained EfficientNet-Lite0, every layer training, as in the unfrozen phase), same data (digits
 decoded once at 64 px), batch size 64, AdamW with a one-cycle schedule, a validation pass each epoch, on the
-same device. The engine (core.loop.fit_one_cycle) also writes metrics, status heartbeats and a checkpoint
+same device. The engine (core.train.loop.fit_one_cycle) also writes metrics, status heartbeats and a checkpoint
 each epoch, checks for NaN and a stop request each step; the bare loop does none of that. Runs alternate and
 the medians are compared. A second table shows what two CPU choices of the engine are worth, measured the
 same way on the bare loop: channels_last against the default layout, and validation batches of 32 against 128;
@@ -14,8 +14,8 @@ and the frozen phase's one pass of feature extraction with 16, 32 and 128 images
 from __future__ import annotations
 
 import argparse
-import os
 import copy
+import os
 import statistics
 import tempfile
 import time
@@ -25,16 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import peak_rss_mb, print_medians
-from core import runs
-from core.batches import normalize
-from core.callbacks import RunFolderWriter, StopOnNonFiniteLoss, StopOnRequest, TerminalProgress
 from core.config import TrainConfig
-from core.data import Split, load_source
+from core.data.batches import normalize
+from core.data.load import Split, load_source
 from core.device import pick_device
-from core.loop import Learner, fit_one_cycle, keeps_bn_stats, set_train_mode
-from core.models import build_classifier, unfreeze
-from core.recipe import body_features
-from core.runfolder import RunFolder
+from core.net.backbones import build_classifier, unfreeze
+from core.runs import store
+from core.runs.folder import RunFolder
+from core.train.callbacks import RunFolderWriter, StopOnNonFiniteLoss, StopOnRequest, TerminalProgress
+from core.train.loop import Learner, fit_one_cycle, keeps_bn_stats, set_train_mode
+from core.train.recipe import body_features
 
 
 def bare_epochs(model, split: Split, config: TrainConfig, device, epochs: int, *, channels_last: bool,
@@ -66,8 +66,8 @@ def bare_epochs(model, split: Split, config: TrainConfig, device, epochs: int, *
 
 
 def engine_epochs(model, split: Split, config: TrainConfig, device, epochs: int, runs_dir: Path) -> float:
-    """core.loop's fit with the callbacks a real run has; returns training images per second."""
-    folder = RunFolder(runs.create_run(config, runs_dir, "engine"))
+    """core.train.loop's fit with the callbacks a real run has; returns training images per second."""
+    folder = RunFolder(store.create_run(config, runs_dir, "engine"))
     classifier = build_classifier(config.arch, 10, pretrained=False, size=config.size)
     classifier.model.load_state_dict(model.state_dict())
     classifier.model.to(device, memory_format=torch.channels_last)

@@ -13,11 +13,24 @@ import argparse
 import time
 from pathlib import Path
 
-from fastai.vision.all import (Callback, ImageDataLoaders, create_head, Normalize, Recorder, Resize, ResizeMethod, accuracy,
-                               default_split, imagenet_stats, model_meta, set_seed, vision_learner)
+from fastai.vision.all import (
+    Callback,
+    ImageDataLoaders,
+    Normalize,
+    Recorder,
+    Resize,
+    ResizeMethod,
+    accuracy,
+    create_head,
+    default_split,
+    imagenet_stats,
+    model_meta,
+    set_seed,
+    vision_learner,
+)
 from torch import nn
 
-from core.models import ARCHS
+from core.net.backbones import ARCHS
 
 
 class EpochTable(Callback):

@@ -1,6 +1,6 @@
 """Does the frozen phase end with its best head on a big dataset? All 70,000 Fashion-MNIST photos at 64 px
 (bench/fashion.py --all), the default five frozen epochs and no unfrozen ones: the epochs' validation losses as
-they ended, the one the phase ends with (core.recipe.KeepBestEpoch) against the last epoch's (what the phase
+they ended, the one the phase ends with (core.train.recipe.KeepBestEpoch) against the last epoch's (what the phase
 ended with before), in the same run.
 
     .venv/bin/python -m bench.fashion /tmp/fashion70k --all                 # once
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import python, run_timed
-from core.runfolder import RunFolder
+from core.runs.folder import RunFolder
 
 
 def main() -> None:

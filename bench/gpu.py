@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.gpu --smoke # CI, on the CPU: the same code path, tiny
 
 ResNet-50 at 224 px, batch 128, bf16 autocast, channels_last, cudnn.benchmark, fused AdamW under a one-cycle
-schedule, a validation pass each epoch: the engine's CUDA path (core.loop.fit_one_cycle). Real images are the
+schedule, a validation pass each epoch: the engine's CUDA path (core.train.loop.fit_one_cycle). Real images are the
 digits decoded once at 224 px, `--copies` times over so an epoch has some length. Four ways, alternating:
 
 - real, on the GPU: what a run does when the images fit (Split.placed): moved to GPU memory once, batches
@@ -30,11 +30,11 @@ import torch.nn.functional as F
 
 from bench.common import print_medians
 from core.config import TrainConfig
-from core.batches import normalize
-from core.data import Split, load_source
+from core.data.batches import normalize
+from core.data.load import Split, load_source
 from core.device import autocast_for, describe_device, memory_format_for, pick_device
-from core.loop import Learner, evaluate, fit_one_cycle
-from core.models import build_classifier, unfreeze
+from core.net.backbones import build_classifier, unfreeze
+from core.train.loop import Learner, evaluate, fit_one_cycle
 
 
 def fresh_model(config: TrainConfig, device: torch.device):
@@ -51,7 +51,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def engine_speed(split: Split, config: TrainConfig, device: torch.device, epochs: int) -> float:
-    """core.loop.fit_one_cycle after one warm-up epoch (cudnn.benchmark picks its kernels); training images/s."""
+    """core.train.loop.fit_one_cycle after one warm-up epoch (cudnn.benchmark picks its kernels); training images/s."""
     classifier = fresh_model(config, device)
     learner = Learner(classifier, split, config, device)
     params = [p for group in classifier.groups for p in group]

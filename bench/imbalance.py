@@ -34,8 +34,8 @@ def write_imbalanced_digits(folder: Path, seed: int, keep: float = KEEP) -> dict
     of their training images (seeded); returns the training count of each class."""
     from PIL import Image
 
-    from core.builtin import load_builtin
-    from core.data import stratified_split
+    from core.data.builtin import load_builtin
+    from core.data.load import stratified_split
 
     data = load_builtin("digits", 8)
     train, valid = stratified_split(data.labels, 0.2, seed)
@@ -57,7 +57,7 @@ def scores(run_dir: Path) -> tuple[float, float]:
     """(balanced accuracy, mean recall of the small classes) of a finished run's validation predictions."""
     from sklearn.metrics import balanced_accuracy_score, recall_score
 
-    from core.runfolder import RunFolder
+    from core.runs.folder import RunFolder
 
     with np.load(run_dir / "predictions.npz") as predictions:
         targets, predicted = predictions["targets"], predictions["probs"].argmax(1)

@@ -3,7 +3,7 @@
     python -m bench.label_noise [--seeds 3 4 5 6 7] [--retrain]
 
 The digits become a folder of PNGs, one sub-folder per class; a seeded 10% of them are written into a wrong
-class's folder. Ours is exactly what `python -m core.data suspects` runs (core.mend.review: features at several
+class's folder. Ours is exactly what `python -m core.data suspects` runs (core.fix.mend.review: features at several
 depths of the pretrained EfficientNet-Lite0 at 64 px, neighbours' votes, cleanlab's ranking). The baseline, in
 the same run on the same folder: cleanlab's self-confidence ranking on a 5-fold logistic regression of the
 body's last features (EfficientNet-Lite0, 64 px). Both are timed from the decoded images to the ranking. With
@@ -34,7 +34,7 @@ def write_digits(folder: Path, noise_seed: int | None, share: float = SHARE) -> 
     """The digits as 8x8 PNGs in class folders, `share` of them under a wrong class; returns the moved files."""
     from PIL import Image
 
-    from core.builtin import load_builtin
+    from core.data.builtin import load_builtin
 
     data = load_builtin("digits", 8)
     labels = data.labels.numpy().copy()
@@ -56,7 +56,7 @@ def write_digits(folder: Path, noise_seed: int | None, share: float = SHARE) -> 
 
 def ours(folder: Path) -> tuple[list[str], list[str], float]:
     """(files most suspicious first, their suggested labels, seconds) as `core.data suspects` finds them."""
-    from core.mend import review
+    from core.fix.mend import review
 
     started = time.perf_counter()
     data, result = review(str(folder))
@@ -72,9 +72,9 @@ def baseline(folder: Path) -> tuple[list[str], float]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from core.data import load_source
-    from core.models import build_classifier
-    from core.recipe import body_features
+    from core.data.load import load_source
+    from core.net.backbones import build_classifier
+    from core.train.recipe import body_features
 
     data = load_source(str(folder), 64)
     started = time.perf_counter()
@@ -95,7 +95,7 @@ def precision(ranked: list[str], moved: set[str]) -> float:
 
 def retrain(folder: Path, clean: Path, files: list[str], suggested: list[str], n: int) -> tuple[float, float]:
     """(accuracy on the mended folder, accuracy on the clean one) with the default recipe."""
-    from core.mend import record_edits
+    from core.fix.mend import record_edits
 
     record_edits(str(folder), [{"file": f, "label": s} for f, s in zip(files[:n], suggested[:n])], "bench")
     runs_dir = str(folder.parent / "runs")
@@ -125,7 +125,8 @@ def main() -> None:
             results["ours s"].append(seconds)
             results["baseline s"].append(base_seconds)
             print(f"seed {seed}: N = {len(moved)}; precision among the top N: "
-                  f"ours {results['ours precision'][-1]:.3f}, baseline {results['baseline precision'][-1]:.3f}; {seconds:.1f} s against {base_seconds:.1f} s",
+                  f"ours {results['ours precision'][-1]:.3f}, baseline {results['baseline precision'][-1]:.3f}; "
+                  f"{seconds:.1f} s against {base_seconds:.1f} s",
                   flush=True)
             if args.retrain:
                 write_digits(Path(tmp) / "clean", None)

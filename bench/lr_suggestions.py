@@ -2,8 +2,8 @@
 
     python -m bench.lr_suggestions [--seeds 42] [--smoke]
 
-For each data set, core.lr_find.sweep runs as the Train page's finder does (body frozen, 100 batches), then
-core.recipe.fine_tune trains a fresh EfficientNet-Lite0 with each suggestion as `lr` and the app's default
+For each data set, core.train.lr_find.sweep runs as the Train page's finder does (body frozen, 100 batches), then
+core.train.recipe.fine_tune trains a fresh EfficientNet-Lite0 with each suggestion as `lr` and the app's default
 schedule (5 frozen epochs on cached features, 3 unfrozen), reporting validation accuracy after the first
 epoch and at the end. Data sets: the built-in digits at 64 px (the app's default), and the digits at 32 px with
 20% of the training labels replaced by a seeded wrong class (a noisy-label copy; validation stays clean).
@@ -14,14 +14,14 @@ import argparse
 
 import torch
 
-from core.callbacks import Callback
 from core.config import TrainConfig
-from core.data import Split, load_source
+from core.data.load import Split, load_source
 from core.device import pick_device
-from core.loop import Learner, keeps_bn_stats
-from core.lr_find import suggest_steep, suggest_valley, sweep
-from core.models import build_classifier
-from core.recipe import fine_tune
+from core.net.backbones import build_classifier
+from core.train.callbacks import Callback
+from core.train.loop import Learner, keeps_bn_stats
+from core.train.lr_find import suggest_steep, suggest_valley, sweep
+from core.train.recipe import fine_tune
 
 
 class Accuracies(Callback):

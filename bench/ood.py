@@ -4,12 +4,12 @@
 
 For each seed, the default recipe trains on the digits (`python -m core.train --data builtin:digits --seed S`,
 EfficientNet-Lite0 at 64 px). Its validation images are split in two halves: the threshold is chosen on the
-first (its 97.5th percentile of unknown scores, as core.trust does on the whole validation set) and the rate of
+first (its 97.5th percentile of unknown scores, as core.inspect.trust does on the whole validation set) and the rate of
 the model's own images flagged is measured on the second, which the threshold never saw. The other dataset:
 500 seeded random crops (48-256 px squares) of the natural photographs that ship with scikit-learn and
 matplotlib (a Chinese temple, a flower, Grace Hopper), made square the way the run makes its images.
 
-Ours is core.trust's score (distance to the 10th-nearest training image in the penultimate features); the
+Ours is core.inspect.trust's score (distance to the 10th-nearest training image in the penultimate features); the
 baseline, in the same run with the same threshold rule, is the maximum softmax probability (Hendrycks & Gimpel,
 2017). Neither was tuned on these photos: k = 10 comes from the method; the percentile was set from the own
 images' held-out share only (seed 0), never from the photos.
@@ -51,17 +51,17 @@ def photo_crops(size: int, n: int = PHOTO_CROPS, seed: int = 0) -> torch.Tensor:
 
 def rates(own_fit: np.ndarray, own_test: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     """(share of held-out own images flagged, share of other images flagged), with the threshold chosen on
-    `own_fit` as core.trust chooses it (higher score = more unknown)."""
-    from core.trust import FLAG_RATE
+    `own_fit` as core.inspect.trust chooses it (higher score = more unknown)."""
+    from core.inspect.trust import FLAG_RATE
 
     threshold = np.quantile(own_fit, 1 - FLAG_RATE, method="higher")
     return float((own_test > threshold).mean()), float((other > threshold).mean())
 
 
 def measure(seed: int, size: int, runs_dir: Path) -> dict[str, tuple[float, float]]:
-    from core.data import Split, load_source
-    from core.train import main as train
-    from core.trust import load_trusted_model
+    from core.data.load import Split, load_source
+    from core.inspect.trust import load_trusted_model
+    from core.train.__main__ import main as train
 
     assert train(["--data", "builtin:digits", "--size", str(size), "--seed", str(seed), "--runs-dir", str(runs_dir),
                   "--name", f"seed{seed}"]) == 0

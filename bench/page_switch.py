@@ -15,9 +15,9 @@ from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
-from core import runs
-from core.runfolder import RunFolder
 from core.config import TrainConfig
+from core.runs import store
+from core.runs.folder import RunFolder
 from tests.browser_support import launch_chromium, streamlit_server
 
 PAGES = [("Data", "Data"), ("Home", "Transfer Learning Studio"), ("Train", "Train")]
@@ -48,8 +48,8 @@ def main() -> None:
         time_switches(page, len(PAGES))  # warm the caches (dataset decode, imports)
         idle = time_switches(page, args.switches)
 
-        run_dir = runs.create_run(TrainConfig(epochs=30), runs_dir, "bench")
-        process = runs.launch(run_dir)
+        run_dir = store.create_run(TrainConfig(epochs=30), runs_dir, "bench")
+        process = store.launch(run_dir)
         while RunFolder(run_dir).status().get("state") != "running" or not RunFolder(run_dir).read_metrics().steps:
             time.sleep(0.5)
         page.goto(f"{url}/train?run=bench")
@@ -66,7 +66,8 @@ def main() -> None:
     idle_all = [t for ts in idle.values() for t in ts]
     busy_all = [t for ts in busy.values() for t in ts]
     print(f"all switches: idle median {statistics.median(idle_all) * 1000:.0f} ms, while training median "
-          f"{statistics.median(busy_all) * 1000:.0f} ms; ratio {statistics.median(busy_all) / statistics.median(idle_all):.2f}"
+          f"{statistics.median(busy_all) * 1000:.0f} ms; "
+          f"ratio {statistics.median(busy_all) / statistics.median(idle_all):.2f}"
           f" ({steps} training steps meanwhile)")
 
 

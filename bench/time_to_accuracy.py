@@ -22,7 +22,7 @@ from bench.common import ROOT, python, run_timed
 
 def write_digits(folder: Path) -> None:
     """The digits as 8x8 PNGs in train/ and valid/ class folders, split as a run would split them."""
-    from core.data import Split, load_source
+    from core.data.load import Split, load_source
 
     data = load_source("builtin:digits", 8)
     split = Split.from_dataset(data, 0.2, 42)

@@ -22,9 +22,9 @@ from pathlib import Path
 from playwright.sync_api import expect, sync_playwright
 
 from bench.common import peak_rss_mb
-from core import runs
-from core.runfolder import RunFolder
 from core.config import TrainConfig
+from core.runs import store
+from core.runs.folder import RunFolder
 from tests.browser_support import launch_chromium, streamlit_server
 
 
@@ -47,14 +47,14 @@ def train(config: TrainConfig, runs_dir: Path, name: str, page=None, url: str = 
     if page is not None:  # the Train page is open before the run starts, as when its Start button is pressed
         page.goto(f"{url}/train")
         expect(page.get_by_role("heading", name="Train", exact=True)).to_be_visible(timeout=60_000)
-    run_dir = runs.create_run(config, runs_dir, name)
-    process = runs.launch(run_dir)
+    run_dir = store.create_run(config, runs_dir, name)
+    process = store.launch(run_dir)
     if page is not None:
         page.goto(f"{url}/train?run={run_dir.name}")
         expect(page.get_by_role("heading", name=f"Run {run_dir.name}", exact=False)).to_be_visible(timeout=60_000)
     rss = 0.0
     while RunFolder(run_dir).status().get("state") in ("queued", "running", "stopping"):
-        try:  # the high-water mark, read until the process is gone (core.runs reaps it)
+        try:  # the high-water mark, read until the process is gone (core.runs.store reaps it)
             rss = max(rss, peak_rss_mb(process.pid))
         except OSError:
             pass

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core.train import main as train_main
+from core.train.__main__ import main as train_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,10 +46,11 @@ def measure(run_id: str) -> dict[str, float]:
     times["interpret: top losses 24"] = timed(lambda: by_label(app.slider, "Top losses to show").set_value(24).run())
     times["layers: open page"] = timed(lambda: app.switch_page("pages/layers.py").run())
     for view in ["Filters", "Activations", "Attributions", "What excites a channel", "Basics"]:
-        times[f"layers: {view}"] = timed(lambda: by_label(app.radio, "View").set_value(view).run())
+        times[f"layers: {view}"] = timed(lambda view=view: by_label(app.radio, "View").set_value(view).run())
     by_label(app.radio, "View").set_value("Attributions").run()
     for method in ["integrated_gradients", "saliency", "occlusion", "grad_cam"]:
-        times[f"layers: attribution {method}"] = timed(lambda: by_label(app.radio, "Method").set_value(method).run())
+        times[f"layers: attribution {method}"] = timed(
+            lambda method=method: by_label(app.radio, "Method").set_value(method).run())
     return times
 
 

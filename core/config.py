@@ -18,6 +18,20 @@ RESIZE_METHODS = ("squish", "crop", "pad")  # fastai's ResizeMethod: stretch, ce
 BALANCE_METHODS = ("none", "weights", "sampler")
 UNFREEZE_CHOICES = ("late", "all")
 TRACKERS = ("mlflow", "tensorboard")
+# The backbones built in (core.net.backbones.ARCHS builds each), and the prefix of any model of the timm zoo
+BUILTIN_ARCHS = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50")
+TIMM_PREFIX = "timm:"
+
+
+def arch_known(arch: str) -> bool:
+    """Whether `arch` names a built-in backbone or a model timm can build as `timm:NAME` (weights tag allowed)."""
+    if arch in BUILTIN_ARCHS:
+        return True
+    if not arch.startswith(TIMM_PREFIX):
+        return False
+    import timm  # torch loads here, not when the dashboard imports this module
+
+    return timm.is_model(arch[len(TIMM_PREFIX):])
 
 
 def _setting(default, help: str, **argparse_options):
@@ -87,7 +101,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict (a run folder's or checkpoint's), ignoring keys this version does not know (older or
         newer run folders); ValueError, a sentence, when a known setting has the wrong type."""
         if not isinstance(values, dict):
@@ -100,12 +114,9 @@ class TrainConfig:
 
     def problems(self) -> dict[str, str]:
         """What is wrong with this config, by field name, each a sentence; empty when it can be trained."""
-        from core import zoo  # torch loads here, not when the dashboard imports this module
-        from core.models import ARCHS
-
         checks = {
-            "arch": (self.arch in ARCHS or zoo.known(self.arch),
-                     f"must be one of {', '.join(ARCHS)}, or timm:NAME for a model of the timm zoo"),
+            "arch": (arch_known(self.arch),
+                     f"must be one of {', '.join(BUILTIN_ARCHS)}, or timm:NAME for a model of the timm zoo"),
             "weights": (not self.weights or os.path.isfile(self.weights), "must be a file that exists"),
             "resize": (self.resize in RESIZE_METHODS, f"must be one of {', '.join(RESIZE_METHODS)}"),
             "size": (self.size >= 16, "must be at least 16 pixels"),

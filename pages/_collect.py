@@ -1,14 +1,23 @@
 """The Data page's "make my own" builder: name a dataset, add classes, drop images or take camera photos into
 each (one click a photo, with a running count), rename, merge or delete classes, and review single images.
-Images are saved as files in a folder per class under the data folder (core.collect); changes to what is
+Images are saved as files in a folder per class under the data folder (core.data.collect); changes to what is
 there are edits, undone on the Fix page."""
 from __future__ import annotations
 
 import streamlit as st
 
-from core.collect import (MIN_IMAGES_PER_CLASS, add_class, add_images, create_dataset, delete_class, made_datasets,
-                          made_root, rename_class, shortfall)
-from core.edits import relative_file
+from core.data.collect import (
+    MIN_IMAGES_PER_CLASS,
+    add_class,
+    add_images,
+    create_dataset,
+    delete_class,
+    made_datasets,
+    made_root,
+    rename_class,
+    shortfall,
+)
+from core.data.edits import relative_file
 from core.errors import DataError
 from pages._common import forget_dataset_caches
 from pages._review import edit_notice, review_grid

@@ -10,16 +10,17 @@ import contextlib
 import contextvars
 import dataclasses
 import runpy
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from core import runs
 from core.config import TrainConfig
 from core.errors import BrokenRun
-from core.runfolder import RunFolder
-from core.settings import load_settings, save_settings
+from core.runs import store
+from core.runs.folder import RunFolder
+from core.runs.settings import load_settings, save_settings
 from pages._text import md
 
 # torch, captum and scikit-learn take about two seconds to import: they load when a function below first needs
@@ -28,16 +29,16 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from core.augment import Augment
-    from core.images import LabeledImages
-    from core.interpret import Predictions
+    from core.data.augment import Augment
+    from core.data.images import LabeledImages
+    from core.inspect.interpret import Predictions
 
 DEFAULTS = TrainConfig()
 SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
 IMAGE_SIZES = [16, 24, 32, 48, 64, 96, 128, 160, 192, 224]
 BATCH_SIZES = [8, 16, 32, 64, 128, 256]
-ON_DISK = "_settings_on_disk"  # the settings as this session last read or wrote them in core.settings' file
+ON_DISK = "_settings_on_disk"  # the settings as this session last read or wrote them in core.runs.settings' file
 _IN_APP = contextvars.ContextVar("in_app", default=False)
 
 
@@ -66,7 +67,7 @@ def route_through_app() -> None:
 
 
 def init_session() -> None:
-    """Every setting starts where this installation left it (core.settings: the dataset and settings saved beside
+    """Every setting starts where this installation left it (core.runs.settings: the dataset and settings saved beside
     the data, so a reload, a second tab and a restarted server agree), else at its TrainConfig default; the run
     shown comes from the address, else the one that is training.
 
@@ -86,10 +87,10 @@ def init_session() -> None:
     remember_settings()
     if "run_id" not in state:
         asked = st.query_params.get("run")
-        if asked and runs.run_folder(asked) is None:  # `../x`, an absolute path, a link, a run that is gone
+        if asked and store.run_folder(asked) is None:  # `../x`, an absolute path, a link, a run that is gone
             state["ignored_address"], asked = asked, None
             st.query_params.pop("run", None)
-        state["run_id"] = asked or runs.active_run()
+        state["run_id"] = asked or store.active_run()
 
 
 def remember_settings() -> None:
@@ -110,7 +111,7 @@ def current_config() -> TrainConfig:
 
 def current_augment() -> Augment:
     """The augmentation chosen on the Data page."""
-    from core.augment import Augment
+    from core.data.augment import Augment
 
     return Augment.from_config(current_config())
 
@@ -118,7 +119,7 @@ def current_augment() -> Augment:
 def current_run_dir() -> Path | None:
     """The folder of the run shown, when it is a readable run folder inside the runs folder; else None (the
     sidebar says why: run_notice)."""
-    path = runs.run_folder(st.session_state.get("run_id"))
+    path = store.run_folder(st.session_state.get("run_id"))
     return path if path is not None and RunFolder(path).problem() is None else None
 
 
@@ -128,7 +129,7 @@ def run_notice() -> str | None:
     if ignored:
         return (f"The address asks for run '{ignored}', which is not a run folder in the runs folder, so it is "
                 "not shown.")
-    path = runs.run_folder(st.session_state.get("run_id"))
+    path = store.run_folder(st.session_state.get("run_id"))
     return RunFolder(path).problem() if path is not None else None
 
 
@@ -168,7 +169,7 @@ def _file_stamp(source: str) -> str:
 @st.cache_data(show_spinner=False, max_entries=32)
 def _edit_log_path(source: str, file_stamp: str) -> Path:
     """Where a source's edit log is; cached, since naming a zip's folder reads the whole zip."""
-    from core.data import edit_log_for
+    from core.data.load import edit_log_for
     from core.errors import DataError
 
     try:
@@ -179,7 +180,7 @@ def _edit_log_path(source: str, file_stamp: str) -> Path:
 
 @st.cache_resource(show_spinner="Loading images…", max_entries=4)
 def _dataset(source: str, size: int, label_regex: str, resize: str, edits: bool, stamp: str) -> LabeledImages:
-    from core.data import load_source
+    from core.data.load import load_source
 
     return load_source(source, size, label_regex=label_regex or None, resize=resize, edits=edits)
 
@@ -211,7 +212,7 @@ def run_images(run_dir: Path) -> torch.Tensor:
 def _run_images(run_dir: str, stamp: str) -> torch.Tensor:
     import numpy as np
 
-    from core.mapped import take_rows
+    from core.data.mapped import take_rows
 
     config = RunFolder(Path(run_dir)).config()
     names = run_item_names(Path(run_dir))
@@ -219,7 +220,7 @@ def _run_images(run_dir: str, stamp: str) -> torch.Tensor:
         return dataset(config.data, config.size, config.label_regex, config.resize).images
     files = dataset(config.data, config.size, config.label_regex, config.resize, edits=False)
     position = {name: i for i, name in enumerate(files.item_names)}
-    # a file the run saw and that is gone (-1) shows as a black square; a memory-mapped dataset (core.mapped)
+    # a file the run saw and that is gone (-1) shows as a black square; a memory-mapped dataset (core.data.mapped)
     # gives a mapped file, never a copy in memory
     return take_rows(files.images, np.array([position.get(name, -1) for name in names], dtype=np.int64))
 
@@ -238,8 +239,8 @@ def current_dataset(size: int) -> LabeledImages:
 
 @st.cache_data(show_spinner="Checking every image…", ttl=120, max_entries=8)
 def _health_report(source: str, label_regex: str, stamp: str):
-    from core.builtin import builtin_report
-    from core.data import inspect_source
+    from core.data.builtin import builtin_report
+    from core.data.load import inspect_source
 
     if source.startswith("builtin:"):
         return builtin_report(source)
@@ -254,7 +255,7 @@ def health_report(source: str, label_regex: str = ""):
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def _model(run_dir: str, stamp: str):  # the stamp is part of the key: a retrained run reloads
-    from core.checkpoint import load_model
+    from core.runs.checkpoint import load_model
 
     return load_model(Path(run_dir))
 
@@ -263,7 +264,7 @@ def run_model(run_dir: Path):
     """(model in eval mode, class names, config) of a run, reloaded only when its model's checkpoint changes.
 
     A checkpoint that is missing, damaged or carries anything but weights stops the page with its sentence
-    (core.checkpoint says which and why)."""
+    (core.runs.checkpoint says which and why)."""
     try:
         return _model(str(run_dir), model_key(run_dir))
     except (FileNotFoundError, BrokenRun) as error:
@@ -278,7 +279,7 @@ def model_key(run_dir: Path) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _predictions(run_dir: str, stamp: float) -> Predictions:  # stamp: in the key
-    from core.interpret import load_predictions
+    from core.inspect.interpret import load_predictions
 
     return load_predictions(Path(run_dir))
 
@@ -294,7 +295,7 @@ def run_predictions(run_dir: Path) -> Predictions:
 
 def pick_finished_run(purpose: str) -> Path | None:
     """The current run if it has predictions, else a choice among those that do; explains when there is none."""
-    finished = [run for run in runs.list_runs() if run.has_predictions and not run.broken]
+    finished = [run for run in store.list_runs() if run.has_predictions and not run.broken]
     if not finished:
         st.info(f"No finished run yet. Train a model on the **Train** page first, then come back {purpose}.")
         st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
@@ -305,10 +306,10 @@ def pick_finished_run(purpose: str) -> Path | None:
     chosen = st.selectbox("Run", ids, index=index, format_func=lambda rid: _run_caption(finished, rid))
     if chosen != current:
         select_run(chosen)
-    return runs.runs_root() / chosen
+    return store.runs_root() / chosen
 
 
-def _run_caption(found: list[runs.RunSummary], run_id: str) -> str:
+def _run_caption(found: list[store.RunSummary], run_id: str) -> str:
     run = next(r for r in found if r.run_id == run_id)
     accuracy = f" · {run.best_accuracy:.1%}" if run.best_accuracy is not None else ""
     return f"{run.run_id} ({run.config.arch}, {run.config.size}px, {run.state}{accuracy})"
@@ -317,15 +318,15 @@ def _run_caption(found: list[runs.RunSummary], run_id: str) -> str:
 @st.cache_resource(show_spinner="Loading the ImageNet network…", max_entries=2)
 def imagenet_model(arch: str, size: int):
     """(model, 1,000 ImageNet category names): the pretrained network before any training."""
-    from core.models import imagenet_classifier
+    from core.net.backbones import imagenet_classifier
 
     return imagenet_classifier(arch, size)
 
 
 @st.cache_data(show_spinner="Measuring every channel on every image…", max_entries=32)
 def cached_channel_maxima(model_key: str, layer_name: str, _model, _images: torch.Tensor) -> np.ndarray:
-    """core.visualize.channel_maxima, computed once per (model, layer); the key names both."""
-    from core.visualize import channel_maxima
+    """core.inspect.visualize.channel_maxima, computed once per (model, layer); the key names both."""
+    from core.inspect.visualize import channel_maxima
 
     return channel_maxima(_model, layer_name, _images)
 
@@ -333,7 +334,7 @@ def cached_channel_maxima(model_key: str, layer_name: str, _model, _images: torc
 @st.cache_data(show_spinner="Computing attributions…", max_entries=64)
 def cached_attribution(model_key: str, images_key: str, targets: tuple[int, ...], method: str, _model,
                        _images: torch.Tensor) -> np.ndarray:
-    """core.attribution.attribute, computed once per (model, images, targets, method)."""
-    from core.attribution import attribute
+    """core.inspect.attribution.attribute, computed once per (model, images, targets, method)."""
+    from core.inspect.attribution import attribute
 
     return attribute(_model, _images, list(targets), method)

@@ -5,10 +5,10 @@ import plotly.colors
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import runs
-from core.curves import ALIGNMENTS, Curve, epoch_curve, step_curve
-from core.metrics import MetricsTail
-from core.runfolder import RunFolder
+from core.runs import store
+from core.runs.curves import ALIGNMENTS, Curve, epoch_curve, step_curve
+from core.runs.folder import RunFolder
+from core.runs.metrics import MetricsTail
 from pages._text import md, plot
 
 ALIGN_LABELS = {"epoch": "Epoch", "fine_tune": "Fine-tuning epoch", "time": "Training time"}
@@ -46,7 +46,7 @@ def compare_figure(curves: dict[str, Curve], title: str, x_title: str, y_title: 
     return figure
 
 
-def _no_curve_reason(run: runs.RunSummary) -> str:
+def _no_curve_reason(run: store.RunSummary) -> str:
     """Why a run draws no curve, as a sentence (text, for md)."""
     message = RunFolder(run.path).status().get("message", "")
     if run.state == "failed":
@@ -54,7 +54,7 @@ def _no_curve_reason(run: runs.RunSummary) -> str:
     return f"Run {run.label} has not finished an epoch yet, so it has no curve ({run.state})."
 
 
-def show_curves(picked: list[runs.RunSummary]) -> None:
+def show_curves(picked: list[store.RunSummary]) -> None:
     """Accuracy, validation loss and training loss of the picked runs on the x-axis the user chooses; a
     sentence instead of empty charts for runs with no finished epoch."""
     metrics: dict[str, MetricsTail] = {r.label: RunFolder(r.path).read_metrics() for r in picked if not r.broken}
@@ -81,10 +81,10 @@ def show_curves(picked: list[runs.RunSummary]) -> None:
         st.caption(FROZEN_NOTE)
 
 
-def show_data_differences(first: runs.RunSummary, second: runs.RunSummary) -> None:
+def show_data_differences(first: store.RunSummary, second: store.RunSummary) -> None:
     """How the two runs' data differed, image by image, beside how their accuracy differed."""
     st.subheader("Data that differs")
-    changes = runs.data_differences(first.path, second.path)
+    changes = store.data_differences(first.path, second.path)
     if changes is None:
         st.caption("One of these runs is older than the record of the images it trained on.")
         return

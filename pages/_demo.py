@@ -10,19 +10,20 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from core.runfolder import RunFolder
+from core.runs.folder import RunFolder
 from pages._common import model_key
 
 if TYPE_CHECKING:
     import av
     import torch
 
-    from core.predict import Prediction, Predictor
+    from core.ship.predict import Prediction, Predictor
 
 # bench/demo_fps.py names a file here; each classified frame appends its time to it (kept out of the UI)
 FPS_LOG_ENV = "STUDIO_DEMO_FPS_LOG"
@@ -37,7 +38,7 @@ Classify = Callable[["torch.Tensor", int], "list[Prediction]"]  # (uint8 (N, 3, 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def _predictor(run_dir: str, model_stamp: str, trust_stamp: int) -> Predictor:
-    from core.predict import Predictor
+    from core.ship.predict import Predictor
 
     return Predictor.from_run(Path(run_dir))
 
@@ -69,8 +70,8 @@ def plain_classifier(model, class_names: list[str]) -> Classify:
     """Predictions of a run trained before calibration: raw softmax probabilities, never "unknown"."""
     import torch
 
-    from core.attribution import top_predictions
-    from core.predict import Prediction
+    from core.inspect.attribution import top_predictions
+    from core.ship.predict import Prediction
 
     def classify(pixels: torch.Tensor, top: int) -> list[Prediction]:
         with torch.inference_mode():
@@ -117,7 +118,7 @@ class LiveClassifier:
         import numpy as np
         import torch
 
-        from core.images import fit_square
+        from core.data.images import fit_square
 
         # One thread: torch's OpenMP setting is per thread, so this leaves the pages' own work alone. Two threads
         # on two busy cores took 460 ms a frame against 19 ms for one (EfficientNet-Lite0 at 64 px, load 7).

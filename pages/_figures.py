@@ -6,7 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.metrics import MetricsTail
+from core.runs.metrics import MetricsTail
 from pages._text import plot
 
 # Inferno, but starting at #000000: its own first colour, #000004, is one of the placeholders (#000001-#000020) that
@@ -176,7 +176,8 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str], normalized: boo
     return figure
 
 
-def pixel_figure(values: np.ndarray, title: str, colorscale: str = "gray", value_format: str | None = ".0f") -> go.Figure:
+def pixel_figure(values: np.ndarray, title: str, colorscale: str = "gray",
+                 value_format: str | None = ".0f") -> go.Figure:
     """A matrix (H, W) drawn cell by cell; each cell labelled with its number unless value_format is None."""
     figure = px.imshow(values, color_continuous_scale=colorscale, text_auto=value_format or False,
                        aspect="equal", title=title)
@@ -187,7 +188,7 @@ def pixel_figure(values: np.ndarray, title: str, colorscale: str = "gray", value
 
 def reliability_figure(tables: dict[str, dict[str, np.ndarray]]) -> go.Figure:
     """A reliability diagram: per confidence bin, the accuracy against the mean confidence, for each named set of
-    probabilities (core.trust.reliability); a calibrated model lies on the diagonal."""
+    probabilities (core.inspect.trust.reliability); a calibrated model lies on the diagonal."""
     figure = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
                                   line=dict(color="#999", dash="dot")))
     for name, table in tables.items():

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.attribution import attribute, grad_cam_layer, grad_cam_note
+from core.data.sources import source_label
 from core.formats import format_seconds
-from core.interpret import Predictions, confusion_matrix, most_confused, per_class_metrics, top_losses
-from core.runfolder import RunFolder
-from core.sources import source_label
+from core.inspect.attribution import attribute, grad_cam_layer, grad_cam_note
+from core.inspect.interpret import Predictions, confusion_matrix, most_confused, per_class_metrics, top_losses
+from core.runs.folder import RunFolder
 from pages._figures import confusion_figure, loss_figure, lr_figure, overlay_grid, to_hwc
 
 if TYPE_CHECKING:

@@ -1,13 +1,13 @@
 """Fixing labels where mistakes are shown, as fastai's ImageClassifierCleaner does: each image with "no change",
 "keep", "remove" or "relabel as …", several at a time; one button records them as one batch of edits
-(core.edits), undone on the Fix page. Names and labels from the dataset are shown as plain text."""
+(core.data.edits), undone on the Fix page. Names and labels from the dataset are shown as plain text."""
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from core import runs
 from core.errors import DataError
+from core.runs import store
 from pages._common import select_run
 from pages._text import md
 
@@ -35,7 +35,8 @@ def review_grid(key: str, images: np.ndarray, names: list[str], labels: list[str
     if not (apply or accept):
         return False
     if accept:
-        edits = [{"file": n, "label": s, "was": l} for n, l, s in zip(names, labels, suggested) if s != l]
+        edits = [{"file": name, "label": new, "was": label} for name, label, new in zip(names, labels, suggested)
+                 if new != label]
     else:
         edits = [_edit(name, label, choice) for name, label, choice in zip(names, labels, choices)
                  if choice != NO_CHANGE]
@@ -52,7 +53,7 @@ def _edit(name: str, label: str, choice: str) -> dict:
 
 def record(source: str, edits: list[dict], view: str, label_regex: str = "") -> bool:
     """Record a batch and say so; a refusal is a sentence."""
-    from core.mend import record_edits
+    from core.fix.mend import record_edits
 
     if not edits:
         st.info("Nothing was chosen: every image says \"no change\".")
@@ -81,11 +82,11 @@ def retrain_button(config, key: str) -> None:
     if not st.button("Retrain with these fixes", key=f"retrain:{key}", icon=":material/replay:",
                      help="A new run with the same settings; the data is read with every edit in force."):
         return
-    busy = runs.active_run()
+    busy = store.active_run()
     if busy:
         st.warning(f"Run {md(busy)} is training on this device. Stop it or wait for it to finish, then retrain.")
         return
-    run_dir = runs.create_run(config)
-    runs.launch(run_dir)
+    run_dir = store.create_run(config)
+    store.launch(run_dir)
     select_run(run_dir.name)
     st.switch_page("pages/train.py")

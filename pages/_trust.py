@@ -7,9 +7,9 @@ import numpy as np
 import streamlit as st
 
 from core.errors import BrokenRun
-from core.interpret import Predictions
-from core.runfolder import RunFolder
-from core.trust import Trust, expected_calibration_error, reliability, tta_probs
+from core.inspect.interpret import Predictions
+from core.inspect.trust import Trust, expected_calibration_error, reliability, tta_probs
+from core.runs.folder import RunFolder
 from pages._common import model_key
 from pages._figures import reliability_figure
 from pages._text import md
@@ -17,14 +17,14 @@ from pages._text import md
 
 @st.cache_resource(show_spinner="Loading the calibrated model…", max_entries=2)
 def _trusted(run_dir: str, stamp: str):  # stamp: in the key, so a retrained run reloads
-    from core.trust import load_trusted_model
+    from core.inspect.trust import load_trusted_model
 
     return load_trusted_model(Path(run_dir))[0]
 
 
 @st.cache_data(show_spinner="Predicting every validation image five times…", max_entries=8)
 def _tta_accuracy(run_dir: str, stamp: str, _images, targets: np.ndarray) -> float:
-    from core.augment import Augment
+    from core.data.augment import Augment
 
     trusted = _trusted(run_dir, stamp)
     config = RunFolder(Path(run_dir)).config()
@@ -67,7 +67,7 @@ def trust_section(run_dir: Path, predictions: Predictions, images, n_classes: in
                     f"{flagged:.1%} of the validation images are (by design, few). Photos of other things are "
                     "flagged nearly always (bench/ood).")
     st.markdown("**Test-time augmentation** (fastai's `tta`) predicts each image and four augmented copies and "
-                "mixes them; it is an option on the Predict page and in `python -m core.predict --tta`.")
+                "mixes them; it is an option on the Predict page and in `python -m core.ship.predict --tta`.")
     if st.button("Measure what it gains on the validation set", icon=":material/speed:"):
         stamp = model_key(run_dir) + f"@{folder.trust_path.stat().st_mtime}"
         with_tta = _tta_accuracy(str(run_dir), stamp, images[predictions.item_ids], predictions.targets)

@@ -3,17 +3,17 @@ learning-rate curves, fastai's epoch table, and a learning-rate sweep's suggesti
 
 import streamlit as st
 
-from core import runs
 from core.formats import format_seconds
-from core.metrics import MetricsTail
-from core.progress import left_now
-from core.runfolder import RunFolder
+from core.runs import store
+from core.runs.folder import RunFolder
+from core.runs.metrics import MetricsTail
+from core.train.progress import left_now
 from pages._figures import loss_figure, lr_figure, lr_find_figure
 from pages._text import md
 
 
 def epoch_table(tail: MetricsTail) -> list[dict]:
-    """The epoch rows; a frozen phase that ended with an earlier epoch's head (core.recipe.KeepBestEpoch) says so
+    """The epoch rows; a frozen phase that ended with an earlier epoch's head (core.train.recipe.KeepBestEpoch) says so
     in its last row, whose validation figures are that head's."""
     return [{"epoch": r["epoch"], "phase": md(r["phase"] + (f" (epoch {r['kept_epoch']}'s head kept)"
                                                            if "kept_epoch" in r else "")),
@@ -36,11 +36,11 @@ def show_status(folder: RunFolder) -> dict:
     elif folder.can_resume():
         if button.button("Resume", icon=":material/resume:", key=f"resume:{folder.path}",
                          help="Continue from the last checkpoint: model, optimizer, schedule and position."):
-            busy = runs.active_run(folder.path.parent)
+            busy = store.active_run(folder.path.parent)
             if busy:
                 st.warning(f"Run **{md(busy)}** is training on this device. Stop it or wait for it to finish first.")
             else:
-                runs.launch(folder.path, resume=True)
+                store.launch(folder.path, resume=True)
                 st.rerun()
     message = status.get("message")
     if state == "failed":
@@ -55,7 +55,7 @@ def show_status(folder: RunFolder) -> dict:
 
 def show_progress(status: dict) -> None:
     """The bar: the epoch in progress (numbered as the stop message and the epoch table number it), steps, and
-    while the run trains, its speed and time left from the wall time of all its work (core.progress), counted
+    while the run trains, its speed and time left from the wall time of all its work (core.train.progress), counted
     down between heartbeats; the bar fills by the share of the run's time done, not by steps."""
     total, step, state = status.get("total_steps") or 0, status.get("step") or 0, status.get("state")
     active = state in ("queued", "running", "stopping")

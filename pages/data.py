@@ -6,15 +6,15 @@ import numpy as np
 import plotly.express as px
 import streamlit as st
 
-from core.archive import data_root, unpack, unpacked_datasets
-from core.augment import preview
-from core.builtin import BUILTIN_DATASETS
-from core.collect import made_datasets, made_root
 from core.config import FASTAI_AUGMENT, RESIZE_METHODS
+from core.data.archive import data_root, unpack, unpacked_datasets
+from core.data.augment import preview
+from core.data.builtin import BUILTIN_DATASETS
+from core.data.collect import made_datasets, made_root
+from core.data.layouts import PETS_REGEX
+from core.data.mapped import where_held
+from core.data.sources import source_label
 from core.errors import DataError
-from core.layouts import PETS_REGEX
-from core.mapped import where_held
-from core.sources import source_label
 from pages._collect import dataset_builder
 from pages._common import current_augment, dataset, health_report, route_through_app
 from pages._figures import image_grid, to_hwc

@@ -5,10 +5,10 @@ import time
 
 import streamlit as st
 
-from core.data import edit_log_for
+from core.data.load import edit_log_for
+from core.data.sources import source_label
 from core.errors import DataError
-from core.mend import mended_zip
-from core.sources import source_label
+from core.fix.mend import mended_zip
 from pages._common import current_config, dataset, edits_stamp, route_through_app
 from pages._figures import to_hwc
 from pages._review import edit_notice, retrain_button, review_grid
@@ -20,8 +20,8 @@ route_through_app()
 @st.cache_data(show_spinner="Looking for label errors: features of every image, then its neighbours' votes…",
                max_entries=4)
 def find_problems(source: str, label_regex: str, stamp: str) -> dict:
-    """core.mend's review of the dataset as its edits leave it (recomputed when they change)."""
-    from core.mend import review, review_json
+    """core.fix.mend's review of the dataset as its edits leave it (recomputed when they change)."""
+    from core.fix.mend import review, review_json
 
     data, result = review(source, label_regex or None)
     return review_json(data, result)

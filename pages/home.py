@@ -1,8 +1,7 @@
 """Home: what transfer learning is, the path through the app, and where the user stands."""
 import streamlit as st
 
-from core.sources import source_label
-
+from core.data.sources import source_label
 from pages._common import current_run_dir, route_through_app
 from pages._text import md
 
@@ -20,7 +19,8 @@ st.image("assets/pipeline.svg", caption="A pretrained body keeps what it knows; 
 st.subheader("The path")
 steps = [
     ("pages/data.py", "1 · Data", ":material/photo_library:", "look at the classes and sample images"),
-    ("pages/train.py", "2 · Train", ":material/model_training:", "pick a backbone, image and batch size; watch it learn"),
+    ("pages/train.py", "2 · Train", ":material/model_training:",
+     "pick a backbone, image and batch size; watch it learn"),
     ("pages/interpret.py", "3 · Interpret", ":material/grid_on:", "see which classes the model confuses"),
     ("pages/layers.py", "4 · Layers", ":material/layers:", "look at filters and activations inside the network"),
 ]

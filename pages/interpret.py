@@ -4,17 +4,32 @@ import html
 import numpy as np
 import streamlit as st
 
-from core.attribution import grad_cam_layer, grad_cam_note
-from core.runfolder import RunFolder
-from core.interpret import (confusion_matrix, most_confused, normalize_rows, pair_positions, per_class_metrics,
-                            top_losses, typical_positions)
-from pages._common import (cached_attribution, model_key, pick_finished_run, route_through_app, run_images,
-                           run_item_names, run_model, run_predictions)
+from core.inspect.attribution import grad_cam_layer, grad_cam_note
+from core.inspect.interpret import (
+    confusion_matrix,
+    most_confused,
+    normalize_rows,
+    pair_positions,
+    per_class_metrics,
+    top_losses,
+    typical_positions,
+)
+from core.runs.folder import RunFolder
+from pages._common import (
+    cached_attribution,
+    model_key,
+    pick_finished_run,
+    route_through_app,
+    run_images,
+    run_item_names,
+    run_model,
+    run_predictions,
+)
 from pages._figures import confusion_figure, image_grid, overlay_grid, to_hwc
 from pages._report import run_report_html
 from pages._review import edit_notice, retrain_button, review_grid
-from pages._trust import trust_section
 from pages._text import md
+from pages._trust import trust_section
 
 route_through_app()
 

@@ -6,14 +6,36 @@ import numpy as np
 import streamlit as st
 import torch
 
-from core.attribution import METHODS, grad_cam_layer, grad_cam_note, top_predictions
+from core.data.images import decode_image
 from core.errors import DataError
-from core.images import decode_image
-from core.models import conv_layers, describe_layer, feature_layers
-from core.visualize import (KERNELS, activations, apply_learned_filter, attention_maps, conv_filters, convolve,
-                            filter_kernel, filter_slices, first_conv, grayscale, top_images_for_channel)
-from pages._common import (IMAGE_SIZES, cached_attribution, cached_channel_maxima, current_dataset, imagenet_model,
-                           model_key, pick_finished_run, route_through_app, run_images, run_model, run_predictions)
+from core.inspect.attribution import METHODS, grad_cam_layer, grad_cam_note, top_predictions
+from core.inspect.visualize import (
+    KERNELS,
+    activations,
+    apply_learned_filter,
+    attention_maps,
+    conv_filters,
+    convolve,
+    filter_kernel,
+    filter_slices,
+    first_conv,
+    grayscale,
+    top_images_for_channel,
+)
+from core.net.backbones import conv_layers, describe_layer, feature_layers
+from pages._common import (
+    IMAGE_SIZES,
+    cached_attribution,
+    cached_channel_maxima,
+    current_dataset,
+    imagenet_model,
+    model_key,
+    pick_finished_run,
+    route_through_app,
+    run_images,
+    run_model,
+    run_predictions,
+)
 from pages._figures import image_grid, overlay_grid, pixel_figure, to_hwc
 from pages._text import md
 
@@ -21,9 +43,10 @@ route_through_app()
 MAX_CANDIDATES = 256  # images searched for "what excites this channel": enough to find 12, and answers in ~1 s
 
 st.title("Layers")
-pretrained_only = st.radio("Look inside", ["A trained run", "The pretrained network alone (ImageNet)"],
-                           horizontal=True, help="The pretrained network is EfficientNet-Lite0 as ImageNet trained "
-                                                 "it, with its 1,000 classes, before any training here.") != "A trained run"
+look_at = st.radio("Look inside", ["A trained run", "The pretrained network alone (ImageNet)"],
+                   horizontal=True, help="The pretrained network is EfficientNet-Lite0 as ImageNet trained it, with "
+                                         "its 1,000 classes, before any training here.")
+pretrained_only = look_at != "A trained run"
 if pretrained_only:
     size = st.select_slider("Image size (pixels)", IMAGE_SIZES, value=128)
     model, class_names = imagenet_model("efficientnet_lite0", size)

@@ -3,11 +3,18 @@ when an image is none of its classes) or the ImageNet network itself."""
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.data.images import decode_image
 from core.errors import BrokenRun, DataError
-from core.images import decode_image
 from pages._common import imagenet_model, model_key, pick_finished_run, route_through_app, run_model
-from pages._demo import (LiveClassifier, calibrated_classifier, live_demo, plain_classifier, run_predictor,
-                         show_latest, trust_mtime)
+from pages._demo import (
+    LiveClassifier,
+    calibrated_classifier,
+    live_demo,
+    plain_classifier,
+    run_predictor,
+    show_latest,
+    trust_mtime,
+)
 from pages._figures import to_hwc
 from pages._text import md, plot
 

@@ -4,11 +4,11 @@ import time
 
 import streamlit as st
 
-from core import runs
 from core.errors import BrokenRun, DataError
-from core.export import ExportError, describe, export_run, read_verification, zip_export
 from core.formats import format_seconds
-from core.runfolder import RunFolder
+from core.runs import store
+from core.runs.folder import RunFolder
+from core.ship.export import ExportError, describe, export_run, read_verification, zip_export
 from pages._common import route_through_app, select_run
 from pages._compare import show_curves, show_data_differences
 from pages._text import md
@@ -17,7 +17,7 @@ route_through_app()
 DELETED = "runs_deleted"  # session key: the run just deleted; nothing is shown picked until the user picks again
 
 
-def show_export(run: runs.RunSummary) -> None:
+def show_export(run: store.RunSummary) -> None:
     """Export and verify on a click (seconds on a GPU, up to a few minutes on a CPU), then the zip to download with
     what the verification found; a run exported before shows its verification and zip at once."""
     if st.button("Export and verify", key=f"export:{run.run_id}", icon=":material/verified:",
@@ -39,7 +39,7 @@ def show_export(run: runs.RunSummary) -> None:
                            "shows how to use it.")
 
 
-def table_key(prefix: str, shown: list[runs.RunSummary]) -> str:
+def table_key(prefix: str, shown: list[store.RunSummary]) -> str:
     """The table's widget key, a new one whenever its rows change. A selection is kept by row position, in the
     browser too (a keyed table keeps its identity whatever its data), so after a delete, a filter or a new run it
     would silently point at other runs; a new key starts the table over."""
@@ -51,7 +51,7 @@ def table_key(prefix: str, shown: list[runs.RunSummary]) -> str:
     return f"{prefix}:{generation}" if generation else prefix
 
 
-def run_row(r: runs.RunSummary, with_problem: bool) -> dict:
+def run_row(r: store.RunSummary, with_problem: bool) -> dict:
     return {"run": r.run_id, "name": r.name, "tags": list(r.tags), "dataset": r.dataset, "state": r.state,
             "backbone": r.config.arch, "pretrained": r.config.pretrained, "size": r.config.size,
             "epochs": r.config.epochs + (r.config.freeze_epochs if r.config.pretrained else 0),
@@ -61,7 +61,7 @@ def run_row(r: runs.RunSummary, with_problem: bool) -> dict:
             **({"problem": r.problem or ""} if with_problem else {})}
 
 
-def runs_table(trained: list[runs.RunSummary]) -> list[runs.RunSummary]:
+def runs_table(trained: list[store.RunSummary]) -> list[store.RunSummary]:
     """The training runs' table, filtered by tag; returns the runs picked in it (the current run at first, none
     after a delete until the user picks again)."""
     all_tags = sorted({tag for r in trained for tag in r.tags}, key=str.casefold)
@@ -84,7 +84,7 @@ def runs_table(trained: list[runs.RunSummary]) -> list[runs.RunSummary]:
     return [shown[i] for i in rows]
 
 
-def sweeps_table(sweeps: list[runs.RunSummary]) -> None:
+def sweeps_table(sweeps: list[store.RunSummary]) -> None:
     """Learning-rate sweeps, apart from the training runs (they train nothing they keep): their suggestions, and
     a delete for the one picked."""
     st.subheader("Learning-rate sweeps")
@@ -101,35 +101,35 @@ def sweeps_table(sweeps: list[runs.RunSummary]) -> None:
             delete_control(sweeps[i], "sweep")
 
 
-def naming_form(run: runs.RunSummary, known_tags: list[str]) -> None:
+def naming_form(run: store.RunSummary, known_tags: list[str]) -> None:
     """A display name and tags for the run, saved to its naming.json."""
     with st.form(f"naming:{run.run_id}", border=False):
         left, right, button = st.columns([3, 4, 2], vertical_alignment="bottom")
-        name = left.text_input("Name", value=run.name, max_chars=runs.NAME_MAX, placeholder=run.run_id,
+        name = left.text_input("Name", value=run.name, max_chars=store.NAME_MAX, placeholder=run.run_id,
                                key=f"name:{run.run_id}")
         tags = right.multiselect("Tags", sorted(set(known_tags) | set(run.tags), key=str.casefold),
                                  default=list(run.tags), accept_new_options=True, key=f"tags:{run.run_id}",
-                                 max_selections=runs.TAGS_MAX, placeholder="type a tag and press Enter")
+                                 max_selections=store.TAGS_MAX, placeholder="type a tag and press Enter")
         if button.form_submit_button("Save name and tags", icon=":material/sell:"):
-            runs.write_naming(run.path, name, tags)
+            store.write_naming(run.path, name, tags)
             st.rerun()
 
 
-def delete_control(run: runs.RunSummary, what: str = "run") -> None:
+def delete_control(run: store.RunSummary, what: str = "run") -> None:
     """Delete with confirmation; afterwards nothing is picked, and the page says what was deleted."""
     active = RunFolder(run.path).is_active()
     with st.popover(f"Delete this {what}", icon=":material/delete:", disabled=active, key=f"popover:{run.run_id}",
                     help="Stop it first" if active else "Removes the run's folder: curves, checkpoints, predictions."):
         st.write(f"Delete **{md(run.run_id)}** and everything in its folder? This cannot be undone.")
         if st.button("Yes, delete it", key=f"delete:{run.run_id}", type="primary"):
-            runs.delete_run(run.path)
+            store.delete_run(run.path)
             if st.session_state.get("run_id") == run.run_id:
                 select_run(None)
             st.session_state[DELETED] = run.run_id
             st.rerun()
 
 
-def show_run(run: runs.RunSummary, known_tags: list[str]) -> None:
+def show_run(run: store.RunSummary, known_tags: list[str]) -> None:
     st.subheader(f"Run {md(run.run_id)}" + (f" · {md(run.name)}" if run.name else ""))
     if run.broken:
         st.error(md(run.problem) + " Its files were left as they are; delete the run if it is of no use.")
@@ -144,7 +144,7 @@ def show_run(run: runs.RunSummary, known_tags: list[str]) -> None:
 
 
 st.title("Runs")
-found = runs.list_runs()
+found = store.list_runs()
 trained = [r for r in found if r.task != "lr_find"]
 sweeps = [r for r in found if r.task == "lr_find"]
 if not trained:
@@ -161,7 +161,7 @@ show_curves(picked)
 sound = [r for r in picked if not r.broken]
 if len(sound) > 1:
     st.subheader("Settings that differ")
-    differences = runs.config_differences({r.label: r.config for r in sound})
+    differences = store.config_differences({r.label: r.config for r in sound})
     if differences:
         st.dataframe(differences, hide_index=True, width="stretch", key="differences")
     else:

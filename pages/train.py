@@ -2,14 +2,23 @@
 
 import streamlit as st
 
-from core import runs, zoo
-from core.config import BALANCE_METHODS, PRESETS, TrainConfig
-from core.models import ARCHS
-from core.runfolder import RunFolder
-from core.sources import source_label
-from core.zoo import TIMM_BACKBONES
-from pages._common import (BATCH_SIZES, DEFAULTS, IMAGE_SIZES, current_augment, current_config, current_run_dir,
-                           route_through_app, select_run)
+from core.config import BALANCE_METHODS, PRESETS, TIMM_PREFIX, TrainConfig
+from core.data.sources import source_label
+from core.net import zoo
+from core.net.backbones import ARCHS
+from core.net.zoo import TIMM_BACKBONES
+from core.runs import store
+from core.runs.folder import RunFolder
+from pages._common import (
+    BATCH_SIZES,
+    DEFAULTS,
+    IMAGE_SIZES,
+    current_augment,
+    current_config,
+    current_run_dir,
+    route_through_app,
+    select_run,
+)
 from pages._text import md
 from pages._watch import live_curves, live_status, show_curves, show_status
 
@@ -50,7 +59,7 @@ def choose_preset() -> None:
 
 def not_ready() -> str:
     """Why the chosen dataset cannot be trained yet (a dataset made in the app with too few images), or ""."""
-    from core.collect import MIN_IMAGES_PER_CLASS, made_root, shortfall
+    from core.data.collect import MIN_IMAGES_PER_CLASS, made_root, shortfall
     from pages._common import health_report
 
     source = st.session_state["data"]
@@ -96,7 +105,7 @@ def more_settings() -> None:
 def settings_form() -> tuple[bool, bool]:
     """The settings, each widget keyed by its TrainConfig field; returns (start pressed, finder pressed).
 
-    Not a form: each change applies (and is saved, core.settings) at once, so a reload never loses one."""
+    Not a form: each change applies (and is saved, core.runs.settings) at once, so a reload never loses one."""
     state = st.session_state
     waiting = not_ready()
     if waiting:
@@ -104,7 +113,7 @@ def settings_form() -> tuple[bool, bool]:
     backbones = {**{key: arch.label for key, arch in ARCHS.items()}, **TIMM_BACKBONES}
     if state["arch"] not in backbones:  # another timm model (typed on the command line), or an unknown one
         if zoo.known(state["arch"]):
-            backbones[state["arch"]] = f"{state['arch'][len(zoo.PREFIX):]} (timm)"
+            backbones[state["arch"]] = f"{state['arch'][len(TIMM_PREFIX):]} (timm)"
         else:
             state["arch"] = DEFAULTS.arch
     with st.container(border=True):
@@ -155,7 +164,7 @@ def settings_form() -> tuple[bool, bool]:
 @st.cache_data(show_spinner="Timing a few training steps on this machine…", max_entries=32)
 def _costs(arch: str, size: int, bs: int):
     from core.device import pick_device
-    from core.estimate import measure
+    from core.train.estimate import measure
 
     return measure(arch, size, bs, pick_device())
 
@@ -163,11 +172,11 @@ def _costs(arch: str, size: int, bs: int):
 def time_estimate() -> None:
     """How long the chosen run will take here, from a few timed steps of this backbone at this size (not while a
     run trains: it would slow the run and be timed wrong)."""
-    from core.estimate import run_seconds
+    from core.train.estimate import run_seconds
     from pages._common import health_report
 
     config = current_config()
-    if config.problems() or runs.active_run():
+    if config.problems() or store.active_run():
         return
     try:
         n_images = health_report(config.data, config.label_regex).n_images
@@ -186,15 +195,15 @@ def start_run(task: str) -> None:
     """Start the chosen settings as a run process, unless they cannot train or the device is busy."""
     config = current_config()
     problems = config.problems()
-    busy = runs.active_run()
+    busy = store.active_run()
     if problems:
         st.error("These settings cannot be trained: " + "; ".join(f"{k} {v}" for k, v in problems.items()) + ".")
     elif busy:
         st.warning(f"Run **{md(busy)}** is training on this device. Stop it or wait for it to finish, then start "
                    "again.")
     else:
-        run_dir = runs.create_run(config, task=task)
-        runs.launch(run_dir)
+        run_dir = store.create_run(config, task=task)
+        store.launch(run_dir)
         select_run(run_dir.name)
         st.rerun()
 

@@ -23,11 +23,11 @@ def main(out_dir: Path) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="screens-"))
     os.environ["STUDIO_DATA_DIR"], os.environ["STUDIO_RUNS_DIR"] = str(work / "data"), str(work / "runs")
-    from core import runs
     from core.config import TrainConfig
-    from core.run import run_training
+    from core.runs.store import store
+    from core.train.run import run_training
 
-    run_dir = runs.create_run(TrainConfig(), work / "runs", "digits-64px")
+    run_dir = store.create_run(TrainConfig(), work / "runs", "digits-64px")
     assert run_training(run_dir) == "completed"
     out_dir.mkdir(parents=True, exist_ok=True)
     with streamlit_server(work / "runs") as url, sync_playwright() as playwright:

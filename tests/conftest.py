@@ -6,6 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests run the full count of examples under CI (CI=true, or HYPOTHESIS_PROFILE=ci) and a fifth of it day
+# to day; neither has a deadline, since an example's time depends on how busy the machine is.
+settings.register_profile("ci", max_examples=60, deadline=None, database=None)
+settings.register_profile("dev", max_examples=12, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,10 +34,10 @@ def _private_data_folder(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _default_settings():
-    """Every test opens the dashboard at the default settings: what one test's pages saved (core.settings) is not
+    """Every test opens the dashboard at the default settings: what one test's pages saved (core.runs.settings) is not
     the next one's starting point. Only in the folder this session made: never a person's own settings."""
     if os.environ.get("STUDIO_DATA_DIR") in _SESSION_DATA:
-        from core.settings import settings_path
+        from core.runs.settings import settings_path
 
         settings_path().unlink(missing_ok=True)
 
@@ -38,7 +45,7 @@ def _default_settings():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A completed run folder made by the real command line entry."""
-    from core.train import main
+    from core.train.__main__ import main
 
     runs_dir = tmp_path_factory.mktemp("runs")
     assert main([*TINY_RUN_ARGS, "--runs-dir", str(runs_dir), "--name", "tiny"]) == 0

@@ -4,13 +4,31 @@ import pytest
 import torch
 from torch import nn
 
-from core.attribution import METHODS, attribute, top_predictions
-from core.batches import normalize
-from core.checkpoint import load_model
-from core.interpret import (Predictions, confusion_matrix, load_predictions, most_confused, normalize_rows,
-                            pair_positions, per_class_metrics, top_losses, typical_positions)
-from core.visualize import (KERNELS, activations, channel_maxima, conv_filters, convolve, filter_slices, first_conv,
-                            grayscale, top_images_for_channel)
+from core.data.batches import normalize
+from core.inspect.attribution import METHODS, attribute, top_predictions
+from core.inspect.interpret import (
+    Predictions,
+    confusion_matrix,
+    load_predictions,
+    most_confused,
+    normalize_rows,
+    pair_positions,
+    per_class_metrics,
+    top_losses,
+    typical_positions,
+)
+from core.inspect.visualize import (
+    KERNELS,
+    activations,
+    channel_maxima,
+    conv_filters,
+    convolve,
+    filter_slices,
+    first_conv,
+    grayscale,
+    top_images_for_channel,
+)
+from core.runs.checkpoint import load_model
 
 
 def test_most_confused_on_a_known_matrix():
@@ -161,7 +179,8 @@ def test_filter_slices_show_one_filter_input_by_input():
     slices, labels = filter_slices(conv, out_channel=1)
     assert slices.shape == (4, 3, 3) and labels == ["in 0", "in 1", "in 2", "in 3"]
     weights = conv.weight[1].detach().numpy()
-    expected = (weights - weights.reshape(4, -1).min(1)[:, None, None]) / np.ptp(weights.reshape(4, -1), 1)[:, None, None]
+    flat = weights.reshape(4, -1)
+    expected = (weights - flat.min(1)[:, None, None]) / np.ptp(flat, 1)[:, None, None]
     assert np.allclose(slices, expected)
     depthwise = nn.Conv2d(5, 5, 3, groups=5)
     assert filter_slices(depthwise, 0)[0].shape == (5, 3, 3)
@@ -190,8 +209,8 @@ def test_sobel_finds_a_vertical_edge_and_grayscale_uses_luma_weights():
 def test_the_pretrained_network_alone_recognises_a_real_photo():
     from sklearn.datasets import load_sample_image
 
-    from core.images import resize_uint8
-    from core.models import imagenet_classifier
+    from core.data.images import resize_uint8
+    from core.net.backbones import imagenet_classifier
 
     model, categories = imagenet_classifier("efficientnet_lite0", 224)
     photo = torch.from_numpy(load_sample_image("china.jpg").copy()).permute(2, 0, 1)[None]  # a Chinese temple
@@ -205,8 +224,8 @@ def test_uploaded_bytes_decode_or_fail_with_a_sentence(monkeypatch):
 
     from PIL import Image
 
+    from core.data.images import decode_image
     from core.errors import DataError
-    from core.images import decode_image
 
     buffer = io.BytesIO()
     Image.new("RGBA", (40, 20), (255, 0, 0, 0)).save(buffer, format="PNG")  # fully transparent red
@@ -221,12 +240,12 @@ def test_uploaded_bytes_decode_or_fail_with_a_sentence(monkeypatch):
 
 
 def test_the_html_report_stands_alone(trained_run):
-    from core.data import load_source
+    from core.data.load import load_source
     from pages._report import run_report_html
 
     model, class_names, config = load_model(trained_run)
-    html = run_report_html(trained_run, model, load_source(config.data, config.size).images, load_predictions(trained_run),
-                           class_names)
+    images = load_source(config.data, config.size).images
+    html = run_report_html(trained_run, model, images, load_predictions(trained_run), class_names)
     for heading in ["Settings", "Training", "Confusion matrix", "Most confused", "Per-class metrics", "Top losses"]:
         assert f"<h2>{heading}" in html
     assert "python -m core.train --data builtin:digits" in html
@@ -234,7 +253,7 @@ def test_the_html_report_stands_alone(trained_run):
 
 
 def test_feature_layers_list_convolutions_and_blocks_in_forward_order():
-    from core.models import build_classifier, feature_layers
+    from core.net.backbones import build_classifier, feature_layers
 
     names = [name for name, _ in feature_layers(build_classifier("resnet18", 2, pretrained=False, size=32).model)]
     assert names[:4] == ["0.0", "0.4.0.conv1", "0.4.0.conv2", "0.4.0"]  # a block's output after its convolutions

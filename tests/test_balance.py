@@ -8,17 +8,17 @@ import torch
 from torch import nn
 from torch.utils.data import WeightedRandomSampler
 
-from core.batches import balanced_order, iterate_batches
-from core.callbacks import Callback, StopTraining
-from core.checkpoint import load_checkpoint, save_checkpoint
 from core.config import TrainConfig
-from core.data import Split, inspect_source
-from core.data_cli import main as data_main
-from core.loop import Learner, class_weights, fit_one_cycle
-from core.models import Classifier
-from core.recipe import fine_tune
-from core.runfolder import RunFolder
-from core.train import main as train_main
+from core.data.__main__ import main as data_main
+from core.data.batches import balanced_order, iterate_batches
+from core.data.load import Split, inspect_source
+from core.net.backbones import Classifier
+from core.runs.checkpoint import load_checkpoint, save_checkpoint
+from core.runs.folder import RunFolder
+from core.train.__main__ import main as train_main
+from core.train.callbacks import Callback, StopTraining
+from core.train.loop import Learner, class_weights, fit_one_cycle
+from core.train.recipe import fine_tune
 from tests.conftest import write_image_folder
 
 
@@ -116,7 +116,7 @@ def test_the_frozen_phase_on_cached_features_trains_with_the_same_weights():
         seen = []
 
         def on_batch_end(self, step, logs):
-            self.seen.append((learner.phase, learner.features is not None, learner.loss_weights.tolist()))
+            self.seen.append((learner.phase, learner.on_features, learner.loss_weights.tolist()))
 
     learner.callbacks.append(WeightsInForce())
     fine_tune(learner)

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import runs
-from core.checkpoint import load_checkpoint, load_model
 from core.errors import BrokenRun
-from core.interpret import load_predictions
-from core.runfolder import RunFolder
-from core.train import main as train_main
+from core.inspect.interpret import load_predictions
+from core.runs import store
+from core.runs.checkpoint import load_checkpoint, load_model
+from core.runs.folder import RunFolder
+from core.train.__main__ import main as train_main
 
 
 def copy_run(trained_run: Path, runs_dir: Path, name: str, link: bool = False) -> Path:
@@ -56,15 +56,15 @@ def test_a_run_whose_config_cannot_be_read_is_listed_as_broken_with_the_reason(t
     broken = copy_run(trained_run, tmp_path, "broken")
     breaker, reason = BROKEN_CONFIGS[damage]
     breaker(broken)
-    listed = {run.run_id: run for run in runs.list_runs(tmp_path)}
-    assert set(listed) == {"good", "broken"} and set(runs.run_ids(tmp_path)) == {"good", "broken"}
+    listed = {run.run_id: run for run in store.list_runs(tmp_path)}
+    assert set(listed) == {"good", "broken"} and set(store.run_ids(tmp_path)) == {"good", "broken"}
     assert listed["good"].problem is None and listed["good"].state == "completed"
     assert listed["broken"].state == "broken" and reason in listed["broken"].problem
     assert listed["broken"].problem.startswith("Run broken cannot be read: ")
     assert RunFolder(broken).problem() == listed["broken"].problem
     with pytest.raises(BrokenRun, match=re.escape(reason)):
         RunFolder(broken).config()
-    runs.delete_run(broken, tmp_path)  # a broken run can still be cleaned away
+    store.delete_run(broken, tmp_path)  # a broken run can still be cleaned away
     assert not broken.exists() and good.exists()
 
 
@@ -108,15 +108,15 @@ def test_only_run_folders_directly_inside_the_runs_folder_are_named_by_a_run_id(
     copy_run(trained_run, tmp_path, "elsewhere")
     (runs_dir / "link").symlink_to(outside)
     copy_run(trained_run, runs_dir, ".hidden")
-    assert runs.run_folder("real", runs_dir) == runs_dir / "real"
+    assert store.run_folder("real", runs_dir) == runs_dir / "real"
     for run_id in [str(outside), "../elsewhere", "real/../../elsewhere", "link", ".hidden", "..", ".", "", "a/b",
                    "real\x00", "missing", None, 7]:
-        assert runs.run_folder(run_id, runs_dir) is None, run_id
-    assert runs.run_ids(runs_dir) == ["real"]
+        assert store.run_folder(run_id, runs_dir) is None, run_id
+    assert store.run_ids(runs_dir) == ["real"]
     with pytest.raises(ValueError):
-        runs.delete_run(runs_dir / "link", runs_dir)
+        store.delete_run(runs_dir / "link", runs_dir)
     with pytest.raises(ValueError):
-        runs.delete_run(outside, runs_dir)
+        store.delete_run(outside, runs_dir)
     assert outside.exists()
 
 
@@ -125,22 +125,22 @@ def test_a_dashboard_looking_at_the_lock_never_makes_a_starting_run_fail(tmp_pat
 
     def look():
         while not stop.is_set():
-            runs.TrainingLock(tmp_path).held_by_other()
+            store.TrainingLock(tmp_path).held_by_other()
 
     lookers = [threading.Thread(target=look) for _ in range(2)]
     for looker in lookers:
         looker.start()
     try:
         for n in range(100):
-            lock = runs.TrainingLock(tmp_path)
+            lock = store.TrainingLock(tmp_path)
             lock.acquire(f"run-{n}")  # DeviceBusy here would be a start failing because someone looked
-            assert runs.TrainingLock(tmp_path).held_by_other() == f"run-{n}"
+            assert store.TrainingLock(tmp_path).held_by_other() == f"run-{n}"
             lock.release()
     finally:
         stop.set()
         for looker in lookers:
             looker.join()
-    assert (tmp_path / runs.LOCK_NAME).read_text() == "run-99"  # looking wrote nothing
+    assert (tmp_path / store.LOCK_NAME).read_text() == "run-99"  # looking wrote nothing
 
 
 def test_status_fields_and_metric_rows_of_the_wrong_type_are_left_out(trained_run, tmp_path):
@@ -154,7 +154,7 @@ def test_status_fields_and_metric_rows_of_the_wrong_type_are_left_out(trained_ru
                 '"lr": 0.1}\n')
     folder = RunFolder(run)
     assert not {"started", "best_accuracy", "heartbeat", "pid", "epoch", "active_s"} & set(folder.raw_status())
-    summary = runs.summarize(run)
+    summary = store.summarize(run)
     assert summary.state == "completed" and summary.best_accuracy is None and summary.seconds is None
     metrics = folder.read_metrics()
     assert metrics.steps[-1]["step"] == 1000 and all(isinstance(row["step"], int) for row in metrics.steps)
@@ -240,7 +240,7 @@ def apply_damage(run: Path, name: str, how: str, payload, outside: Path) -> None
 def read_everything(run: Path) -> None:
     """Every way the engine reads a run folder for the dashboard; BrokenRun is the only failure allowed."""
     folder = RunFolder(run)
-    runs.list_runs(run.parent), runs.run_ids(run.parent), runs.summarize(run), runs.run_folder(run.name, run.parent)
+    store.list_runs(run.parent), store.run_ids(run.parent), store.summarize(run), store.run_folder(run.name, run.parent)
     folder.status(), folder.raw_status(), folder.is_active(), folder.can_resume(), folder.read_metrics()
     folder.lr_find(), folder.data_items(), folder.model_stamp(), folder.problem()
     for read in (folder.config, folder.class_names, lambda: load_predictions(run), lambda: load_model(run)):
@@ -250,7 +250,7 @@ def read_everything(run: Path) -> None:
             pass
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # examples: the profile's (conftest.py)
 @given(damages=st.lists(damage(), min_size=1, max_size=3))
 def test_whatever_happens_to_a_run_folders_files_the_engine_answers_or_says_broken(trained_run, tmp_path, damages):
     runs_dir = tmp_path / f"runs-{os.urandom(4).hex()}"
@@ -263,7 +263,7 @@ def test_whatever_happens_to_a_run_folders_files_the_engine_answers_or_says_brok
         for name, how, payload in damages:
             apply_damage(run, name, how, payload, outside)
         read_everything(run)
-        assert runs.summarize(runs_dir / "sound").state == "completed"
-        assert "sound" in runs.run_ids(runs_dir)
+        assert store.summarize(runs_dir / "sound").state == "completed"
+        assert "sound" in store.run_ids(runs_dir)
     finally:
         shutil.rmtree(runs_dir)

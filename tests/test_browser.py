@@ -1,7 +1,8 @@
 """One real browser: Debian's Chromium, driven by Playwright, against `streamlit run app.py`.
 
-What only a browser shows: a zip dropped on the Data page is checked; a run started from the Train page keeps drawing its live chart, fills its epoch
-table, and is still there after a refresh; the analysis pages open on it, and an uploaded photo gets a heat map.
+What only a browser shows: a zip dropped on the Data page is checked; a run started from the Train page keeps drawing
+its live chart, fills its epoch table, and is still there after a refresh; the analysis pages open on it, and an
+uploaded photo gets a heat map.
 """
 import io
 import zipfile
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from core.attribution import METHODS
+from core.inspect.attribution import METHODS
 from tests.browser_support import launch_chromium, new_page, streamlit_server
 
 

@@ -5,7 +5,7 @@ import time
 
 from playwright.sync_api import expect, sync_playwright
 
-from core.runfolder import RunFolder
+from core.runs.folder import RunFolder
 from tests.browser_support import launch_chromium
 from tests.test_browser import server  # noqa: F401 (the fixture: a private data and runs folder)
 

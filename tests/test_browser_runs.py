@@ -14,7 +14,7 @@ ROW_PX = 35  # Streamlit's dataframe: the header and each row are 35 px high; th
 @pytest.fixture
 def server(trained_run, tmp_path):
     """Two real runs of the digits: "tiny" (from scratch, 1 epoch) and "warm" (pretrained, 2 frozen epochs then 1)."""
-    from core.train import main
+    from core.train.__main__ import main
 
     runs_dir = tmp_path / "runs"
     shutil.copytree(trained_run, runs_dir / "tiny", copy_function=os.link)

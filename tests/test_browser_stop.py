@@ -6,8 +6,8 @@ import time
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from core import runs
-from core.runfolder import RunFolder
+from core.runs import store
+from core.runs.folder import RunFolder
 from tests.browser_support import launch_chromium, new_page
 from tests.test_browser import server  # noqa: F401 (the fixture: a private data and runs folder)
 
@@ -64,4 +64,4 @@ def test_stop_and_resume_agree_and_the_time_stopped_is_not_counted(server):
         browser.close()
     # the Runs page's duration (RunSummary.seconds, tests/test_runs.py) is the time spent running, not the pause
     assert status["active_s"] < status["finished"] - status["started"] - PAUSE_S
-    assert runs.summarize(runs_dir / run_id).seconds == pytest.approx(status["active_s"])
+    assert store.summarize(runs_dir / run_id).seconds == pytest.approx(status["active_s"])

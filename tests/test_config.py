@@ -5,11 +5,11 @@ import shlex
 
 import pytest
 
-from core import runs
 from core.config import PRESETS, TrainConfig
-from core.run import run_training
-from core.runfolder import RunFolder
-from core.train import config_from_args, parse_args
+from core.runs import store
+from core.runs.folder import RunFolder
+from core.train.__main__ import config_from_args, parse_args
+from core.train.run import run_training
 
 
 def test_every_field_is_a_flag_and_a_config_spelled_as_flags_reads_back_equal(tmp_path):
@@ -44,7 +44,7 @@ def test_the_config_checks_itself_and_the_command_line_says_what_is_wrong():
 
 
 def test_a_run_with_settings_that_cannot_train_fails_with_a_sentence(tmp_path):
-    run_dir = runs.create_run(TrainConfig(size=8, bs=0), tmp_path, "bad")  # as a page or a script could make it
+    run_dir = store.create_run(TrainConfig(size=8, bs=0), tmp_path, "bad")  # as a page or a script could make it
     assert run_training(run_dir) == "failed"
     message = RunFolder(run_dir).status()["message"]
     assert message.startswith("These settings cannot be trained:") and "size must be at least 16 pixels" in message
@@ -53,6 +53,6 @@ def test_a_run_with_settings_that_cannot_train_fails_with_a_sentence(tmp_path):
 
 def test_the_reproduce_command_quotes_the_runs_folder(tmp_path):
     runs_dir = tmp_path / "my runs; rm -rf x"
-    run_dir = runs.create_run(TrainConfig(), runs_dir, "quoted")
+    run_dir = store.create_run(TrainConfig(), runs_dir, "quoted")
     words = shlex.split(RunFolder(run_dir).command)
     assert words[words.index("--runs-dir") + 1] == str(runs_dir) and words[-1] == "quoted"

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.batches import denormalize, iterate_batches, normalize
-from core.data import load_source, stratified_split
+from core.data.batches import denormalize, iterate_batches, normalize
+from core.data.images import resize_uint8
+from core.data.load import load_source, stratified_split
 from core.errors import DataError
-from core.images import resize_uint8
 
 
 def test_digits_are_real_and_complete():
@@ -70,7 +70,7 @@ def test_batches_gathered_ahead_on_a_thread_are_the_rows_asked_for_in_order():
     consumer that stops early (a stop request) leaves no thread behind."""
     import threading
 
-    from core.batches import gathered_ahead
+    from core.data.batches import gathered_ahead
 
     images = torch.randint(0, 256, (50, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(50) % 7

@@ -11,10 +11,10 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 from sklearn.datasets import load_digits, load_sample_images
 
-from core.attribution import top_predictions
-from core.checkpoint import load_model
-from core.images import decode_image, fit_square, resize_uint8
-from core.predict import Predictor
+from core.data.images import decode_image, fit_square, resize_uint8
+from core.inspect.attribution import top_predictions
+from core.runs.checkpoint import load_model
+from core.ship.predict import Predictor
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 from tests.test_broken_runs import copy_run
 from tests.test_pages import by_label, open_page

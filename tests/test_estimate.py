@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from core.config import TrainConfig
-from core.estimate import Costs, measure, run_seconds
-from core.trust import BANK_SIZE
+from core.inspect.trust import BANK_SIZE
+from core.train.estimate import Costs, measure, run_seconds
 
 
 def test_a_run_from_scratch_costs_its_steps_its_validation_passes_and_the_final_pass():
@@ -36,7 +36,7 @@ def test_timed_costs_are_positive_and_a_bigger_image_costs_more():
 
 
 def test_where_the_late_stages_are_trained_their_timed_steps_and_share_of_the_pass_are_what_epochs_cost():
-    from core.stages import StageTimes
+    from core.net.stages import StageTimes
 
     stages = StageTimes(cuts=[2], seconds=[0.002, 0.001, 0.001], shapes=[(3, 8, 8), (8, 4, 4), (16, 2, 2)])
     costs = Costs(forward_s=0.004, step_s=1.0, stages=stages, cache_budget=1e9, late_step_s={2: 0.25})

@@ -13,12 +13,20 @@ import pytest
 import torch
 
 from core.config import RESIZE_METHODS, TrainConfig
-from core.data import Split, load_source
-from core.export import (EXPORT_FILES, ExportError, describe, main, preprocessing, read_verification, verify_export,
-                         zip_export)
-from core.images import open_rgb
-from core.runfolder import RunFolder
-from core.trust import load_trusted_model
+from core.data.images import open_rgb
+from core.data.load import Split, load_source
+from core.inspect.trust import load_trusted_model
+from core.runs.folder import RunFolder
+from core.ship.export import (
+    EXPORT_FILES,
+    ExportError,
+    describe,
+    main,
+    preprocessing,
+    read_verification,
+    verify_export,
+    zip_export,
+)
 from tests.conftest import ROOT
 
 # The README's recipe, run as it is written from inside the unzipped export folder ("photo.jpg" is swapped for a file).
@@ -113,7 +121,7 @@ def test_verification_covers_the_whole_validation_set_and_agrees_fully(exported)
 def test_weights_and_preprocessing_json_describe_the_model(exported):
     from safetensors.torch import load_file
 
-    from core.checkpoint import load_model
+    from core.runs.checkpoint import load_model
 
     run_dir, _ = exported
     model, class_names, config = load_model(run_dir)
@@ -137,7 +145,7 @@ def test_weights_and_preprocessing_json_describe_the_model(exported):
 def test_the_readme_recipe_with_preprocessing_json_alone_agrees_with_core_predict(exported, tmp_path, capsys):
     from PIL import Image
 
-    from core.predict import main as predict_main
+    from core.ship.predict import main as predict_main
 
     run_dir, _ = exported
     digits = load_source("builtin:digits", 32).images[:6].permute(0, 2, 3, 1).numpy()

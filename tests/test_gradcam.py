@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.attribution import AttributionUnavailable, attribute, grad_cam_layer, grad_cam_note
-from core.models import build_classifier
+from core.inspect.attribution import AttributionUnavailable, attribute, grad_cam_layer, grad_cam_note
+from core.net.backbones import build_classifier
 
 
 def strided_network() -> nn.Sequential:
@@ -65,10 +65,10 @@ def test_a_map_from_an_eight_by_eight_layer_is_smooth_at_thirty_two_pixels():
 
 
 def test_grad_cam_of_a_real_digits_run_at_32_px_is_not_flat(trained_run):
-    from core.checkpoint import load_model
-    from core.data import load_source
-    from core.interpret import load_predictions, top_losses
-    from core.runfolder import RunFolder
+    from core.data.load import load_source
+    from core.inspect.interpret import load_predictions, top_losses
+    from core.runs.checkpoint import load_model
+    from core.runs.folder import RunFolder
 
     model, _, config = load_model(trained_run)
     assert config.size == 32 and grad_cam_layer(model, 32).side == 8

@@ -1,5 +1,5 @@
 """The import path on odd input (issue 12): every case ends as a listed skip with its reason or a one-sentence
-refusal, on the Data page's path (core.archive.unpack, core.data.inspect_source) and in `python -m core.data
+refusal, on the Data page's path (core.data.archive.unpack, core.data.inspect_source) and in `python -m core.data
 inspect`; nothing raises past them, hangs, or reads a whole huge file."""
 import errno
 import io
@@ -25,13 +25,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from core.archive import UNPACKED_RECORD, archive_name, data_root, unpack
-from core.data import inspect_source, resolve_folder
-from core.data_cli import main as data_main
+from core.data.__main__ import main as data_main
+from core.data.archive import UNPACKED_RECORD, archive_name, data_root, unpack
+from core.data.health import check_image
+from core.data.images import MAX_PIXELS
+from core.data.layouts import MAX_DEPTH, scan_folder
+from core.data.load import inspect_source, resolve_folder
 from core.errors import DataError
-from core.health import check_image
-from core.images import MAX_PIXELS
-from core.layouts import MAX_DEPTH, scan_folder
 from tests.conftest import write_image_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +115,8 @@ def test_an_entry_name_longer_than_the_file_system_allows_is_skipped(tmp_path, d
 
 def test_an_entry_nested_a_thousand_folders_deep_is_skipped_at_extraction(tmp_path, data_dir, capsys):
     name = "cat/" + "d/" * 1000 + "deep.png"
-    both_paths_skip(tmp_path, capsys, two_classes([(name, PNGS[4])]), name, f"nested more than {MAX_DEPTH} folders deep")
+    both_paths_skip(tmp_path, capsys, two_classes([(name, PNGS[4])]), name,
+                    f"nested more than {MAX_DEPTH} folders deep")
 
 
 def test_an_entry_whose_path_is_longer_than_path_max_is_skipped(tmp_path, data_dir, capsys):
@@ -331,7 +332,7 @@ def test_decode_image_refuses_a_small_png_that_declares_too_many_pixels_without_
         import resource, sys
         from pathlib import Path
         from core.errors import DataError
-        from core.images import decode_image, open_rgb
+        from core.data.images import decode_image, open_rgb
         data = Path({str(bomb)!r}).read_bytes()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for attempt in (lambda: decode_image(data, 64), lambda: open_rgb({str(bomb)!r}, 64)):
@@ -359,7 +360,7 @@ def test_decode_image_refuses_a_small_png_that_declares_too_many_pixels_without_
 UNPACKER = """
 import json, os, sys, time
 from pathlib import Path
-from core.archive import unpack
+from core.data.archive import unpack
 zips = sys.argv[1:]
 print("ready", flush=True)
 while not os.path.exists(os.environ["GO_FILE"]):
@@ -385,7 +386,7 @@ def test_two_processes_unpacking_the_same_zips_at_once_both_get_the_same_complet
         assert worker.stdout.readline().strip() == "ready"
     (tmp_path / "go").touch()
     outputs = [worker.communicate(timeout=120) for worker in workers]
-    for worker, (out, err) in zip(workers, outputs):
+    for worker, (_, err) in zip(workers, outputs):
         assert worker.returncode == 0, err
     first, second = ([json.loads(line) for line in out.splitlines()] for out, _ in outputs)
     assert first == second and len(first) == rounds
@@ -511,7 +512,7 @@ def removed_after(base: Path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-FAST = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(database=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile's (conftest.py)
 
 
 @FAST
@@ -604,14 +605,14 @@ def test_any_folder_on_disk_gives_a_report_or_one_sentence_without_hanging(tmp_p
 def test_a_relabel_to_a_decomposed_name_joins_the_composed_class():
     import unicodedata
 
-    from core.edits import check_label
+    from core.data.edits import check_label
 
     composed, decomposed = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
     assert composed != decomposed and check_label(decomposed) == composed
 
 
 def test_an_image_path_that_became_a_fifo_is_refused_without_blocking(tmp_path):
-    from core.images import open_rgb
+    from core.data.images import open_rgb
 
     fifo = tmp_path / "swapped.png"
     os.mkfifo(fifo)

@@ -13,14 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from core.archive import UNPACKED_RECORD, ArchiveLimits, extract_zip
-from core.augment import Augment, preview
-from core.data import inspect_source, load_source, resolve_folder
-from core.data_cli import main as data_main
+from core.data.__main__ import main as data_main
+from core.data.archive import UNPACKED_RECORD, ArchiveLimits, extract_zip
+from core.data.augment import Augment, preview
+from core.data.health import check_image
+from core.data.images import decode_image
+from core.data.layouts import scan_folder
+from core.data.load import inspect_source, load_source, resolve_folder
 from core.errors import DataError
-from core.images import decode_image
-from core.health import check_image
-from core.layouts import scan_folder
 from tests.conftest import write_image_folder
 
 
@@ -68,7 +68,7 @@ def test_train_and_valid_folders_are_the_split(tmp_path):
     write_image_folder(tmp_path / "val", {"a": 2, "b": 1}, seed=1)
     data = load_source(str(tmp_path), 8)
     assert data.valid_mask is not None and int(data.valid_mask.sum()) == 3
-    from core.data import Split
+    from core.data.load import Split
     split = Split.from_dataset(data, valid_pct=0.5, seed=0)  # the data's own split wins over valid_pct
     assert len(split.train_labels) == 8 and len(split.valid_labels) == 3
 
@@ -234,7 +234,7 @@ def test_encrypted_and_damaged_archives_are_refused_with_a_reason(tmp_path):
 
 
 def test_a_zip_trains_from_the_command_line(tmp_path, data_dir):
-    from core.train import main
+    from core.train.__main__ import main
 
     source = write_image_folder(tmp_path / "src", {"red": 10, "green": 10, "blue": 10})
     archive = tmp_path / "colours.zip"

@@ -42,7 +42,7 @@ def hostile_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hostile_run(hostile_folder, tmp_path_factory):
     """A one-epoch run trained on the hostile folder by the command line entry (~5 s on two cores)."""
-    from core.train import main
+    from core.train.__main__ import main
 
     runs_dir = tmp_path_factory.mktemp("hostile_runs")
     assert main(["--data", str(hostile_folder), "--arch", "resnet18", "--no-pretrained", "--size", "32", "--bs", "16",
@@ -204,8 +204,8 @@ def test_every_other_page_shows_the_hostile_run_and_dataset_as_text(page, hostil
 def test_the_html_report_escapes_hostile_names(hostile_run):
     import torch
 
-    from core.checkpoint import load_model
-    from core.interpret import load_predictions
+    from core.inspect.interpret import load_predictions
+    from core.runs.checkpoint import load_model
     from pages._report import run_report_html
 
     model, class_names, _ = load_model(hostile_run)

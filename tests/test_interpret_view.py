@@ -8,7 +8,7 @@ import zipfile
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.sources import source_label
+from core.data.sources import source_label
 from tests.conftest import ROOT, write_image_folder
 
 TIMEOUT = 120
@@ -17,8 +17,8 @@ TIMEOUT = 120
 @pytest.fixture(scope="module")
 def small_upload_run(tmp_path_factory):
     """A real run at 16 px on a zip as the Data page unpacks an upload (data/uploads/<stem>-<hash>/)."""
-    from core.archive import unpack
-    from core.train import main
+    from core.data.archive import unpack
+    from core.train.__main__ import main
 
     folder = write_image_folder(tmp_path_factory.mktemp("photos") / "pets", {"cat": 8, "dog": 8}, size=16)
     buffer = io.BytesIO()
@@ -83,10 +83,10 @@ def test_at_16_px_the_page_says_grad_cam_cannot_help_and_draws_no_heat(small_upl
 def test_the_report_names_the_uploaded_zip_and_explains_its_missing_heat(small_upload_run):
     import streamlit  # noqa: F401  as in the app: importing it makes its placeholder template plotly's default
 
-    from core.checkpoint import load_model
-    from core.data import load_source
-    from core.interpret import load_predictions
-    from core.runfolder import RunFolder
+    from core.data.load import load_source
+    from core.inspect.interpret import load_predictions
+    from core.runs.checkpoint import load_model
+    from core.runs.folder import RunFolder
     from pages._report import run_report_html
 
     model, class_names, config = load_model(small_upload_run)

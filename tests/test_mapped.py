@@ -1,4 +1,4 @@
-"""Data past what memory holds comfortably (core.mapped): decoded once into a file under the data folder, mapped,
+"""Data past what memory holds comfortably (core.data.mapped): decoded once into a file under the data folder, mapped,
 found again by what it holds, split and cached without a copy in memory, and trained on exactly as in memory."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import mapped
-from core.batches import iterate_batches
-from core.data import Split, load_source
+from core.data import mapped
+from core.data.batches import iterate_batches
+from core.data.load import Split, load_source
 from core.errors import DataError
 
 
@@ -164,9 +164,9 @@ def test_a_disk_too_small_for_the_decoded_images_is_a_sentence(cache):
 def test_a_run_on_images_from_a_file_trains_exactly_as_in_memory(digits_folder, cache, monkeypatch, tmp_path):
     """The whole recipe (cached frozen phase, late stages on cached early outputs, both kept in files too, and the
     predictions) on EfficientNet-Lite0 at 32 px: every epoch's losses and accuracy the same to the last digit."""
-    from core import stages
-    from core.runfolder import RunFolder
-    from core.train import main
+    from core.net import stages
+    from core.runs.folder import RunFolder
+    from core.train.__main__ import main
 
     monkeypatch.setattr(stages, "ALL_BUDGET_S", 0.0)  # the late stages, as on a big dataset
     # always the last cut (the least late share), whatever the timing: both runs must cut in the same place (a cut

@@ -11,15 +11,15 @@ import torch
 from PIL import Image
 
 from bench.label_noise import precision, write_digits
-from core import runs
-from core.collect import add_images, create_dataset, rename_class, shortfall
 from core.config import TrainConfig
-from core.data import edit_log_for, inspect_source, load_source
-from core.data_cli import main as data_main
-from core.edits import EditLog
+from core.data.__main__ import main as data_main
+from core.data.collect import add_images, create_dataset, rename_class, shortfall
+from core.data.edits import EditLog
+from core.data.load import edit_log_for, inspect_source, load_source
 from core.errors import DataError
-from core.run import run_training
-from core.suspects import near_duplicates, neighbour_probs
+from core.fix.suspects import near_duplicates, neighbour_probs
+from core.runs import store
+from core.train.run import run_training
 from tests.conftest import write_image_folder
 
 
@@ -147,12 +147,12 @@ def test_a_dataset_made_in_the_app_is_a_plain_folder_per_class(tmp_path, data_di
 def test_a_run_records_the_data_it_trained_on_and_two_runs_compare_by_data(tmp_path, data_dir):
     folder = write_image_folder(tmp_path / "shapes", {"red": 10, "green": 10})
     config = TrainConfig(data=str(folder), arch="resnet18", pretrained=False, size=16, bs=8, epochs=1)
-    first = runs.create_run(config, tmp_path / "runs", "before")
+    first = store.create_run(config, tmp_path / "runs", "before")
     assert run_training(first) == "completed"
     edit_log_for(str(folder)).append([{"file": "red/0.png", "label": "green"}, {"file": "red/1.png", "label": None}],
                                      "test")
-    second = runs.create_run(config, tmp_path / "runs", "after")
+    second = store.create_run(config, tmp_path / "runs", "after")
     assert run_training(second) == "completed"
     assert json.loads((second / "data.json").read_text())["edits"]["relabelled"] == 1
-    assert runs.data_differences(first, second) == {"relabelled": [("red/0.png", "red", "green")],
+    assert store.data_differences(first, second) == {"relabelled": [("red/0.png", "red", "green")],
                                                      "removed": ["red/1.png"], "added": []}

@@ -4,9 +4,9 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import runs
 from core.atomic import read_json, write_json_atomic
-from core.runfolder import RunFolder
+from core.runs import store
+from core.runs.folder import RunFolder
 from tests.conftest import ROOT, write_image_folder
 
 TIMEOUT = 120  # the first run imports torch and builds caches
@@ -109,7 +109,8 @@ def test_downloadable_datasets_explain_themselves_without_a_network(runs_env, mo
 def test_train_shows_a_finished_run_with_curves_and_epoch_table(runs_env):
     app = open_page("pages/train.py")
     assert by_label(app.selectbox, "Backbone").value == "efficientnet_lite0"
-    assert {s.label for s in app.select_slider} == {"Image size (pixels)", "Batch size", "Learning rate", "Weight decay"}
+    assert {s.label for s in app.select_slider} == {"Image size (pixels)", "Batch size", "Learning rate",
+                                                    "Weight decay"}
     assert app.session_state["size"] == 64 and app.session_state["arch"] == "efficientnet_lite0"  # keyed by field
     assert any(h.value == "Run tiny · completed" for h in app.subheader)
     assert len(app.get("plotly_chart")) == 2  # loss and learning rate
@@ -119,7 +120,7 @@ def test_train_shows_a_finished_run_with_curves_and_epoch_table(runs_env):
 
 
 def test_the_epoch_table_says_which_epoch_s_head_a_frozen_phase_kept(tmp_path, monkeypatch):
-    from core.train import main
+    from core.train.__main__ import main
 
     # a rate far too high for the head: the phase's last epoch is worse than an earlier one
     assert main(["--size", "16", "--epochs", "0", "--freeze-epochs", "3", "--lr", "1", "--runs-dir", str(tmp_path),
@@ -143,13 +144,13 @@ def test_start_launches_one_run_process_and_a_second_start_is_refused(tmp_path, 
     by_label(app.number_input, "Epochs").set_value(1)
     by_label(app.button, "Start training").click().run()
     assert not app.exception
-    [run] = runs.list_runs(tmp_path)
+    [run] = store.list_runs(tmp_path)
     assert run.config.arch == "resnet18" and run.config.size == 16 and not run.config.pretrained
     assert app.query_params["run"] == run.run_id
     assert RunFolder(run.path).is_active()
     by_label(app.button, "Start training").click().run()  # a second Start while the first is queued or training
     assert "is training on this device" in app.warning[0].value
-    assert len(runs.list_runs(tmp_path)) == 1
+    assert len(store.list_runs(tmp_path)) == 1
     second_tab = open_page("pages/train.py", run_id=None)  # no ?run= in its address
     assert any(h.value.startswith(f"Run {run.run_id} · ") for h in second_tab.subheader)
     deadline = time.time() + 180
@@ -253,7 +254,7 @@ def test_runs_lists_every_run_compares_and_deletes_with_confirmation(trained_run
 def test_settings_that_differ_between_runs():
     from core.config import TrainConfig
 
-    rows = runs.config_differences({"a": TrainConfig(size=32), "b": TrainConfig(size=64, lr=1e-3)})
+    rows = store.config_differences({"a": TrainConfig(size=32), "b": TrainConfig(size=64, lr=1e-3)})
     assert rows == [{"setting": "size", "a": "32", "b": "64"}, {"setting": "lr", "a": "0.005", "b": "0.001"}]
 
 
@@ -290,7 +291,7 @@ def test_the_lr_finder_runs_from_the_train_page_and_its_suggestion_is_used(tmp_p
     by_label(app.toggle, "Start from ImageNet weights").set_value(False)
     by_label(app.select_slider, "Image size (pixels)").set_value(16)
     by_label(app.button, "Find a learning rate").click().run()
-    [run] = runs.list_runs(tmp_path)
+    [run] = store.list_runs(tmp_path)
     assert run.task == "lr_find"
     deadline = time.time() + 180
     while RunFolder(run.path).status().get("state") != "completed" and time.time() < deadline:

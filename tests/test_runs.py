@@ -5,10 +5,10 @@ import subprocess
 import sys
 import time
 
-from core import runs
-from core.metrics import MetricsTail
-from core.runfolder import RunFolder
 from core.config import TrainConfig
+from core.runs import store
+from core.runs.folder import RunFolder
+from core.runs.metrics import MetricsTail
 
 
 def test_metrics_tail_reads_only_new_complete_lines(tmp_path):
@@ -28,7 +28,7 @@ def test_metrics_tail_reads_only_new_complete_lines(tmp_path):
 
 
 def test_status_of_a_dead_process_is_interrupted(tmp_path):
-    run_dir = runs.create_run(TrainConfig(), tmp_path, "dead")
+    run_dir = store.create_run(TrainConfig(), tmp_path, "dead")
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
     RunFolder(run_dir).update_status(state="running", pid=finished.pid)
@@ -40,16 +40,16 @@ def test_status_of_a_dead_process_is_interrupted(tmp_path):
 
 
 def test_run_names_are_unique_and_safe(tmp_path):
-    first = runs.create_run(TrainConfig(), tmp_path, "my run")
-    second = runs.create_run(TrainConfig(), tmp_path, "my run")
-    escaped = runs.create_run(TrainConfig(), tmp_path, "../../outside")
+    first = store.create_run(TrainConfig(), tmp_path, "my run")
+    second = store.create_run(TrainConfig(), tmp_path, "my run")
+    escaped = store.create_run(TrainConfig(), tmp_path, "../../outside")
     assert (first.name, second.name) == ("my-run", "my-run-2")
     assert escaped.parent == tmp_path
-    assert [run.run_id for run in runs.list_runs(tmp_path)] == [escaped.name, "my-run-2", "my-run"]
+    assert [run.run_id for run in store.list_runs(tmp_path)] == [escaped.name, "my-run-2", "my-run"]
 
 
 def test_status_is_replaced_atomically_without_temporary_files_left(tmp_path):
-    run_dir = runs.create_run(TrainConfig(), tmp_path, "atomic")
+    run_dir = store.create_run(TrainConfig(), tmp_path, "atomic")
     for step in range(20):
         RunFolder(run_dir).update_status(state="running", step=step)
     assert RunFolder(run_dir).raw_status()["step"] == 19
@@ -60,26 +60,26 @@ def test_status_is_replaced_atomically_without_temporary_files_left(tmp_path):
 def test_delete_refuses_active_runs_and_folders_that_are_not_runs(tmp_path):
     import pytest
 
-    run_dir = runs.create_run(TrainConfig(), tmp_path, "busy")
+    run_dir = store.create_run(TrainConfig(), tmp_path, "busy")
     RunFolder(run_dir).update_status(state="running", pid=os.getpid())
     with pytest.raises(ValueError, match="stop it before deleting"):
-        runs.delete_run(run_dir, tmp_path)
+        store.delete_run(run_dir, tmp_path)
     (tmp_path / "precious").mkdir()
     with pytest.raises(ValueError, match="not a run folder"):
-        runs.delete_run(tmp_path / "precious", tmp_path)
+        store.delete_run(tmp_path / "precious", tmp_path)
     with pytest.raises(ValueError, match="not a run folder"):
-        runs.delete_run(tmp_path / ".." / tmp_path.name / "busy" / "checkpoints", tmp_path)
+        store.delete_run(tmp_path / ".." / tmp_path.name / "busy" / "checkpoints", tmp_path)
     RunFolder(run_dir).update_status(state="completed")
-    runs.delete_run(run_dir, tmp_path)
+    store.delete_run(run_dir, tmp_path)
     assert not run_dir.exists() and (tmp_path / "precious").exists()
 
 
 def test_run_ids_are_the_run_folders_newest_first(tmp_path):
-    first = runs.create_run(TrainConfig(), tmp_path, "first")
+    first = store.create_run(TrainConfig(), tmp_path, "first")
     time.sleep(0.01)
-    second = runs.create_run(TrainConfig(), tmp_path, "second")
+    second = store.create_run(TrainConfig(), tmp_path, "second")
     (tmp_path / "not-a-run").mkdir()
-    assert runs.run_ids(tmp_path) == [second.name, first.name] == [r.run_id for r in runs.list_runs(tmp_path)]
+    assert store.run_ids(tmp_path) == [second.name, first.name] == [r.run_id for r in store.list_runs(tmp_path)]
 
 
 def test_an_atomic_write_reaches_the_disk_before_and_after_its_rename(tmp_path, monkeypatch):
@@ -108,15 +108,15 @@ def test_a_runs_name_and_tags_live_in_a_file_of_their_own_and_config_json_is_nev
 
     run_dir = copy_run(trained_run, tmp_path, "named", link=True)
     config_bytes = (run_dir / "config.json").read_bytes()
-    kept = runs.write_naming(run_dir, "  Baseline\n at   32 px ", ["digits", " 32px ", "digits", "", "Cafe\u0301"])
+    kept = store.write_naming(run_dir, "  Baseline\n at   32 px ", ["digits", " 32px ", "digits", "", "Cafe\u0301"])
     assert kept == ("Baseline at 32 px", ("digits", "32px", "Caf\u00e9"))  # one line, no duplicates, NFC
     assert (run_dir / "config.json").read_bytes() == config_bytes
-    [run] = runs.list_runs(tmp_path)
+    [run] = store.list_runs(tmp_path)
     assert (run.name, run.tags, run.label) == ("Baseline at 32 px", ("digits", "32px", "Caf\u00e9"),
                                                "Baseline at 32 px (named)")
     assert run.dataset == "Handwritten digits (offline)" and run.state == "completed"
-    assert runs.write_naming(run_dir, "", []) == ("", ())
-    assert runs.read_naming(run_dir) == ("", ()) and runs.list_runs(tmp_path)[0].label == "named"
+    assert store.write_naming(run_dir, "", []) == ("", ())
+    assert store.read_naming(run_dir) == ("", ()) and store.list_runs(tmp_path)[0].label == "named"
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []  # no temporary file left
 
 
@@ -127,28 +127,27 @@ def test_a_damaged_name_file_is_ignored_and_a_folder_that_is_no_run_is_never_nam
 
     run_dir = copy_run(trained_run, tmp_path, "damaged", link=True)
     for damage in (b"\xff\xfe not json", b"[1, 2]", b'{"name": 5, "tags": "a,b"}', b'{"name": "ok", "tags": {'):
-        (run_dir / runs.NAMING_FILE).write_bytes(damage)
-        [run] = runs.list_runs(tmp_path)
+        (run_dir / store.NAMING_FILE).write_bytes(damage)
+        [run] = store.list_runs(tmp_path)
         assert (run.name, run.tags, run.state) == ("", (), "completed"), damage
-    (run_dir / runs.NAMING_FILE).write_text('{"name": "kept", "tags": ["good", 3, null, "x" ]}')
-    assert runs.read_naming(run_dir) == ("kept", ("good", "x"))
+    (run_dir / store.NAMING_FILE).write_text('{"name": "kept", "tags": ["good", 3, null, "x" ]}')
+    assert store.read_naming(run_dir) == ("kept", ("good", "x"))
     (tmp_path / "precious").mkdir()
     with pytest.raises(ValueError, match="not a run folder"):
-        runs.write_naming(tmp_path / "precious", "mine", [])
+        store.write_naming(tmp_path / "precious", "mine", [])
     assert list((tmp_path / "precious").iterdir()) == []
 
 
 def test_duration_is_the_time_spent_running_when_the_run_recorded_it(trained_run, tmp_path):
-    from tests.test_broken_runs import copy_run
-
     from core.atomic import write_json_atomic
+    from tests.test_broken_runs import copy_run
 
     run_dir = copy_run(trained_run, tmp_path, "timed", link=True)
     status = RunFolder(run_dir).raw_status()
-    assert runs.list_runs(tmp_path)[0].seconds == status["active_s"] > 0  # written by the training process
+    assert store.list_runs(tmp_path)[0].seconds == status["active_s"] > 0  # written by the training process
     write_json_atomic(run_dir / "status.json", {k: v for k, v in status.items() if k != "active_s"})
-    [before] = runs.list_runs(tmp_path)
+    [before] = store.list_runs(tmp_path)
     assert before.seconds == status["finished"] - status["started"]  # older runs: first start to finish
     RunFolder(run_dir).update_status(started=status["started"] - 3600)  # resumed an hour after a stop ...
     RunFolder(run_dir).update_status(active_s=12.5)  # ... but ran 12.5 s in all
-    assert runs.list_runs(tmp_path)[0].seconds == 12.5
+    assert store.list_runs(tmp_path)[0].seconds == 12.5

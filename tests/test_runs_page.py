@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import runs
 from core.config import TrainConfig
-from core.curves import epoch_curve, step_curve
-from core.runfolder import RunFolder
+from core.runs import store
+from core.runs.curves import epoch_curve, step_curve
+from core.runs.folder import RunFolder
 from tests.conftest import ROOT, TINY_RUN_ARGS
 
 TIMEOUT = 120
@@ -24,7 +24,7 @@ TIMEOUT = 120
 def base_runs(trained_run, tmp_path_factory) -> Path:
     """Real runs of the digits: "tiny" (from scratch, 1 epoch), "warm" (pretrained: 2 frozen epochs, then 1),
     "sweep" (a learning-rate sweep) and "broke" (failed before its first epoch ended)."""
-    from core.train import main
+    from core.train.__main__ import main
 
     base = tmp_path_factory.mktemp("runs_page")
     shutil.copytree(trained_run, base / "tiny", copy_function=os.link)
@@ -32,7 +32,7 @@ def base_runs(trained_run, tmp_path_factory) -> Path:
                  "--runs-dir", str(base), "--name", "warm"]) == 0
     sweep_args = [a for a in TINY_RUN_ARGS if a not in ("--epochs", "1")]
     assert main([*sweep_args, "--size", "16", "--lr-find", "--runs-dir", str(base), "--name", "sweep"]) == 0
-    broke = runs.create_run(TrainConfig(), base, "broke")
+    broke = store.create_run(TrainConfig(), base, "broke")
     RunFolder(broke).finish("failed", "The data folder was gone.")
     return base
 
@@ -107,7 +107,7 @@ def test_a_run_is_named_and_tagged_on_the_page_and_the_table_filters_by_tag(runs
     app.multiselect(key="tags:warm").set_value(["baseline", "frozen-2"])
     next(b for b in app.button if b.label == "Save name and tags").click().run()
     assert not app.exception
-    assert runs.read_naming(runs_dir / "warm") == ("Pretrained, 2 frozen", ("baseline", "frozen-2"))
+    assert store.read_naming(runs_dir / "warm") == ("Pretrained, 2 frozen", ("baseline", "frozen-2"))
     assert (runs_dir / "warm" / "config.json").read_bytes() == config_bytes
     table = table_of(app, "runs_table").value.set_index("run")
     assert table.loc["warm", "name"] == "Pretrained, 2 frozen" and list(table.loc["warm", "tags"]) == \

@@ -1,4 +1,4 @@
-"""python -m core.serve: the real server on a free port, asked by urllib as another program would ask it."""
+"""python -m core.ship.serve: the real server on a free port, asked by urllib as another program would ask it."""
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 
 from core.errors import DataError
-from core.serve import MAX_BODY, allowed_hosts, main
+from core.ship.serve import MAX_BODY, allowed_hosts, main
 from tests.browser_support import free_port, wait_until_answers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,15 +26,16 @@ NOT_AN_IMAGE = "That file is not an image this app can read (JPEG, PNG, WebP, BM
 
 @contextlib.contextmanager
 def serving(source: Path, log: Path, *options: str) -> Iterator[str]:
-    """`python -m core.serve source` on a free port; yields its URL once /health answers."""
+    """`python -m core.ship.serve source` on a free port; yields its URL once /health answers."""
     port = free_port()
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "core.serve", str(source), "--port", str(port), *options],
+        process = subprocess.Popen([sys.executable, "-m", "core.ship.serve", str(source), "--port", str(port),
+                                    *options],
                                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         try:
-            wait_until_answers(f"{url}/health", process, "core.serve did not start")
+            wait_until_answers(f"{url}/health", process, "core.ship.serve did not start")
         except RuntimeError as error:
             raise RuntimeError(f"{error}:\n{log.read_text()}") from None
         yield url
@@ -69,8 +70,9 @@ def form(data: bytes, filename: str, field: str = "file") -> tuple[bytes, str]:
 
 
 def predict_json(run_dir: Path, images: list[Path], *options: str) -> list[dict]:
-    """What `python -m core.predict RUN_DIR IMAGES --json` prints, one dict per image."""
-    done = subprocess.run([sys.executable, "-m", "core.predict", str(run_dir), *map(str, images), "--json", *options],
+    """What `python -m core.ship.predict RUN_DIR IMAGES --json` prints, one dict per image."""
+    done = subprocess.run([sys.executable, "-m", "core.ship.predict", str(run_dir), *map(str, images), "--json",
+                           *options],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     return [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -104,7 +106,7 @@ def digit_pngs(tmp_path_factory) -> list[Path]:
     """Four digits images (a 0, 1, 2 and 3) as PNG files, as someone would have them on disk."""
     from PIL import Image
 
-    from core.builtin import load_builtin
+    from core.data.builtin import load_builtin
 
     digits = load_builtin("digits", 64)
     folder = tmp_path_factory.mktemp("pngs")
@@ -193,8 +195,8 @@ def test_allowed_hosts_are_this_machines_names_the_address_listened_on_and_those
 
 @pytest.fixture(scope="module")
 def export_zip(trained_run, tmp_path_factory) -> Path:
-    """The run's export zip, as the Runs page's button and python -m core.export make it (verified)."""
-    from core.export import export_run, zip_export
+    """The run's export zip, as the Runs page's button and python -m core.ship.export make it (verified)."""
+    from core.ship.export import export_run, zip_export
 
     export_run(trained_run)
     path = tmp_path_factory.mktemp("export") / "tiny.zip"

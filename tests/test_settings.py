@@ -1,4 +1,5 @@
-"""The dataset and settings kept beside the data (core.settings), zips imported before, and the pages that use them."""
+"""The dataset and settings kept beside the data (core.runs.settings), zips imported before, and the pages that use
+them."""
 import io
 import json
 import time
@@ -8,9 +9,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.archive import UNPACKED_RECORD, unpack, unpacked_datasets
-from core.settings import load_settings, save_settings, settings_path
-from core.sources import source_label
+from core.data.archive import UNPACKED_RECORD, unpack, unpacked_datasets
+from core.data.sources import source_label
+from core.runs.settings import load_settings, save_settings, settings_path
 from tests.conftest import ROOT
 
 TIMEOUT = 120
@@ -152,11 +153,11 @@ def test_the_augmentation_button_says_what_it_costs_and_the_train_page_repeats_i
 
 
 def test_the_lr_finder_marks_the_suggestion_to_pick_and_says_why(data_dir, tmp_path):
-    from core import runs
     from core.config import TrainConfig
-    from core.runfolder import RunFolder
+    from core.runs import store
+    from core.runs.folder import RunFolder
 
-    folder = RunFolder(runs.create_run(TrainConfig(), tmp_path / "runs", "sweep", task="lr_find"))
+    folder = RunFolder(store.create_run(TrainConfig(), tmp_path / "runs", "sweep", task="lr_find"))
     lrs = [10 ** (-6 + i / 10) for i in range(50)]
     folder.write_lr_find(lrs, [2.3 - 0.02 * i for i in range(50)], {"valley": 1e-4, "steep": 1e-2})
     folder.finish("completed", "Suggested learning rate 1.0e-04 (valley); steepest 1.0e-02.")

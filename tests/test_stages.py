@@ -3,8 +3,8 @@ stages; a body without answers None."""
 import pytest
 import torch
 
-from core.models import build_classifier
-from core.stages import split, stages_of
+from core.net.backbones import build_classifier
+from core.net.stages import split, stages_of
 
 
 @pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet18", "timm:resnet10t", "timm:efficientnet_b0",
@@ -38,7 +38,7 @@ def test_a_body_without_stages_answers_none_and_refuses_a_cut():
 
 
 def test_the_cut_comes_from_the_machine_and_the_data(monkeypatch):
-    from core import stages
+    from core.net import stages
 
     body = build_classifier("efficientnet_lite0", 3, pretrained=False, size=64).body
     cpu = torch.device("cpu")
@@ -51,7 +51,7 @@ def test_the_cut_comes_from_the_machine_and_the_data(monkeypatch):
 
 
 def test_the_cut_is_the_one_whose_late_share_is_nearest_the_target_among_those_whose_cache_fits():
-    from core.stages import LATE_SHARE, StageTimes
+    from core.net.stages import LATE_SHARE, StageTimes
 
     # four modules of 0.4, 0.34, 0.1 and 0.16 s: the late part from cut 1 is 60%, from 2 26%, from 3 16%
     times = StageTimes(cuts=[1, 2, 3], seconds=[0.4, 0.34, 0.1, 0.16], shapes=[(3, 8, 8), (8, 4, 4), (16, 2, 2),
@@ -69,14 +69,15 @@ def test_the_cut_is_the_one_whose_late_share_is_nearest_the_target_among_those_w
 
 
 def test_a_run_trains_its_late_stages_on_cached_early_outputs_and_keeps_where_it_cut(tmp_path, monkeypatch):
-    from core import runs, stages
     from core.config import TrainConfig
-    from core.run import run_training
-    from core.runfolder import RunFolder
+    from core.net import stages
+    from core.runs import store
+    from core.runs.folder import RunFolder
+    from core.train.run import run_training
 
     monkeypatch.setattr(stages, "ALL_BUDGET_S", 0.0)  # as on a slow machine or a big dataset
     config = TrainConfig(size=32, freeze_epochs=2, epochs=2)
-    run_dir = runs.create_run(config, tmp_path, "late")
+    run_dir = store.create_run(config, tmp_path, "late")
     assert run_training(run_dir) == "completed"
     folder = RunFolder(run_dir)
     rows = folder.read_metrics().epochs
@@ -96,16 +97,17 @@ def test_a_vit_run_trains_its_late_blocks_on_cached_tokens(tmp_path, monkeypatch
     """timm's ViT from a weights file (random weights: no network here), cut between transformer blocks."""
     import numpy as np
 
-    from core import runs, stages
     from core.config import TrainConfig
-    from core.run import run_training
-    from core.runfolder import RunFolder
+    from core.net import stages
+    from core.runs import store
+    from core.runs.folder import RunFolder
+    from core.train.run import run_training
     from tests.test_zoo import weights_file
 
     monkeypatch.setattr(stages, "ALL_BUDGET_S", 0.0)
     config = TrainConfig(arch="timm:vit_tiny_patch16_224", weights=weights_file(tmp_path, "vit_tiny_patch16_224"),
                          size=32, bs=64, freeze_epochs=1, epochs=2, lr=1e-2)
-    run_dir = runs.create_run(config, tmp_path / "runs", "vit")
+    run_dir = store.create_run(config, tmp_path / "runs", "vit")
     assert run_training(run_dir) == "completed", RunFolder(run_dir).status()
     folder = RunFolder(run_dir)
     rows = folder.read_metrics().epochs

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core.runfolder import RunFolder
-from core.tracking import EPOCH_METRICS
-from core.train import main
+from core.runs.folder import RunFolder
+from core.train.__main__ import main
+from core.train.tracking import EPOCH_METRICS
 from tests.conftest import ROOT, TINY_RUN_ARGS
 
 # Two epochs, so that a metric history is a history; 16 px keeps each epoch to a few seconds.
@@ -74,7 +74,7 @@ def test_a_run_without_tracking_writes_neither_folder_nor_imports_either_library
     assert RunFolder(trained_run).config().track == ""
     assert not (trained_run / "tensorboard").exists()
     assert not (trained_run.parent.parent / "mlruns").exists()
-    code = ("import sys, core.run, core.tracking, core.train; "
+    code = ("import sys, core.train.run, core.train.tracking, core.train; "
             "sys.exit(bool({'mlflow', 'tensorboard', 'torch.utils.tensorboard'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
 

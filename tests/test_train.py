@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from core.callbacks import Callback
 from core.config import TrainConfig
-from core.data import Split
-from core.loop import Learner, fit_one_cycle
-from core.models import Classifier, build_classifier, freeze_body, unfreeze
-from core.recipe import even_mults, fine_tune
+from core.data.load import Split
+from core.net.backbones import Classifier, build_classifier, freeze_body, unfreeze
+from core.train.callbacks import Callback
+from core.train.loop import Learner, fit_one_cycle
+from core.train.recipe import even_mults, fine_tune
 
 
 def tiny_split(n=32, size=8, n_classes=2) -> Split:
@@ -101,7 +101,7 @@ def test_fine_tune_counts_epochs_like_fastai_with_discriminative_rates():
 
 
 def test_resnet_without_a_network_says_what_to_do(tmp_path, monkeypatch):
-    from core.models import WeightsUnavailable
+    from core.net.arch import WeightsUnavailable
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty weights cache
     try:
@@ -113,7 +113,7 @@ def test_resnet_without_a_network_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_early_stopping_waits_patience_epochs_without_improvement():
-    from core.callbacks import EarlyStop, EarlyStopping
+    from core.train.callbacks import EarlyStop, EarlyStopping
 
     callback = EarlyStopping(patience=2)
     for epoch, loss in enumerate([1.0, 0.8, 0.9], start=1):
@@ -123,7 +123,7 @@ def test_early_stopping_waits_patience_epochs_without_improvement():
 
 
 def test_lr_suggestions_are_pure_functions_of_the_curve():
-    from core.lr_find import suggest_steep, suggest_valley
+    from core.train.lr_find import suggest_steep, suggest_valley
 
     lrs = np.logspace(-6, 0, 61)
     # flat, then a long smooth fall from 1e-5 to 1e-2, then an explosion
@@ -137,7 +137,7 @@ def test_lr_suggestions_are_pure_functions_of_the_curve():
 
 
 def test_the_lr_sweep_grows_exponentially_stops_on_explosion_and_restores_the_weights():
-    from core.lr_find import sweep
+    from core.train.lr_find import sweep
 
     classifier = build_classifier("resnet18", 2, pretrained=False, size=16)
     before = {k: v.clone() for k, v in classifier.model.state_dict().items()}
@@ -151,7 +151,7 @@ def test_the_lr_sweep_grows_exponentially_stops_on_explosion_and_restores_the_we
 
 
 def test_the_lesson_one_preset_and_explicit_unfrozen_rates():
-    from core.train import config_from_args, parse_args
+    from core.train.__main__ import config_from_args, parse_args
 
     config = config_from_args(parse_args(["--preset", "lesson1", "--epochs", "3"]))
     assert (config.data, config.arch, config.size, config.bs, config.freeze_epochs) == \
@@ -166,7 +166,7 @@ def test_the_lesson_one_preset_and_explicit_unfrozen_rates():
 
 
 def test_running_out_of_gpu_memory_says_which_batch_size_to_try():
-    from core.loop import OutOfMemory
+    from core.train.loop import OutOfMemory
 
     class Greedy(nn.Module):
         def forward(self, x):
@@ -179,13 +179,14 @@ def test_running_out_of_gpu_memory_says_which_batch_size_to_try():
 
 
 def bn_statistics(model: nn.Module) -> list[torch.Tensor]:
-    return [t.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for t in (m.running_mean, m.running_var)]
+    return [t.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+            for t in (m.running_mean, m.running_var)]
 
 
 def test_the_frozen_phase_trains_the_head_on_features_computed_once():
-    from core.loop import evaluate
-    from core.recipe import body_features, caches_features
     from core.distributed import World
+    from core.train.loop import evaluate
+    from core.train.recipe import body_features, caches_features
 
     classifier = build_classifier("efficientnet_lite0", 2, pretrained=True, size=32)
     split = tiny_split(32, 32)
@@ -212,8 +213,8 @@ def test_the_frozen_phase_trains_the_head_on_features_computed_once():
 
 
 def test_features_are_not_cached_when_each_epoch_would_see_other_images_or_statistics():
-    from core.recipe import caches_features
     from core.distributed import World
+    from core.train.recipe import caches_features
 
     base = TrainConfig()
     assert caches_features(base, World())
@@ -255,8 +256,8 @@ def test_channels_last_everywhere_on_a_cpu_and_on_a_gpu_only_without_depthwise_c
 
 
 def test_the_frozen_phase_ends_with_the_head_of_its_epoch_of_lowest_validation_loss():
-    from core.builtin import load_builtin
-    from core.loop import evaluate
+    from core.data.builtin import load_builtin
+    from core.train.loop import evaluate
 
     split = Split.from_dataset(load_builtin("digits", 16), 0.2, 0)
     classifier = build_classifier("efficientnet_lite0", 10, pretrained=True, size=16)

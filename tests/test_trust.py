@@ -1,4 +1,4 @@
-"""Calibration, "none of these" and test-time augmentation (core.trust), and `python -m core.predict`."""
+"""Calibration, "none of these" and test-time augmentation (core.inspect.trust), and `python -m core.ship.predict`."""
 from __future__ import annotations
 
 import io
@@ -10,14 +10,24 @@ import pytest
 import torch
 from PIL import Image
 
-from core.augment import Augment
-from core.batches import normalize
-from core.checkpoint import load_model
-from core.interpret import load_predictions
-from core.predict import Predictor, main as predict_main
-from core.runfolder import RunFolder
-from core.trust import (FLAG_RATE, Trust, TrustedModel, calibrated, expected_calibration_error, fit_temperature,
-                        knn_scores, reliability, tta_probs)
+from core.data.augment import Augment
+from core.data.batches import normalize
+from core.inspect.interpret import load_predictions
+from core.inspect.trust import (
+    FLAG_RATE,
+    Trust,
+    TrustedModel,
+    calibrated,
+    expected_calibration_error,
+    fit_temperature,
+    knn_scores,
+    reliability,
+    tta_probs,
+)
+from core.runs.checkpoint import load_model
+from core.runs.folder import RunFolder
+from core.ship.predict import Predictor
+from core.ship.predict import main as predict_main
 
 
 def test_temperature_scaling_recovers_how_overconfident_the_logits_were():
@@ -87,7 +97,7 @@ def png(array: np.ndarray) -> bytes:
 
 
 def test_predict_prints_one_json_object_per_image_and_a_sentence_for_a_bad_file(trained_run, tmp_path, capsys):
-    from core.builtin import load_builtin
+    from core.data.builtin import load_builtin
 
     digits = load_builtin("digits", 32)
     folder = tmp_path / "images"

@@ -2,20 +2,21 @@
 as maps (a ViT's tokens on their grid), layer groups, a real run on the digits, Grad-CAM and the Layers page's
 layer list. timm's weights come from the Hugging Face hub, which these machines cannot reach: the tests save
 random weights to files, as the README says a machine without a network does."""
+import pytest
 import timm
 import torch
 from safetensors.torch import save_file
 
-import pytest
-
-from core import runs, zoo
-from core.attribution import attribute
-from core.checkpoint import load_model
 from core.config import TrainConfig
-from core.data import load_source
-from core.models import WeightsUnavailable, build_classifier, feature_layers
-from core.run import run_training
-from core.runfolder import RunFolder
+from core.data.load import load_source
+from core.inspect.attribution import attribute
+from core.net import zoo
+from core.net.arch import WeightsUnavailable
+from core.net.backbones import build_classifier, feature_layers
+from core.runs import store
+from core.runs.checkpoint import load_model
+from core.runs.folder import RunFolder
+from core.train.run import run_training
 
 CNN, VIT = "mobilenetv3_small_050", "vit_tiny_patch16_224"
 
@@ -56,7 +57,7 @@ def test_a_vit_is_built_for_the_image_size_and_its_tokens_lie_on_their_grid(tmp_
 
 
 def test_a_timm_backbone_sees_images_normalized_as_its_weights_were_trained(tmp_path):
-    from core.batches import normalize
+    from core.data.batches import normalize
 
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     vit = build_classifier(f"timm:{VIT}", 3, pretrained=True, size=32, weights=weights_file(tmp_path, VIT)).body
@@ -98,7 +99,7 @@ def test_unknown_timm_names_and_missing_weights_files_are_config_problems(tmp_pa
 def test_a_timm_run_trains_on_the_digits_from_a_weights_file_and_its_model_explains_itself(tmp_path):
     config = TrainConfig(arch=f"timm:{CNN}", weights=weights_file(tmp_path, CNN), size=32, bs=64, epochs=2,
                          freeze_epochs=1, lr=1e-2)
-    run_dir = runs.create_run(config, tmp_path / "runs", "timm")
+    run_dir = store.create_run(config, tmp_path / "runs", "timm")
     assert run_training(run_dir) == "completed", RunFolder(run_dir).status()
     assert "--weights" in RunFolder(run_dir).command and "timm:" in RunFolder(run_dir).command
     best = max(row["accuracy"] for row in RunFolder(run_dir).read_metrics().epochs)
@@ -110,7 +111,7 @@ def test_a_timm_run_trains_on_the_digits_from_a_weights_file_and_its_model_expla
 
 
 def test_the_layers_page_reads_a_vit_block_as_maps_and_its_attention_per_head(tmp_path):
-    from core.visualize import activations, attention_maps, channel_maxima
+    from core.inspect.visualize import activations, attention_maps, channel_maxima
 
     model = build_classifier(f"timm:{VIT}", 3, pretrained=True, size=64, weights=weights_file(tmp_path, VIT)).model
     model.eval()
@@ -145,7 +146,7 @@ def test_the_train_page_lists_timm_backbones_asks_for_a_weights_file_and_says_ho
 
 
 def test_grad_cam_reads_a_vit_through_its_token_grid_and_says_when_the_grid_is_too_coarse(tmp_path):
-    from core.attribution import AttributionUnavailable
+    from core.inspect.attribution import AttributionUnavailable
 
     path = weights_file(tmp_path, VIT)
     images = load_source("builtin:digits", 128).images[:2]
@@ -162,7 +163,7 @@ def test_the_layers_page_shows_a_vit_run_s_attention_head_by_head(tmp_path, monk
 
     monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path / "runs"))
     config = TrainConfig(arch=f"timm:{VIT}", weights=weights_file(tmp_path, VIT), size=32, epochs=1, freeze_epochs=0)
-    assert run_training(runs.create_run(config, tmp_path / "runs", "vit")) == "completed"
+    assert run_training(store.create_run(config, tmp_path / "runs", "vit")) == "completed"
     app = open_page("pages/layers.py", run_id="vit")
     by_label(app.radio, "View").set_value("Activations").run()
     assert not app.exception, [e.value for e in app.exception]

@@ -1,0 +1,1 @@
+"""Datasets: sources, archives, layouts, health reports, decoded images, batches, augmentation, edits."""

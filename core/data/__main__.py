@@ -1,0 +1,135 @@
+"""`python -m core.data`: check a dataset, find its label errors, mend it, export it.
+
+    python -m core.data inspect PATH_OR_ZIP [--json] [--label-regex REGEX]   # exit 0: trainable, 2: why not
+    python -m core.data suspects PATH [--json] [--top N]    # images whose label is probably wrong; near-duplicates
+    python -m core.data edit PATH EDITS.json                 # [{"file": ..., "label": NEW_LABEL or null}, ...]
+    python -m core.data undo PATH                            # take back the last batch of edits
+    python -m core.data export PATH OUT.zip                  # the mended dataset as a new zip
+Every refusal is one sentence and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.data.builtin import builtin_report
+from core.data.load import inspect_source
+from core.errors import DataError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.data", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("inspect", "check a dataset before training"),
+                       ("suspects", "rank the images whose label is probably wrong; list near-duplicates"),
+                       ("edit", "record relabel/remove edits from a JSON file"), ("undo", "take back the last edits"),
+                       ("export", "write the mended dataset as a new zip")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("source", help="a folder, a .zip, or builtin:NAME")
+        command.add_argument("--label-regex", default=None, help="labels from file names: a regex with one group")
+        if name in ("inspect", "suspects"):
+            command.add_argument("--json", action="store_true", help="print JSON")
+        if name == "suspects":
+            command.add_argument("--top", type=int, default=None, help="list the N most suspicious images, "
+                                 "instead of those confident learning flags")
+        if name in ("edit", "export"):
+            command.add_argument("file", type=Path, help="EDITS.json" if name == "edit" else "OUT.zip (must not exist)")
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, OSError) as error:
+        message = str(error) if isinstance(error, DataError) else \
+            f"{error.filename or 'A file'} could not be used ({(error.strerror or str(error)).lower()})."
+        print(json.dumps({"ok": False, "verdict": message}) if getattr(args, "json", False) else message)
+        return 2
+
+
+def inspect(args: argparse.Namespace) -> int:
+    """The health report; exit 0 if trainable, else 2."""
+    if args.source.startswith("builtin:"):
+        report = builtin_report(args.source)
+    else:
+        report = inspect_source(args.source, args.label_regex)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+    else:
+        print(f"{report.source}: {report.layout}, in {report.root}")
+        width = max(len(name) for name in report.class_counts) if report.class_counts else 0
+        for name, count in report.class_counts.items():
+            flag = "  (few: imbalanced)" if name in report.imbalanced else ""
+            print(f"  {name:<{width}}  {count:>6}{flag}")
+        if report.sizes.get("width"):
+            w, h = report.sizes["width"], report.sizes["height"]
+            print(f"image sizes: width {w['min']}–{w['max']} (median {w['median']}), "
+                  f"height {h['min']}–{h['max']} (median {h['median']})")
+        for file, reason in report.skipped:
+            print(f"skipped {file}: {reason}")
+        for group in report.duplicates:
+            print(f"identical files: {', '.join(group)}")
+        for group in report.conflicts:
+            print(f"the same image under different labels: {', '.join(group)}")
+        if report.too_small:
+            print(f"too few images to split: {', '.join(report.too_small)}")
+        print(report.verdict())
+        for suggestion in report.suggestions:
+            print(suggestion)
+    return 0 if report.ok else 2
+
+
+def suspects(args: argparse.Namespace) -> int:
+    from core.fix.mend import review, review_json
+
+    data, result = review(args.source, args.label_regex)
+    found = review_json(data, result, args.top)
+    if args.json:
+        print(json.dumps(found, indent=1, ensure_ascii=False))
+        return 0
+    print(f"{len(found['suspects'])} image(s) whose label the neighbours contradict (features: "
+          f"{', '.join(found['layers'])}):")
+    for row in found["suspects"]:
+        print(f"  {row['score']:.2f}  {row['file']}: labelled {row['label']}, looks like {row['suggested']}")
+    for pair in found["near_duplicates"]:
+        why = "across train/validation" if pair["crosses_split"] else "with different labels"
+        print(f"near-duplicates {why} ({pair['similarity']:.3f}): {' and '.join(pair['files'])}")
+    return 0
+
+
+def edit(args: argparse.Namespace) -> int:
+    from core.fix.mend import record_edits
+
+    try:
+        edits = json.loads(args.file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise DataError(f"{args.file} is not a JSON list of edits.") from None
+    batch = record_edits(args.source, edits, "cli", args.label_regex)
+    print(f"Recorded {len(edits)} edit(s) as batch {batch}; the images themselves are unchanged. "
+          f"Undo with: python -m core.data undo {args.source}")
+    return 0
+
+
+def undo(args: argparse.Namespace) -> int:
+    from core.data.load import edit_log_for
+
+    taken = edit_log_for(args.source).undo()
+    print(f"Took back batch {taken['batch']} ({len(taken.get('edits', []))} edit(s))." if taken else
+          "There are no edits to take back.")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from core.fix.mend import mended_zip, write_zip
+
+    if args.file.exists():
+        raise DataError(f"{args.file} exists already; choose a new file name (nothing is ever overwritten).")
+    write_zip(mended_zip(args.source, args.label_regex), args.file)
+    print(args.file)
+    return 0
+
+
+COMMANDS = {"inspect": inspect, "suspects": suspects, "edit": edit, "undo": undo, "export": export}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

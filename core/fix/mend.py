@@ -1,0 +1,106 @@
+"""The data loop on a dataset source: review its labels, record fixes, take them back, export the mended set.
+
+    python -m core.data suspects PATH [--json] [--top N]   # images whose label is probably wrong; near-duplicates
+    python -m core.data edit PATH EDITS.json                # [{"file": ..., "label": NEW_LABEL or null}, ...]
+    python -m core.data undo PATH                           # take back the last batch of edits
+    python -m core.data export PATH OUT.zip                 # the mended dataset as a new zip
+Fixes go to the dataset's edit log (core.data.edits); the images themselves are never touched.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from core.config import TrainConfig
+from core.data.edits import relative_file
+from core.data.images import LabeledImages
+from core.data.load import edit_log_for, inspect_source, load_source, split_indices
+from core.errors import DataError
+from core.fix.suspects import LabelReview, near_duplicates, review_labels
+
+REVIEW_SIZE = 64  # the image size features are computed at: seconds on a CPU, and what bench/label_noise measures
+
+
+def valid_mask(data: LabeledImages, valid_pct: float = TrainConfig.valid_pct, seed: int = TrainConfig.seed):
+    """Which images a run with these settings (the defaults: the Train page's) validates on."""
+    import torch
+
+    mask = torch.zeros(len(data), dtype=torch.bool)
+    mask[split_indices(data, valid_pct, seed)[1]] = True
+    return mask
+
+
+def review(source: str, label_regex: str | None = None, size: int = REVIEW_SIZE) -> tuple[LabeledImages, LabelReview]:
+    """The dataset as its edits leave it, and the review of its labels."""
+    data = load_source(source, size, label_regex=label_regex)
+    return data, review_labels(data, size=size)
+
+
+def review_json(data: LabeledImages, result: LabelReview, top: int | None = None) -> dict:
+    """The suspects (the flagged ones, or the `top` most suspicious) and the near-duplicates, by file name."""
+    names, classes = data.item_names, data.class_names
+    if top is None:
+        rows = [(s.index, s.label, s.suggested, s.score) for s in result.suspects]
+    else:
+        rows = [(int(i), classes[int(data.labels[i])], classes[int(result.probs[i].argmax())],
+                 float(1 - result.probs[i, int(data.labels[i])])) for i in result.ranking[:top]]
+    duplicates = near_duplicates(result.features, data.labels, valid_mask(data))
+    return {"suspects": [{"file": names[i], "label": label, "suggested": suggested, "score": round(score, 4)}
+                         for i, label, suggested, score in rows],
+            "near_duplicates": [{"files": [names[d.first], names[d.second]], "similarity": d.similarity,
+                                 "labels": [classes[int(data.labels[d.first])], classes[int(data.labels[d.second])]],
+                                 "crosses_split": d.crosses_split, "labels_differ": d.labels_differ}
+                                for d in duplicates if d.crosses_split or d.labels_differ],
+            "layers": list(result.layers)}
+
+
+def record_edits(source: str, edits: list[dict], view: str, label_regex: str | None = None) -> int:
+    """Check that every edited file is in the dataset, then record the edits as one batch; returns its number."""
+    known = set(_item_names(source, label_regex))
+    unknown = [edit.get("file") for edit in edits if isinstance(edit, dict) and edit.get("file") not in known]
+    if unknown:
+        raise DataError(f"{len(unknown)} edited file(s) are not in this dataset, for example '{unknown[0]}'. "
+                        "Give paths relative to the dataset folder, as `suspects` prints them.")
+    return edit_log_for(source).append(edits, view)
+
+
+def _item_names(source: str, label_regex: str | None) -> list[str]:
+    """Every image the dataset has before its edits remove any (a removed image can be relabelled back)."""
+    if source.startswith("builtin:"):
+        from core.data.builtin import load_builtin
+
+        return list(load_builtin(source[8:], 8).item_names)
+    report = inspect_source(source, label_regex)
+    return [*(relative_file(item.path, report.folder) for item in report.accepted), *report.removed]
+
+
+def mended_zip(source: str, label_regex: str | None = None, size: int = 64) -> bytes:
+    """The dataset as its edits leave it, as a zip of class folders (train/ and valid/ when it has its own
+    split). Folder datasets keep their original files; built-in ones are written as PNGs at `size`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        if source.startswith("builtin:"):
+            _write_pngs(archive, load_source(source, size))
+        else:
+            report = inspect_source(source, label_regex)
+            for item in report.accepted:
+                part = "" if item.valid is None else ("valid/" if item.valid else "train/")
+                relative = relative_file(item.path, report.folder)
+                archive.write(item.path, f"{part}{item.label}/{relative}")
+    return buffer.getvalue()
+
+
+def _write_pngs(archive: zipfile.ZipFile, data: LabeledImages) -> None:
+    from PIL import Image
+
+    for image, label, name in zip(data.images, data.labels.tolist(), data.item_names):
+        png = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(png, format="PNG")
+        archive.writestr(f"{data.class_names[label]}/{name.replace('#', '').replace(' ', '_')}.png", png.getvalue())
+
+
+def write_zip(data: bytes, target: Path) -> None:
+    """Write a new zip; an existing file is never overwritten."""
+    with open(target, "xb") as f:
+        f.write(data)

@@ -1,0 +1,1 @@
+"""Looking inside: interpretation, visualization, captum attributions, calibration and trust."""

@@ -1,0 +1,1 @@
+"""The network: backbones (one registry: torchvision, EfficientNet-Lite0, timm), heads, and stages to cut at."""

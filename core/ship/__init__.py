@@ -1,0 +1,1 @@
+"""Using a model outside training: prediction, verified export, and serving over HTTP."""
