@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from bench.common import first_images
 from core.config import FASTAI_AUGMENT, TrainConfig
 from core.data.load import Split, load_source
 from core.device import pick_device
@@ -43,7 +44,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=TrainConfig.size)
     parser.add_argument("--freeze-epochs", type=int, default=TrainConfig.freeze_epochs)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true", help="16 px, one epoch, once: checks that it runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="200 digits at 16 px, one epoch, once: checks that it runs")
     args = parser.parse_args()
     if args.smoke:
         args.size, args.freeze_epochs, args.repeats = 16, 1, 1
@@ -51,6 +53,8 @@ def main() -> None:
     data = load_source("builtin:digits", args.size)
     base = TrainConfig(size=args.size, freeze_epochs=args.freeze_epochs, epochs=0)
     split = Split.from_dataset(data, base.valid_pct, base.seed).placed(device)
+    if args.smoke:
+        split = first_images(split, 160, 40)
     ratios = []
     print(f"digits at {args.size} px, {args.freeze_epochs} frozen epochs, {device}, {torch.get_num_threads()} threads")
     for repeat in range(args.repeats):

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.common import python, run_timed
+from bench.common import digits_folder, python, run_timed
 
 
 def make(out: Path, source: Path, count: int) -> None:
@@ -39,19 +39,6 @@ def make(out: Path, source: Path, count: int) -> None:
     print(f"{len(files) + extra} images under {out}")
 
 
-def smoke_folder(out: Path) -> Path:
-    """200 digits as PNGs in class folders."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    for i in range(200):
-        folder = out / str(digits.target[i])
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((digits.images[i] * 15.9).astype("uint8"), mode="L").save(folder / f"{i}.png")
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="?", type=Path)
@@ -60,13 +47,13 @@ def main() -> None:
     parser.add_argument("--make", type=Path, help="write a folder of --count images made from --from")
     parser.add_argument("--from", dest="source", type=Path)
     parser.add_argument("--count", type=int, default=100_000)
-    parser.add_argument("--smoke", action="store_true", help="200 digits at 32 px, to check the benchmark runs")
+    parser.add_argument("--smoke", action="store_true", help="200 digits at 16 px, to check the benchmark runs")
     args = parser.parse_args()
     if args.make:
         return make(args.make, args.source, args.count)
     with tempfile.TemporaryDirectory() as scratch:
-        data = smoke_folder(Path(scratch) / "digits") if args.smoke else args.data
-        size = 32 if args.smoke else args.size
+        data = digits_folder(Path(scratch) / "digits") if args.smoke else args.data
+        size = 16 if args.smoke else args.size
         flags = ["--data", str(data), "--size", str(size), "--freeze-epochs", "1", "--epochs", "1"]
         results = {}
         for where, limit_mb in (("file", "0"), *(() if args.file_only else (("memory", "1000000"),))):

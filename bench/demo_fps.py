@@ -20,7 +20,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
-from bench.common import ROOT
+from bench.common import ROOT, digits_folder
 from pages._demo import FPS_LOG_ENV
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
@@ -28,10 +28,10 @@ WINDOW_S = 5.0
 CAMERA_FPS = 30
 
 
-def train_lite0(runs_dir: Path) -> Path:
-    """A finished EfficientNet-Lite0 run at 64 px: one frozen epoch on the digits is enough to time the demo."""
-    subprocess.run([sys.executable, "-m", "core.train", "--data", "builtin:digits", "--arch", "efficientnet_lite0",
-                    "--size", "64", "--freeze-epochs", "1", "--epochs", "0", "--runs-dir", str(runs_dir),
+def train_lite0(runs_dir: Path, size: int = 64, data: str = "builtin:digits") -> Path:
+    """A finished EfficientNet-Lite0 run at `size` px: one frozen epoch on the digits is enough to time the demo."""
+    subprocess.run([sys.executable, "-m", "core.train", "--data", data, "--arch", "efficientnet_lite0",
+                    "--size", str(size), "--freeze-epochs", "1", "--epochs", "0", "--runs-dir", str(runs_dir),
                     "--name", "demo"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, "TQDM_DISABLE": "1"})
     return runs_dir / "demo"
@@ -65,11 +65,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--run-dir", type=Path, help="a finished run to use instead of training one")
-    parser.add_argument("--smoke", action="store_true", help="a few seconds, to see that it runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run on 200 digits at 16 px and two 1-second windows, to see that it runs")
     args = parser.parse_args()
-    seconds = 2 * WINDOW_S if args.smoke else args.seconds
+    window, size = (1.0, 16) if args.smoke else (WINDOW_S, 64)
+    seconds = 2 * window if args.smoke else args.seconds
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as scratch:
-        run_dir = args.run_dir.resolve() if args.run_dir else train_lite0(Path(scratch) / "runs")
+        data = str(digits_folder(Path(scratch) / "digits")) if args.smoke else "builtin:digits"
+        run_dir = args.run_dir.resolve() if args.run_dir else train_lite0(Path(scratch) / "runs", size, data)
         log = Path(scratch) / "frames.log"
         os.environ[FPS_LOG_ENV] = str(log)  # streamlit_server passes the environment on
         with streamlit_server(run_dir.parent) as url:
@@ -77,9 +80,9 @@ def main() -> None:
         times = [float(line) for line in log.read_text().split()] if log.exists() else []
     if len(times) < 2:
         raise SystemExit("The demo classified no frames.")
-    rates = window_rates(times, times[0] + WINDOW_S)
+    rates = window_rates(times, times[0] + window, window)
     load = os.getloadavg()[0]
-    print(f"frames classified: {len(times)} in {times[-1] - times[0]:.1f} s; per {WINDOW_S:.0f} s window: "
+    print(f"frames classified: {len(times)} in {times[-1] - times[0]:.1f} s; per {window:.0f} s window: "
           f"{', '.join(f'{r:.1f}' for r in rates)}; load average {load:.1f} on {os.cpu_count()} cores")
     print(f"demo frames per second: median {statistics.median(rates) if rates else 0:.1f} "
           f"(camera {CAMERA_FPS})")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.common import peak_rss_mb, print_medians
+from bench.common import first_images, peak_rss_mb, print_medians
 from core.config import TrainConfig
 from core.data.batches import normalize
 from core.data.load import Split, load_source
@@ -90,14 +90,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--smoke", action="store_true", help="one tiny repeat, to check the benchmark runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one repeat of one epoch of two batches at 16 px, to check the benchmark runs")
     args = parser.parse_args()
     if args.smoke:
-        args.repeats, args.epochs, args.size = 1, 1, 32
+        args.repeats, args.epochs, args.size = 1, 1, 16
     device = pick_device()
     config = TrainConfig(size=args.size, bs=64, lr=1e-3)  # a rate at which training every layer learns
     data = load_source(config.data, config.size)
     split = Split.from_dataset(data, config.valid_pct, config.seed)
+    if args.smoke:
+        split = first_images(split, 2 * config.bs, config.bs)
     initial = build_classifier(config.arch, 10, pretrained=True, size=config.size).model
     speeds: dict[str, list[float]] = {"bare": [], "engine": [], "bare, default layout": [],
                                       "bare, validation batch 128": []}

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from pathlib import Path
 
-from bench.common import python, run_timed
+from bench.common import digits_folder, python, run_timed
 from core.config import TrainConfig
 
 TARGET_ACCURACY, BUDGET_S = 0.95, 30.0
@@ -21,12 +22,16 @@ TARGET_ACCURACY, BUDGET_S = 0.95, 30.0
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--smoke", action="store_true", help="tiny settings, to check the benchmark runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="200 digits at 16 px, one frozen epoch, to check the benchmark runs")
     args = parser.parse_args()
     defaults = TrainConfig()
     assert defaults.data == "builtin:digits" and defaults.arch == "efficientnet_lite0" and defaults.pretrained
-    extra = ["--size", "32", "--epochs", "0", "--freeze-epochs", "1"] if args.smoke else []
     with tempfile.TemporaryDirectory() as runs_dir:
+        extra = []  # given after the defaults' flags, these replace them
+        if args.smoke:
+            extra = ["--data", str(digits_folder(Path(runs_dir) / "digits")), "--size", "16", "--epochs", "0",
+                     "--freeze-epochs", "1"]
         command = [python(), "-m", "core.train", *defaults.cli_args(), *extra, "--runs-dir", runs_dir]
         timed = run_timed(command)
     print(f"command: python -m core.train {' '.join(defaults.cli_args() + extra)}")

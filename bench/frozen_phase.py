@@ -12,7 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench.common import python, run_timed
+from bench.common import digits_folder, python, run_timed
 from core.runs.folder import RunFolder
 
 
@@ -20,12 +20,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data", nargs="?", default="builtin:digits", help="a folder (bench/fashion.py makes one)")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--smoke", action="store_true", help="tiny settings, to check the benchmark runs")
+    parser.add_argument("--smoke", action="store_true", help="200 digits at 16 px, to check the benchmark runs")
     args = parser.parse_args()
-    flags = ["--data", args.data, "--size", "16" if args.smoke else str(args.size), "--epochs", "0"]
-    if args.smoke:
-        flags += ["--freeze-epochs", "3", "--lr", "1"]  # a rate far too high, so the last epoch is not the best
     with tempfile.TemporaryDirectory() as runs_dir:
+        data = str(digits_folder(Path(runs_dir) / "digits")) if args.smoke else args.data
+        flags = ["--data", data, "--size", "16" if args.smoke else str(args.size), "--epochs", "0"]
+        if args.smoke:
+            flags += ["--freeze-epochs", "3", "--lr", "10"]  # a rate far too high, so the last epoch is not the best
         timed = run_timed([python(), "-m", "core.train", *flags, "--runs-dir", runs_dir, "--name", "frozen"])
         rows = RunFolder(Path(runs_dir) / "frozen").read_metrics().epochs
     print(f"python -m core.train {' '.join(flags)}   (wall {timed.wall_s:.1f} s, peak RSS {timed.peak_rss_mb:.0f} MB)")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import print_medians
+from bench.common import first_images, print_medians
 from core.config import TrainConfig
 from core.data.batches import normalize
 from core.data.load import Split, load_source
@@ -101,12 +101,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--copies", type=int, default=3, help="the digits this many times over")
     parser.add_argument("--ways", default="real,streamed,synthetic,bare", help="which of the four to time")
-    parser.add_argument("--smoke", action="store_true", help="ResNet-18 at 32 px, one short repeat (any device)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="ResNet-18 at 16 px, two batches of 16, one short repeat (any device)")
     args = parser.parse_args()
     device = pick_device()
     config = TrainConfig(arch="resnet50", pretrained=False, size=224, bs=128)
     if args.smoke:
-        config = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64)
+        config = TrainConfig(arch="resnet18", pretrained=False, size=16, bs=16)
         args.epochs, args.repeats, args.copies = 1, 1, 1
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -114,6 +115,8 @@ def main() -> None:
     host = Split.from_dataset(data, 0.2, 0)
     host = Split(host.train_images.repeat(args.copies, 1, 1, 1), host.train_labels.repeat(args.copies),
                  host.valid_images, host.valid_labels, host.valid_ids)
+    if args.smoke:  # every way's steps on two training batches and one validation batch
+        host = first_images(host, 2 * config.bs, config.bs)
     placed = host.placed(device)
     if device.type == "cuda" and not placed.train_images.is_cuda:
         raise SystemExit("The images did not fit the GPU's memory share; lower --copies.")

@@ -27,20 +27,21 @@ METHODS = ("none", "weights", "sampler")
 # unfrozen epoch at 32 px (both phases train with the balance asked for).
 TRAIN_ARGS = ["--arch", "efficientnet_lite0", "--size", "32", "--bs", "32", "--freeze-epochs", "5"]
 SMOKE_ARGS = ["--arch", "efficientnet_lite0", "--size", "16", "--bs", "32", "--freeze-epochs", "1", "--epochs", "0"]
+SMOKE_IMAGES = 200  # --smoke: the first 200 digits, so each of the three runs decodes a few PNGs, not 1,400
 
 
-def write_imbalanced_digits(folder: Path, seed: int, keep: float = KEEP) -> dict[str, int]:
-    """The digits as 8x8 PNGs under folder/train/<class>/ and folder/valid/<class>/, classes 5-9 cut to `keep`
-    of their training images (seeded); returns the training count of each class."""
+def write_imbalanced_digits(folder: Path, seed: int, keep: float = KEEP, count: int | None = None) -> dict[str, int]:
+    """The digits (the first `count` when given) as 8x8 PNGs under folder/train/<class>/ and folder/valid/<class>/,
+    classes 5-9 cut to `keep` of their training images (seeded); returns the training count of each class."""
     from PIL import Image
 
     from core.data.builtin import load_builtin
     from core.data.load import stratified_split
 
     data = load_builtin("digits", 8)
-    train, valid = stratified_split(data.labels, 0.2, seed)
+    train, valid = stratified_split(data.labels[:count], 0.2, seed)
     rng = np.random.default_rng(seed)
-    labels = data.labels.numpy()
+    labels = data.labels[:count].numpy()
     kept = [i for i in train if labels[i] not in SMALL_CLASSES]
     for label in SMALL_CLASSES:
         mine = train[labels[train] == label]
@@ -71,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=1, help="unfrozen epochs after the frozen ones")
-    parser.add_argument("--smoke", action="store_true", help="one seed, one frozen epoch at 16 px")
+    parser.add_argument("--smoke", action="store_true", help="one seed, 200 digits, one frozen epoch at 16 px")
     args = parser.parse_args()
     train_args = SMOKE_ARGS if args.smoke else [*TRAIN_ARGS, "--epochs", str(args.epochs)]
     seeds = args.seeds[:1] if args.smoke else args.seeds
@@ -79,7 +80,7 @@ def main() -> None:
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as data_dir:
             folder = Path(tmp) / "digits"
-            counts = write_imbalanced_digits(folder, seed)
+            counts = write_imbalanced_digits(folder, seed, count=SMOKE_IMAGES if args.smoke else None)
             print(f"seed {seed}: training images per class {counts} (largest / smallest "
                   f"{max(counts.values()) / min(counts.values()):.1f})", flush=True)
             for method in METHODS:

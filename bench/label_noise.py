@@ -28,16 +28,21 @@ import numpy as np
 from bench.common import python, run_timed
 
 SHARE = 0.10
+ITERATIONS = 1000  # the most the baseline's logistic regression takes
+# --smoke: the first 200 digits (about 20 a class, enough for the baseline's 5 stratified folds) and 10 iterations;
+# all 1,797 at 1,000 iterations take half a minute
+SMOKE_IMAGES, SMOKE_ITERATIONS = 200, 10
 
 
-def write_digits(folder: Path, noise_seed: int | None, share: float = SHARE) -> set[str]:
-    """The digits as 8x8 PNGs in class folders, `share` of them under a wrong class; returns the moved files."""
+def write_digits(folder: Path, noise_seed: int | None, share: float = SHARE, count: int | None = None) -> set[str]:
+    """The digits (the first `count` when given) as 8x8 PNGs in class folders, `share` of them under a wrong class;
+    returns the moved files."""
     from PIL import Image
 
     from core.data.builtin import load_builtin
 
     data = load_builtin("digits", 8)
-    labels = data.labels.numpy().copy()
+    images, labels = data.images[:count], data.labels[:count].numpy().copy()
     moved = np.array([], dtype=int)
     if noise_seed is not None:
         rng = np.random.default_rng(noise_seed)
@@ -45,7 +50,7 @@ def write_digits(folder: Path, noise_seed: int | None, share: float = SHARE) -> 
         for i in moved:
             labels[i] = rng.choice([c for c in range(10) if c != labels[i]])
     files, moved_set = set(), set(moved.tolist())
-    for i, (image, label) in enumerate(zip(data.images, labels)):
+    for i, (image, label) in enumerate(zip(images, labels)):
         target = folder / str(label) / f"{i}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(target)
@@ -65,7 +70,7 @@ def ours(folder: Path) -> tuple[list[str], list[str], float]:
             [data.class_names[int(result.probs[i].argmax())] for i in result.ranking], seconds)
 
 
-def baseline(folder: Path) -> tuple[list[str], float]:
+def baseline(folder: Path, iterations: int = ITERATIONS) -> tuple[list[str], float]:
     """cleanlab on a 5-fold logistic regression of the last features: files most suspicious first, seconds."""
     import torch
     from cleanlab.rank import get_label_quality_scores
@@ -83,7 +88,7 @@ def baseline(folder: Path) -> tuple[list[str], float]:
     labels = data.labels.numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        probs = cross_val_predict(LogisticRegression(max_iter=1000), features, labels,
+        probs = cross_val_predict(LogisticRegression(max_iter=iterations), features, labels,
                                   cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba")
     order = np.argsort(get_label_quality_scores(labels, probs), kind="stable")
     return [data.item_names[i] for i in order], time.perf_counter() - started
@@ -108,7 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 5, 6, 7])
     parser.add_argument("--retrain", action="store_true", help="also retrain on the mended and the clean folder")
-    parser.add_argument("--smoke", action="store_true", help="one seed, no retraining")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one seed, 200 digits, a 10-iteration baseline, no retraining")
     args = parser.parse_args()
     if args.smoke:
         args.seeds, args.retrain = args.seeds[:1], False
@@ -117,9 +123,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as data_dir:
             os.environ["STUDIO_DATA_DIR"] = data_dir  # edit logs of this run only
             folder = Path(tmp) / "noisy"
-            moved = write_digits(folder, seed)
+            moved = write_digits(folder, seed, count=SMOKE_IMAGES if args.smoke else None)
             files, suggested, seconds = ours(folder)
-            base_files, base_seconds = baseline(folder)
+            base_files, base_seconds = baseline(folder, SMOKE_ITERATIONS if args.smoke else ITERATIONS)
             results["ours precision"].append(precision(files, moved))
             results["baseline precision"].append(precision(base_files, moved))
             results["ours s"].append(seconds)

@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from pathlib import Path
 
-from bench.common import python, run_timed
+from bench.common import digits_folder, python, run_timed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data", nargs="?", default="builtin:digits", help="a folder (bench/fashion.py makes one)")
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--smoke", action="store_true", help="tiny settings, to check the benchmark runs")
+    parser.add_argument("--smoke", action="store_true", help="200 digits at 16 px, to check the benchmark runs")
     args = parser.parse_args()
-    extra = ["--epochs", "1", "--freeze-epochs", "1", "--size", "32"] if args.smoke else ["--size", str(args.size)]
+    extra = ["--epochs", "1", "--freeze-epochs", "1", "--size", "16"] if args.smoke else ["--size", str(args.size)]
     results = {}
     with tempfile.TemporaryDirectory() as runs_dir:
+        data = str(digits_folder(Path(runs_dir) / "digits")) if args.smoke else args.data
         for unfreeze in ("all", "late"):
-            flags = ["--data", args.data, *extra, "--unfreeze", unfreeze]
+            flags = ["--data", data, *extra, "--unfreeze", unfreeze]
             results[unfreeze] = run_timed([python(), "-m", "core.train", *flags, "--runs-dir", runs_dir])
             print(f"python -m core.train {' '.join(flags)}", flush=True)
     target = results["all"].final_accuracy

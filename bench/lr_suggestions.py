@@ -14,6 +14,7 @@ import argparse
 
 import torch
 
+from bench.common import first_images
 from core.config import TrainConfig
 from core.data.load import Split, load_source
 from core.device import pick_device
@@ -22,6 +23,8 @@ from core.train.callbacks import Callback
 from core.train.loop import Learner, keeps_bn_stats
 from core.train.lr_find import suggest_steep, suggest_valley, sweep
 from core.train.recipe import fine_tune
+
+SWEEP_STEPS = 100  # the Train page's finder's batches
 
 
 class Accuracies(Callback):
@@ -52,23 +55,24 @@ def trained(split: Split, config: TrainConfig, device: torch.device) -> list[flo
     return accuracies.values
 
 
-def suggestions(split: Split, config: TrainConfig, device: torch.device) -> dict[str, float]:
+def suggestions(split: Split, config: TrainConfig, device: torch.device, steps: int = SWEEP_STEPS) -> dict[str, float]:
     torch.manual_seed(config.seed)
     classifier = build_classifier(config.arch, int(split.valid_labels.max()) + 1, pretrained=True, size=config.size)
     classifier.model.to(device)
     lrs, losses = sweep(classifier, split, batch_size=config.bs, device=device, pretrained=True,
-                        keep_bn_stats=keeps_bn_stats(config), seed=config.seed)
+                        keep_bn_stats=keeps_bn_stats(config), seed=config.seed, steps=steps)
     return {"valley": suggest_valley(lrs, losses), "steep": suggest_steep(lrs, losses)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--smoke", action="store_true", help="16 px, one frozen epoch: checks that it runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="200 digits at 16 px, batch 16, a 20-batch sweep, one frozen epoch: checks that it runs")
     args = parser.parse_args()
     device = pick_device()
     sets = {"digits 64 px": (64, 0.0), "digits 32 px, 20% noisy labels": (32, 0.2)}
-    schedule = dict(freeze_epochs=1, epochs=0) if args.smoke else {}
+    schedule, steps = (dict(freeze_epochs=1, epochs=0, bs=16), 20) if args.smoke else ({}, SWEEP_STEPS)
     if args.smoke:
         sets = {"digits 16 px": (16, 0.0)}
     wins = {"valley": 0, "steep": 0}
@@ -76,9 +80,11 @@ def main() -> None:
         for seed in args.seeds:
             config = TrainConfig(size=size, seed=seed, **schedule)
             split = Split.from_dataset(load_source("builtin:digits", size), config.valid_pct, seed).placed(device)
+            if args.smoke:
+                split = first_images(split, 160, 40)
             if share:
                 split = noisy(split, share, seed)
-            found = suggestions(split, config, device)
+            found = suggestions(split, config, device, steps)
             finals = {}
             for which, lr in found.items():
                 accuracies = trained(split, TrainConfig(**{**config.to_dict(), "lr": lr}), device)

@@ -58,18 +58,21 @@ def rates(own_fit: np.ndarray, own_test: np.ndarray, other: np.ndarray) -> tuple
     return float((own_test > threshold).mean()), float((other > threshold).mean())
 
 
-def measure(seed: int, size: int, runs_dir: Path) -> dict[str, tuple[float, float]]:
+def measure(seed: int, size: int, runs_dir: Path, schedule: tuple[str, ...] = (),
+            crops: int = PHOTO_CROPS) -> dict[str, tuple[float, float]]:
+    """Both methods' rates for a run trained with `seed` (and `schedule`, extra epoch flags), against `crops`
+    photo crops."""
     from core.data.load import Split, load_source
     from core.inspect.trust import load_trusted_model
     from core.train.__main__ import main as train
 
-    assert train(["--data", "builtin:digits", "--size", str(size), "--seed", str(seed), "--runs-dir", str(runs_dir),
-                  "--name", f"seed{seed}"]) == 0
+    assert train(["--data", "builtin:digits", "--size", str(size), "--seed", str(seed), *schedule,
+                  "--runs-dir", str(runs_dir), "--name", f"seed{seed}"]) == 0
     trusted, _, config = load_trusted_model(runs_dir / f"seed{seed}")
     split = Split.from_dataset(load_source(config.data, config.size), config.valid_pct, config.seed)
     with torch.no_grad():
         own_probs, own_scores = trusted(split.valid_images)
-        other_probs, other_scores = trusted(photo_crops(config.size, seed=seed))
+        other_probs, other_scores = trusted(photo_crops(config.size, crops, seed))
     half = np.random.default_rng(seed).permutation(len(own_scores))
     fit, test = half[: len(half) // 2], half[len(half) // 2:]
     own_msp, other_msp = -own_probs.max(1).values.numpy(), -other_probs.max(1).values.numpy()
@@ -81,12 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--smoke", action="store_true", help="one seed at 32 px: checks that it runs (CI)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one seed at 16 px, one frozen epoch, 50 photo crops: checks that it runs (CI)")
     args = parser.parse_args(argv)
+    schedule, crops = (), PHOTO_CROPS
     if args.smoke:
-        args.seeds, args.size = [0], 32
+        args.seeds, args.size, schedule, crops = [0], 16, ("--freeze-epochs", "1", "--epochs", "0"), 50
     with tempfile.TemporaryDirectory() as runs_dir:
-        results = [measure(seed, args.size, Path(runs_dir)) for seed in args.seeds]
+        results = [measure(seed, args.size, Path(runs_dir), schedule, crops) for seed in args.seeds]
     print(f"\n{'method':<24} {'own flagged':>12} {'photos flagged':>15}   (median of seeds {args.seeds})")
     for method in results[0]:
         own = statistics.median(r[method][0] for r in results)

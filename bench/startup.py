@@ -1,7 +1,7 @@
 """Start-up and page switches of the dashboard in a real browser, and the app's peak memory.
 
     .venv/bin/python -m bench.startup [--switches 12]   # targets: first page < 3 s, a page switch < 0.5 s
-    .venv/bin/python -m bench.startup --smoke           # CI: one start, three switches
+    .venv/bin/python -m bench.startup --smoke           # CI: one start, one switch
 
 Chromium is started first (not timed); the clock starts when `streamlit run app.py` is launched and stops when
 the Home page's heading is visible in the browser. A switch is timed from a click on a sidebar link to the new
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
-        args.switches = 3
+        args.switches = 1
     with tempfile.TemporaryDirectory() as runs_dir, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

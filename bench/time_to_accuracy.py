@@ -20,14 +20,15 @@ from PIL import Image
 from bench.common import ROOT, python, run_timed
 
 
-def write_digits(folder: Path) -> None:
-    """The digits as 8x8 PNGs in train/ and valid/ class folders, split as a run would split them."""
+def write_digits(folder: Path, train: int | None = None, valid: int | None = None) -> None:
+    """The digits as 8x8 PNGs in train/ and valid/ class folders, split as a run would split them (only the first
+    `train` and `valid` of each part when given)."""
     from core.data.load import Split, load_source
 
     data = load_source("builtin:digits", 8)
     split = Split.from_dataset(data, 0.2, 42)
-    for part, images, labels in (("train", split.train_images, split.train_labels),
-                                 ("valid", split.valid_images, split.valid_labels)):
+    for part, images, labels in (("train", split.train_images[:train], split.train_labels[:train]),
+                                 ("valid", split.valid_images[:valid], split.valid_labels[:valid])):
         for i, (image, label) in enumerate(zip(images, labels)):
             target = folder / part / data.class_names[int(label)]
             target.mkdir(parents=True, exist_ok=True)
@@ -43,17 +44,18 @@ def report(name: str, timed) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--smoke", action="store_true", help="our side only, tiny: checks the benchmark runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="our side only, 200 digits at 16 px, one frozen epoch: checks the benchmark runs")
     args = parser.parse_args()
     fastai_python = ROOT / ".venv-fastai" / "bin" / "python"
     if not args.smoke and not fastai_python.exists():
         raise SystemExit("fastai is needed for this benchmark: run bench/setup_fastai.sh first")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "digits"
-        write_digits(folder)
+        write_digits(folder, *((160, 40) if args.smoke else (None, None)))  # smoke: a few PNGs to write and decode
         ours_args = ["--data", str(folder), "--size", "64", "--bs", "64", "--runs-dir", str(Path(tmp) / "runs")]
         if args.smoke:
-            ours = run_timed([python(), "-m", "core.train", *ours_args, "--size", "32", "--epochs", "0",
+            ours = run_timed([python(), "-m", "core.train", *ours_args, "--size", "16", "--epochs", "0",
                               "--freeze-epochs", "1"])
             report("ours (smoke)", ours)
             return

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
-from bench.common import peak_rss_mb
+from bench.common import digits_folder, peak_rss_mb
 from core.config import TrainConfig
 from core.runs import store
 from core.runs.folder import RunFolder
@@ -75,13 +75,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="one pair of one-epoch runs on 200 digits at 16 px")
     args = parser.parse_args()
-    config = TrainConfig(epochs=args.epochs, freeze_epochs=0, size=64, bs=64)
-    if args.smoke:
-        args.repeats, config = 1, TrainConfig(epochs=1, freeze_epochs=0, size=32, bs=64)
-    headless, watched, memory, ui_load = [], [], [], []
     runs_dir = Path(tempfile.mkdtemp(prefix="bench-ui-"))
+    config = TrainConfig(epochs=args.epochs, freeze_epochs=0, size=64, bs=64)
+    if args.smoke:  # 200 digits at 16 px; their folder has no config.json, so the app lists it among no runs
+        digits = digits_folder(runs_dir / "digits")
+        args.repeats, config = 1, TrainConfig(data=str(digits), epochs=1, freeze_epochs=0, size=16, bs=64)
+    headless, watched, memory, ui_load = [], [], [], []
     with streamlit_server(runs_dir) as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

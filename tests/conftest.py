@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,33 @@ def trained_run(tmp_path_factory) -> Path:
     runs_dir = tmp_path_factory.mktemp("runs")
     assert main([*TINY_RUN_ARGS, "--runs-dir", str(runs_dir), "--name", "tiny"]) == 0
     return runs_dir / "tiny"
+
+
+@pytest.fixture(scope="session")
+def warm_run(tmp_path_factory) -> Path:
+    """A completed pretrained run of the digits at 32 px: 2 frozen epochs on cached features, then 1 unfrozen."""
+    from core.train.__main__ import main
+
+    runs_dir = tmp_path_factory.mktemp("warm")
+    assert main(["--data", "builtin:digits", "--size", "32", "--epochs", "1", "--freeze-epochs", "2", "--seed", "0",
+                 "--runs-dir", str(runs_dir), "--name", "warm"]) == 0
+    return runs_dir / "warm"
+
+
+def linked_copy(run_dir: Path, to: Path) -> Path:
+    """A copy of a reference run made of hard links: every write replaces a file, so the original stays as it was."""
+    shutil.copytree(run_dir, to, copy_function=os.link)
+    return to
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """`streamlit run app.py` on a free port with a private data and runs folder: (its URL, the runs folder)."""
+    from tests.browser_support import streamlit_server
+
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    with streamlit_server(tmp_path / "runs") as url:
+        yield url, tmp_path / "runs"
 
 
 @pytest.fixture

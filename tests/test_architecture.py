@@ -120,3 +120,14 @@ def test_core_packages_load_nothing_heavy_so_the_first_page_draws_before_torch_l
     code = (f"import sys, {packages}, core.config, core.data.sources, core.runs.settings; "
             "sys.exit(bool({'torch', 'numpy', 'streamlit'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_without_settings_runs_and_data_sit_beside_app_py_and_runs_start_there(monkeypatch):
+    """The folders every part of core/ names by its own place in the tree (a move of a module moves them)."""
+    from core.data.archive import data_root
+    from core.runs import store
+
+    monkeypatch.delenv("STUDIO_RUNS_DIR", raising=False)
+    monkeypatch.delenv("STUDIO_DATA_DIR", raising=False)
+    assert store.runs_root() == ROOT / "runs" and data_root() == ROOT / "data"
+    assert store.PROJECT_ROOT == ROOT and (store.PROJECT_ROOT / "app.py").exists()

@@ -7,6 +7,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
+
 BENCHMARKS = {
     "first_model": "run finished after",
     "time_to_accuracy": "ours (smoke)",

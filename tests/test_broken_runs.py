@@ -252,6 +252,7 @@ def read_everything(run: Path) -> None:
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # examples: the profile's (conftest.py)
 @given(damages=st.lists(damage(), min_size=1, max_size=3))
+@pytest.mark.slow
 def test_whatever_happens_to_a_run_folders_files_the_engine_answers_or_says_broken(trained_run, tmp_path, damages):
     runs_dir = tmp_path / f"runs-{os.urandom(4).hex()}"
     runs_dir.mkdir()

@@ -12,14 +12,9 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 from core.inspect.attribution import METHODS
-from tests.browser_support import launch_chromium, new_page, streamlit_server
+from tests.browser_support import launch_chromium, new_page
 
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
-    with streamlit_server(tmp_path / "runs") as url:
-        yield url, tmp_path / "runs"
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
 
 
 def plotted_points(page) -> int:

@@ -6,6 +6,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.browser_support import launch_chromium, new_page, streamlit_server
 
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
+
 BOXES = """(selector) => [...document.querySelectorAll(selector)].map(e => e.getBoundingClientRect())
     .filter(b => b.width > 0 && b.height > 0).map(b => [b.left, b.top, b.right, b.bottom])"""
 

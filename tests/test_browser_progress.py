@@ -3,11 +3,13 @@ left, and from a quarter of the way on that is within 1.5x of the time that actu
 import re
 import time
 
+import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from core.runs.folder import RunFolder
 from tests.browser_support import launch_chromium
-from tests.test_browser import server  # noqa: F401 (the fixture: a private data and runs folder)
+
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
 
 RATIO = 1.5  # the bound
 

@@ -1,25 +1,23 @@
 """The Runs page in a real browser (Debian's Chromium through Playwright): two runs picked in the table are lined
 up by fine-tuning epoch, and after one is deleted the table shows no row selected, never another run."""
-import os
-import shutil
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.browser_support import launch_chromium, new_page, streamlit_server
+from tests.conftest import linked_copy
+
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
 
 ROW_PX = 35  # Streamlit's dataframe: the header and each row are 35 px high; the row markers are the first column
 
 
 @pytest.fixture
-def server(trained_run, tmp_path):
+def server(trained_run, warm_run, tmp_path):
     """Two real runs of the digits: "tiny" (from scratch, 1 epoch) and "warm" (pretrained, 2 frozen epochs then 1)."""
-    from core.train.__main__ import main
-
     runs_dir = tmp_path / "runs"
-    shutil.copytree(trained_run, runs_dir / "tiny", copy_function=os.link)
-    assert main(["--data", "builtin:digits", "--size", "32", "--epochs", "1", "--freeze-epochs", "2", "--seed", "0",
-                 "--runs-dir", str(runs_dir), "--name", "warm"]) == 0
+    linked_copy(trained_run, runs_dir / "tiny")
+    linked_copy(warm_run, runs_dir / "warm")
     with streamlit_server(runs_dir) as url:
         yield url, runs_dir
 

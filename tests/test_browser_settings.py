@@ -12,6 +12,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.browser_support import launch_chromium, streamlit_server
 
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
+
 PAGES = ["", "data", "fix", "train", "interpret", "layers", "predict", "runs"]  # "": Home
 
 

@@ -9,7 +9,8 @@ from playwright.sync_api import expect, sync_playwright
 from core.runs import store
 from core.runs.folder import RunFolder
 from tests.browser_support import launch_chromium, new_page
-from tests.test_browser import server  # noqa: F401 (the fixture: a private data and runs folder)
+
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
 
 PAUSE_S = 6.0  # stopped this long before Resume
 

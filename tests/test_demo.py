@@ -149,6 +149,7 @@ def write_y4m(path, frames: list[np.ndarray], fps: int = 10) -> None:
             video.write(b"FRAME\n" + frame.tobytes() + grey_chroma + grey_chroma)
 
 
+@pytest.mark.slow
 def test_the_live_demo_names_the_digits_the_camera_shows_as_they_change(trained_run, tmp_path):
     (first, first_class), (second, second_class) = confident_digits(Predictor.from_run(trained_run))
     video = tmp_path / "digits.y4m"

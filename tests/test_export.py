@@ -29,6 +29,8 @@ from core.ship.export import (
 )
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
+
 # The README's recipe, run as it is written from inside the unzipped export folder ("photo.jpg" is swapped for a file).
 RECIPE = '''
 import json, numpy as np, onnxruntime

@@ -241,6 +241,7 @@ def shown_text(page, part: str = "stMain") -> str:
     return page.get_by_test_id(part).inner_text().replace(J, "")
 
 
+@pytest.mark.slow
 def test_a_browser_draws_hostile_names_as_literal_text_and_fetches_nothing(hostile_folder, hostile_run):
     from playwright.sync_api import expect, sync_playwright
 

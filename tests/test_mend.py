@@ -107,6 +107,7 @@ def test_near_duplicates_are_flagged_across_the_split_and_across_labels():
         [(2, 3, False, True), (0, 1, True, False)]
 
 
+@pytest.mark.slow
 def test_suspects_find_digits_moved_to_a_wrong_class(tmp_path, data_dir, capsys):
     folder = tmp_path / "noisy"
     moved = write_digits(folder, noise_seed=0)

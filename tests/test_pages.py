@@ -134,6 +134,7 @@ def test_the_epoch_table_says_which_epoch_s_head_a_frozen_phase_kept(tmp_path, m
     assert read_json(tmp_path / "kept" / "status.json")["final_accuracy"] == rows[kept - 1]["accuracy"]
 
 
+@pytest.mark.slow
 def test_start_launches_one_run_process_and_a_second_start_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path))
     app = open_page("pages/train.py", run_id=None)
@@ -284,6 +285,7 @@ def test_predict_asks_for_images_from_either_model(runs_env, model):
     assert by_label(app.slider, "Classes to show").max == 10
 
 
+@pytest.mark.slow
 def test_the_lr_finder_runs_from_the_train_page_and_its_suggestion_is_used(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path))
     app = open_page("pages/train.py", run_id=None)

@@ -14,6 +14,8 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import ROOT
 from tests.test_broken_runs import BROKEN_CONFIGS, apply_damage, copy_run, damage
 
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
+
 PAGES = ["pages/home.py", "pages/train.py", "pages/interpret.py", "pages/layers.py", "pages/predict.py",
          "pages/runs.py", "pages/fix.py"]
 

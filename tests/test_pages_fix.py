@@ -4,6 +4,7 @@ import io
 import json
 import shutil
 
+import pytest
 from PIL import Image
 
 from bench.label_noise import write_digits
@@ -49,6 +50,7 @@ def test_make_a_dataset_in_the_app_and_train_only_once_it_has_enough(runs_env, t
     assert not by_label(train.button, "Start training").disabled and app.session_state["data"] == str(folder)
 
 
+@pytest.mark.slow
 def test_the_fix_page_finds_moved_digits_records_a_fix_and_undoes_it(runs_env, tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
     folder = tmp_path / "noisy"

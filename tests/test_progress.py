@@ -78,6 +78,7 @@ def assert_time_left_within_the_bound(beats: list[dict], began: float, finished:
     return checked
 
 
+@pytest.mark.slow
 def test_time_left_and_speed_count_the_whole_work_of_a_cached_then_unfrozen_run(tmp_path):
     run_dir = store.create_run(CONFIG, tmp_path, "whole")
     beats = watch(run_dir, store.launch(run_dir))
@@ -107,6 +108,7 @@ def progress_text(runs_dir, run_id, monkeypatch) -> str:
     return app.progress[0].text
 
 
+@pytest.mark.slow
 def test_stop_and_resume_agree_on_the_epoch_and_the_time_stopped_never_counts(tmp_path, monkeypatch):
     config = TrainConfig(size=32, freeze_epochs=1, epochs=4, seed=0)
     run_dir = store.create_run(config, tmp_path, "paused")

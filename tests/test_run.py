@@ -56,6 +56,7 @@ def test_a_second_training_is_refused_while_one_holds_the_device(tmp_path):
     assert store.TrainingLock(tmp_path).held_by_other() is None
 
 
+@pytest.mark.slow
 def test_stop_ends_a_launched_run_cleanly_and_keeps_what_it_learned(tmp_path):
     config = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64, epochs=30)
     run_dir = store.create_run(config, tmp_path, "stoppable")
@@ -91,6 +92,7 @@ def uninterrupted(tmp_path_factory) -> dict:
     return RunFolder(run_dir).read_metrics().epochs[-1]
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_shows_interrupted_keeps_its_metrics_and_resumes(tmp_path, uninterrupted):
     run_dir = store.create_run(RESUME_CONFIG, tmp_path, "killed")
     process = store.launch(run_dir)
@@ -110,6 +112,7 @@ def test_a_run_killed_mid_epoch_shows_interrupted_keeps_its_metrics_and_resumes(
     assert abs(after.epochs[-1]["accuracy"] - uninterrupted["accuracy"]) <= 0.02
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_mid_epoch_where_it_stopped(tmp_path, uninterrupted):
     run_dir = store.create_run(RESUME_CONFIG, tmp_path, "stopped")
 
@@ -174,6 +177,7 @@ def test_a_nan_loss_stops_the_run_with_a_sentence_and_keeps_the_last_good_epoch(
         assert np.isfinite(predictions["probs"]).all()
 
 
+@pytest.mark.slow
 def test_keep_best_finishes_with_the_best_epoch_and_label_smoothing_trains(tmp_path):
     config = TrainConfig(arch="resnet18", pretrained=False, size=16, epochs=3, keep_best=True, label_smoothing=0.1)
     run_dir = store.create_run(config, tmp_path)
@@ -205,6 +209,7 @@ def test_the_model_of_a_run_without_keep_best_is_its_last_epoch(trained_run):
     assert_model_is_the_one_that_predicted(trained_run, "last.pt")
 
 
+@pytest.mark.slow
 def test_lr_find_from_the_command_line_writes_its_curve_and_suggestion(tmp_path):
     assert main(["--lr-find", "--arch", "resnet18", "--no-pretrained", "--size", "16", "--runs-dir", str(tmp_path),
                  "--name", "sweep"]) == 0
@@ -214,6 +219,7 @@ def test_lr_find_from_the_command_line_writes_its_curve_and_suggestion(tmp_path)
     assert "--lr-find" in RunFolder(tmp_path / "sweep").command
 
 
+@pytest.mark.slow
 def test_torchrun_trains_with_two_processes_and_rank_zero_writes_the_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores: one thread each
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",

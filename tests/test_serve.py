@@ -20,6 +20,8 @@ from core.errors import DataError
 from core.ship.serve import MAX_BODY, allowed_hosts, main
 from tests.browser_support import free_port, wait_until_answers
 
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
+
 ROOT = Path(__file__).resolve().parent.parent
 NOT_AN_IMAGE = "That file is not an image this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF)."
 

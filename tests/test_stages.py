@@ -68,6 +68,7 @@ def test_the_cut_is_the_one_whose_late_share_is_nearest_the_target_among_those_w
     assert times.pick(10, 0, 1, huge) is None  # training every layer costs seconds: it pays
 
 
+@pytest.mark.slow
 def test_a_run_trains_its_late_stages_on_cached_early_outputs_and_keeps_where_it_cut(tmp_path, monkeypatch):
     from core.config import TrainConfig
     from core.net import stages

@@ -12,6 +12,8 @@ from core.train.__main__ import main
 from core.train.tracking import EPOCH_METRICS
 from tests.conftest import ROOT, TINY_RUN_ARGS
 
+pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
+
 # Two epochs, so that a metric history is a history; 16 px keeps each epoch to a few seconds.
 TRACKED_ARGS = [*TINY_RUN_ARGS, "--epochs", "2", "--size", "16", "--track", "mlflow,tensorboard"]
 

@@ -128,6 +128,7 @@ def test_the_layers_page_reads_a_vit_block_as_maps_and_its_attention_per_head(tm
     assert attention_maps(cnn, load_source("builtin:digits", 32).images[0]) is None
 
 
+@pytest.mark.slow
 def test_the_train_page_lists_timm_backbones_asks_for_a_weights_file_and_says_how_long_a_run_takes(runs_env):
     from tests.test_pages import by_label, open_page
 
@@ -158,6 +159,7 @@ def test_grad_cam_reads_a_vit_through_its_token_grid_and_says_when_the_grid_is_t
         attribute(small, load_source("builtin:digits", 64).images[:1], [0], "grad_cam")
 
 
+@pytest.mark.slow
 def test_the_layers_page_shows_a_vit_run_s_attention_head_by_head(tmp_path, monkeypatch):
     from tests.test_pages import by_label, open_page
 

@@ -64,7 +64,7 @@ class Extraction:
 
 def data_root() -> Path:
     """Where uploaded and downloaded datasets live: $STUDIO_DATA_DIR, else data/ beside app.py."""
-    return Path(os.environ.get("STUDIO_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
+    return Path(os.environ.get("STUDIO_DATA_DIR") or Path(__file__).resolve().parents[2] / "data")
 
 
 def _safe_relative(name: str) -> PurePosixPath | None:

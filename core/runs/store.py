@@ -25,7 +25,7 @@ from core.data.sources import source_label
 from core.errors import BrokenRun
 from core.runs.folder import RunFolder, mtime
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where app.py is: runs/ goes beside it, and runs start there
 LOCK_NAME = ".train.lock"
 RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")  # what create_run makes: no separators, no hidden names
 # A run's display name and tags (W&B's), set on the Runs page; a file of its own, so config.json (what was asked)
