@@ -64,6 +64,23 @@ def warm_run(tmp_path_factory) -> Path:
     return runs_dir / "warm"
 
 
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory) -> tuple[Path, str]:
+    """(a copy of the shared digits run exported once by the command line, what the command printed): an export
+    writes into its run folder, so the shared run itself stays as it was trained."""
+    import contextlib
+    import io
+
+    from core.ship.export import main
+
+    run_dir = tmp_path_factory.mktemp("export") / "tiny"
+    shutil.copytree(trained_run, run_dir)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([str(run_dir)]) == 0
+    return run_dir, printed.getvalue()
+
+
 def linked_copy(run_dir: Path, to: Path) -> Path:
     """A copy of a reference run made of hard links: every write replaces a file, so the original stays as it was."""
     shutil.copytree(run_dir, to, copy_function=os.link)

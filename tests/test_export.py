@@ -1,5 +1,4 @@
 """Exports that predict exactly like the app: ONNX and TorchScript of a real digits run, checked image by image."""
-import contextlib
 import io
 import json
 import shutil
@@ -43,17 +42,6 @@ session = onnxruntime.InferenceSession("model.onnx")
 probabilities, score, unknown = session.run(None, {"pixels": np.asarray(image)[None]})  # (1, size, size, 3) uint8
 print("none of these" if unknown[0] else classes[probabilities[0].argmax()], f"{probabilities[0].max():.1%}")
 '''
-
-
-@pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory):
-    """(a copy of the shared digits run, exported once by the command line; what the command printed)."""
-    run_dir = tmp_path_factory.mktemp("export") / "tiny"
-    shutil.copytree(trained_run, run_dir)  # an export writes into its run folder
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main([str(run_dir)]) == 0
-    return run_dir, printed.getvalue()
 
 
 def run_outputs(run_dir: Path, pixels: np.ndarray) -> dict[str, list[np.ndarray]]:

@@ -56,25 +56,6 @@ def test_a_second_training_is_refused_while_one_holds_the_device(tmp_path):
     assert store.TrainingLock(tmp_path).held_by_other() is None
 
 
-@pytest.mark.slow
-def test_stop_ends_a_launched_run_cleanly_and_keeps_what_it_learned(tmp_path):
-    config = TrainConfig(arch="resnet18", pretrained=False, size=32, bs=64, epochs=30)
-    run_dir = store.create_run(config, tmp_path, "stoppable")
-    process = store.launch(run_dir)
-    deadline = time.time() + 240
-    while time.time() < deadline and not RunFolder(run_dir).read_metrics().epochs:
-        assert process.poll() is None, (run_dir / "log.txt").read_text()
-        time.sleep(0.5)
-    assert RunFolder(run_dir).status()["state"] == "running"
-    RunFolder(run_dir).request_stop()
-    assert process.wait(timeout=120) == 0
-    status = RunFolder(run_dir).status()
-    assert status["state"] == "stopped" and "Stopped at epoch" in status["message"]
-    assert status["step"] < status["total_steps"]
-    assert (run_dir / "checkpoints" / "last.pt").exists() and (run_dir / "predictions.npz").exists()
-    assert "Stopped at epoch" in (run_dir / "log.txt").read_text()
-
-
 def wait_for(condition, timeout=240):
     deadline = time.time() + timeout
     while not condition():
@@ -113,15 +94,18 @@ def test_a_run_killed_mid_epoch_shows_interrupted_keeps_its_metrics_and_resumes(
 
 
 @pytest.mark.slow
-def test_a_stopped_run_resumes_mid_epoch_where_it_stopped(tmp_path, uninterrupted):
+def test_stop_ends_a_launched_run_cleanly_keeps_what_it_learned_and_resumes_mid_epoch(tmp_path, uninterrupted):
     run_dir = store.create_run(RESUME_CONFIG, tmp_path, "stopped")
-
     process = store.launch(run_dir)
     wait_for(lambda: len(RunFolder(run_dir).read_metrics().steps) >= 27)
+    assert RunFolder(run_dir).status()["state"] == "running"
     RunFolder(run_dir).request_stop()
-    process.wait(timeout=120)
+    assert process.wait(timeout=120) == 0
     status = RunFolder(run_dir).status()
-    assert status["state"] == "stopped" and 27 <= status["step"] < 66
+    assert status["state"] == "stopped" and "Stopped at epoch" in status["message"]
+    assert 27 <= status["step"] < 66 == status["total_steps"]
+    assert (run_dir / "checkpoints" / "last.pt").exists() and (run_dir / "predictions.npz").exists()
+    assert "Stopped at epoch" in (run_dir / "log.txt").read_text()
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["step"] == status["step"] and checkpoint["batch_in_epoch"] == status["step"] - 22
     assert run_training(run_dir, resume=True) == "completed"
