@@ -65,6 +65,17 @@ def warm_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sweep_run(tmp_path_factory) -> Path:
+    """A completed learning-rate sweep (--lr-find) of ResNet-18 from scratch on the digits at 16 px."""
+    from core.train.__main__ import main
+
+    sweep_args = [a for a in TINY_RUN_ARGS if a not in ("--epochs", "1")]
+    runs_dir = tmp_path_factory.mktemp("sweep")
+    assert main([*sweep_args, "--size", "16", "--lr-find", "--runs-dir", str(runs_dir), "--name", "sweep"]) == 0
+    return runs_dir / "sweep"
+
+
+@pytest.fixture(scope="session")
 def exported(trained_run, tmp_path_factory) -> tuple[Path, str]:
     """(a copy of the shared digits run exported once by the command line, what the command printed): an export
     writes into its run folder, so the shared run itself stays as it was trained."""

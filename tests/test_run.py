@@ -194,13 +194,11 @@ def test_the_model_of_a_run_without_keep_best_is_its_last_epoch(trained_run):
 
 
 @pytest.mark.slow
-def test_lr_find_from_the_command_line_writes_its_curve_and_suggestion(tmp_path):
-    assert main(["--lr-find", "--arch", "resnet18", "--no-pretrained", "--size", "16", "--runs-dir", str(tmp_path),
-                 "--name", "sweep"]) == 0
-    found = RunFolder(tmp_path / "sweep").lr_find()
+def test_lr_find_from_the_command_line_writes_its_curve_and_suggestion(sweep_run):
+    found = RunFolder(sweep_run).lr_find()
     assert len(found["lrs"]) == len(found["losses"]) > 10 and set(found["suggestions"]) == {"valley", "steep"}
-    assert RunFolder(tmp_path / "sweep").status()["state"] == "completed"
-    assert "--lr-find" in RunFolder(tmp_path / "sweep").command
+    assert RunFolder(sweep_run).status()["state"] == "completed"
+    assert "--lr-find" in RunFolder(sweep_run).command
 
 
 @pytest.mark.slow

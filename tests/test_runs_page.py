@@ -15,7 +15,7 @@ from core.config import TrainConfig
 from core.runs import store
 from core.runs.curves import epoch_curve, step_curve
 from core.runs.folder import RunFolder
-from tests.conftest import ROOT, TINY_RUN_ARGS, linked_copy
+from tests.conftest import ROOT, linked_copy
 
 pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
 
@@ -23,16 +23,14 @@ TIMEOUT = 120
 
 
 @pytest.fixture(scope="module")
-def base_runs(trained_run, warm_run, tmp_path_factory) -> Path:
+def base_runs(trained_run, warm_run, sweep_run, tmp_path_factory) -> Path:
     """Real runs of the digits: "tiny" (from scratch, 1 epoch), "warm" (pretrained: 2 frozen epochs, then 1),
     "sweep" (a learning-rate sweep) and "broke" (failed before its first epoch ended)."""
-    from core.train.__main__ import main
 
     base = tmp_path_factory.mktemp("runs_page")
     linked_copy(trained_run, base / "tiny")
     linked_copy(warm_run, base / "warm")
-    sweep_args = [a for a in TINY_RUN_ARGS if a not in ("--epochs", "1")]
-    assert main([*sweep_args, "--size", "16", "--lr-find", "--runs-dir", str(base), "--name", "sweep"]) == 0
+    linked_copy(sweep_run, base / "sweep")
     broke = store.create_run(TrainConfig(), base, "broke")
     RunFolder(broke).finish("failed", "The data folder was gone.")
     return base
