@@ -31,15 +31,16 @@ def review_grid(key: str, images: np.ndarray, names: list[str], labels: list[str
         left, right = st.columns(2)
         apply = left.form_submit_button("Record these decisions", type="primary", icon=":material/check:")
         accept = right.form_submit_button("Relabel all as suggested", disabled=not suggested,
-                                          help="Takes every suggestion at once; undo on the Fix page.")
+                                          help="Takes every suggestion at once, except where you chose a decision "
+                                               "yourself: that one is recorded as you chose it. Undo on the Fix "
+                                               "page.")
     if not (apply or accept):
         return False
-    if accept:
-        edits = [{"file": name, "label": new, "was": label} for name, label, new in zip(names, labels, suggested)
-                 if new != label]
-    else:
-        edits = [_edit(name, label, choice) for name, label, choice in zip(names, labels, choices)
-                 if choice != NO_CHANGE]
+    # a decision a person chose is recorded as chosen, whichever button sent it; "Relabel all as suggested" only
+    # fills in the images left at "no change"
+    edits = [_edit(name, label, choice) if choice != NO_CHANGE else {"file": name, "label": new, "was": label}
+             for name, label, choice, new in zip(names, labels, choices, suggested or labels)
+             if choice != NO_CHANGE or (accept and new != label)]
     return record(source, edits, view, label_regex)
 
 

@@ -73,6 +73,23 @@ def test_the_fix_page_finds_moved_digits_records_a_fix_and_undoes_it(runs_env, t
     assert app.dataframe[0].value.to_dict("records")[0]["edits"] == 1
     by_label(app.button, "Undo the last batch").click().run()
     assert not app.exception and edit_log_for(str(folder)).batches() == []
+    # "Relabel all as suggested" takes the suggestions only where a person left "no change": a "keep" stays a keep,
+    # and a relabel chosen by hand stays that label
+    decisions = [s for s in app.selectbox if s.label == "Decision" and s.form_id == "review:suspects"]
+    shown = [t.value for t in app.text if "\nlabel: " in t.value][:12]
+    decisions[0].set_value("keep: the label is right")
+    chosen = next(o for o in reversed(decisions[1].options) if o.startswith("relabel as "))
+    decisions[1].set_value(chosen)
+    next(b for b in app.button if b.label == "Relabel all as suggested").click().run()
+    assert not app.exception
+    [batch] = edit_log_for(str(folder)).batches()
+    by_file = {edit["file"]: edit for edit in batch["edits"]}
+    first, second = (text.split("\n")[0] for text in shown[:2])
+    assert by_file[first] == {"file": first, "keep": True}
+    assert by_file[second]["label"] == chosen[len("relabel as "):]
+    others = [text for text in shown[2:] if "looks like: " in text]
+    assert others and len(batch["edits"]) == 2 + len(others)
+    assert all(by_file[text.split("\n")[0]]["label"] == text.split("looks like: ")[1] for text in others)
 
 
 def test_interpret_fixes_top_losses_and_runs_compare_two_runs_by_data(trained_run, tmp_path, monkeypatch):
