@@ -45,8 +45,8 @@ class TrainConfig:
     label_regex: str = _setting("", "labels from file names: a regex whose first group is the label")
     resize: str = _setting("squish", "how images become square: squish (stretch), crop (centre) or pad (black "
                                      "borders)", choices=RESIZE_METHODS)
-    arch: str = _setting("efficientnet_lite0", "backbone: efficientnet_lite0, resnet18, resnet34, resnet50, or any "
-                                               "model of the timm zoo as timm:NAME (e.g. timm:convnext_nano)")
+    arch: str = _setting("efficientnet_lite0", f"backbone: {', '.join(BUILTIN_ARCHS)}, or any model of the timm "
+                                               "zoo as timm:NAME (e.g. timm:convnext_nano)")
     weights: str = _setting("", "a file of the backbone's pretrained weights (safetensors or a weights-only state "
                                 "dict) in place of a download, for machines without a network")
     pretrained: bool = _setting(True, "start from ImageNet weights (--no-pretrained: every layer from random "

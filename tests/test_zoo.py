@@ -89,6 +89,15 @@ def test_without_a_network_a_timm_backbone_says_what_to_do(monkeypatch):
         build_classifier("timm:resnet18.a1_in1k", 3, pretrained=True, size=32)
 
 
+def test_the_config_knows_exactly_the_backbones_the_registry_builds():
+    """config.py names the built-in backbones without importing the network (core.net sits above it); the two lists
+    are one list."""
+    from core.config import BUILTIN_ARCHS
+    from core.net.backbones import ARCHS
+
+    assert tuple(ARCHS) == BUILTIN_ARCHS
+
+
 def test_unknown_timm_names_and_missing_weights_files_are_config_problems(tmp_path):
     assert "arch" in TrainConfig(arch="timm:no_such_model").problems()
     assert TrainConfig(arch="timm:convnext_nano.in12k_ft_in1k").problems() == {}
