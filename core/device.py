@@ -63,6 +63,18 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def total_bytes(device: torch.device) -> int:
+    """The device's memory: the GPU's, or the host's MemTotal (what a recipe may decide from: it does not change
+    with what else runs)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def available_bytes(device: torch.device) -> int:
     """Memory free for a cache on `device`: the GPU's free memory, or the host's MemAvailable."""
     if device.type == "cuda":

@@ -128,7 +128,10 @@ def show_curves(folder: RunFolder) -> None:
         right.plotly_chart(lr_figure(tail), key=f"lr:{folder.path}")
     if tail.epochs:
         st.table(epoch_table(tail), hide_index=True)
-    st.caption(f"Device: {md(folder.raw_status().get('device', '…'))}")
+    trained = store.recipe_text(folder.recipe())
+    st.caption(f"Device: {md(folder.raw_status().get('device', '…'))}" +
+               (f" · The unfrozen epochs train {md(trained)}: chosen from the network's size, the same on any machine."
+                if trained else ""))
     if folder.command:
         with st.expander("The same run from a terminal"):
             st.code(folder.command, language="bash")

@@ -161,11 +161,11 @@ show_curves(picked)
 sound = [r for r in picked if not r.broken]
 if len(sound) > 1:
     st.subheader("Settings that differ")
-    differences = store.config_differences({r.label: r.config for r in sound})
+    differences = store.config_differences({r.label: r.config for r in sound}, {r.label: r.recipe for r in sound})
     if differences:
         st.dataframe(differences, hide_index=True, width="stretch", key="differences")
     else:
-        st.caption("These runs used the same settings.")
+        st.caption("These runs used the same settings, and their recipes trained the same layers.")
 if len(picked) == 2 and len(sound) == 2:
     show_data_differences(*sorted(picked, key=lambda r: r.created))
 known_tags = sorted({tag for r in trained for tag in r.tags})

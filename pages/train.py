@@ -162,16 +162,34 @@ def settings_form() -> tuple[bool, bool]:
 
 
 @st.cache_data(show_spinner="Timing a few training steps on this machine…", max_entries=32)
-def _costs(arch: str, size: int, bs: int):
+def _costs(arch: str, size: int, bs: int, late_at: int | None):
     from core.device import pick_device
     from core.train.estimate import measure
 
-    return measure(arch, size, bs, pick_device())
+    return measure(arch, size, bs, pick_device(), late_at)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _planned_cut(config, n_train: int, n_valid: int):
+    from core.device import pick_device
+    from core.train.estimate import planned_cut
+
+    return planned_cut(config, n_train, n_valid, pick_device())
+
+
+def recipe_sentence(cut) -> str:
+    """What the unfrozen epochs train, in words a newcomer reads (a LateCut, or None: the whole network)."""
+    if cut is None:
+        return "the unfrozen epochs train every layer"
+    shape = "×".join(map(str, cut.shape))
+    return (f"the unfrozen epochs train the last {cut.share:.0%} of the network's work (from block {cut.at} on), on "
+            f"the first part's output computed once ({shape} numbers an image)")
 
 
 def time_estimate() -> None:
     """How long the chosen run will take here, from a few timed steps of this backbone at this size (not while a
-    run trains: it would slow the run and be timed wrong)."""
+    run trains: it would slow the run and be timed wrong), and what the recipe will train: where it cuts the
+    network is chosen from its operation counts, the same here as in the run."""
     from core.train.estimate import run_seconds
     from pages._common import health_report
 
@@ -180,15 +198,19 @@ def time_estimate() -> None:
         return
     try:
         n_images = health_report(config.data, config.label_regex).n_images
-        costs = _costs(config.arch, config.size, config.bs)
+        n_valid = max(round(n_images * config.valid_pct), 1)
+        n_train = max(n_images - n_valid, 1)
+        cut = _planned_cut(config, n_train, n_valid)
+        costs = _costs(config.arch, config.size, config.bs, cut.at if cut else None)
     except Exception:  # a dataset that cannot be read yet, a backbone that cannot be built: Start will say why
         return
-    n_valid = max(round(n_images * config.valid_pct), 1)
-    minutes, seconds = divmod(int(round(run_seconds(config, max(n_images - n_valid, 1), n_valid, costs))), 60)
+    minutes, seconds = divmod(int(round(run_seconds(config, n_train, n_valid, costs, cut))), 60)
     duration = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+    recipe = f" With these settings {recipe_sentence(cut)}." if config.pretrained and config.epochs else ""
     st.caption(f":material/schedule: About **{duration}** of training on this machine, from timed "
                f"steps of this backbone at {config.size} px (plus loading). Time grows with the square of the image "
-               f"size: {config.size * 2} px costs about 4× as much, {max(config.size // 2, 16)} px about a quarter.")
+               f"size: {config.size * 2} px costs about 4× as much, {max(config.size // 2, 16)} px about a quarter."
+               f"{recipe}")
 
 
 def start_run(task: str) -> None:

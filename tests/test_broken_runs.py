@@ -175,7 +175,7 @@ def test_damaged_predictions_are_a_sentence(trained_run, tmp_path):
 
 # Property: whatever happens to the files of a run folder, the engine's readers return or raise BrokenRun.
 RUN_FILES = ["config.json", "status.json", "metrics.jsonl", "data.json", "data_items.json", "predictions.npz",
-             "checkpoints/last.pt", "checkpoints/best.pt", "lr_find.json"]
+             "checkpoints/last.pt", "checkpoints/best.pt", "lr_find.json", "recipe.json"]
 JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
                                                                                         max_size=3), max_leaves=6)
@@ -185,7 +185,8 @@ FILE_KEYS = {"config.json": ["config", "created", "task", "command", "versions"]
              "status.json": ["state", "pid", "heartbeat", "started", "finished", "best_accuracy", "step", "epoch",
                              "total_steps", "total_epochs", "imgs_per_s", "eta_s", "message", "model_checkpoint"],
              "data.json": ["class_names", "n_train", "n_valid", "edits", "data_fingerprint"],
-             "lr_find.json": ["lrs", "losses", "suggestions"]}
+             "lr_find.json": ["lrs", "losses", "suggestions"],
+             "recipe.json": ["unfrozen", "late_cut", "late_share", "cached_shape"]}
 SETTINGS = ["data", "size", "arch", "lr", "epochs", "pretrained", "label_regex"]
 
 
@@ -242,7 +243,7 @@ def read_everything(run: Path) -> None:
     folder = RunFolder(run)
     store.list_runs(run.parent), store.run_ids(run.parent), store.summarize(run), store.run_folder(run.name, run.parent)
     folder.status(), folder.raw_status(), folder.is_active(), folder.can_resume(), folder.read_metrics()
-    folder.lr_find(), folder.data_items(), folder.model_stamp(), folder.problem()
+    folder.lr_find(), folder.data_items(), folder.model_stamp(), folder.problem(), store.recipe_text(folder.recipe())
     for read in (folder.config, folder.class_names, lambda: load_predictions(run), lambda: load_model(run)):
         try:
             read()

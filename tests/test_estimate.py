@@ -32,19 +32,21 @@ def test_timed_costs_are_positive_and_a_bigger_image_costs_more():
     for costs in (small, big):
         assert 0 < costs.forward_s < costs.step_s and math.isfinite(costs.step_s)
     assert big.step_s > small.step_s  # 9x the pixels
-    assert 0 < small.late_step_s[small.stages.cuts[-1]] < small.late_step_s[small.stages.cuts[0]]
+    assert small.late_step_s is None
+    late, early = (measure("resnet18", 32, 64, torch.device("cpu"), late_at=at).late_step_s for at in (7, 5))
+    assert 0 < late < early  # layer4 and the head alone against layer2 on
 
 
 def test_where_the_late_stages_are_trained_their_timed_steps_and_share_of_the_pass_are_what_epochs_cost():
-    from core.net.stages import StageTimes
+    from core.net.stages import LateCut
 
-    stages = StageTimes(cuts=[2], seconds=[0.002, 0.001, 0.001], shapes=[(3, 8, 8), (8, 4, 4), (16, 2, 2)])
-    costs = Costs(forward_s=0.004, step_s=1.0, stages=stages, cache_budget=1e9, late_step_s={2: 0.25})
+    cut = LateCut(at=2, share=0.25, shape=(8, 4, 4))
+    costs = Costs(forward_s=0.004, step_s=1.0, late_step_s=0.25)
     config = TrainConfig(freeze_epochs=5, epochs=3, bs=64)
     # one pass over all 8,000 images (shared by both cached phases); 3 x 100 late steps as timed; a quarter pass
     # (the late stages' share) over the validation images each epoch; the final pass
     expected = 8000 * 0.004 + 3 * 100 * 0.25 + 3 * 1600 * 0.004 * 0.25 + \
         (min(BANK_SIZE, 6400) + 1600) * 0.004
-    assert run_seconds(config, 6400, 1600, costs) == pytest.approx(expected)
+    assert run_seconds(config, 6400, 1600, costs, cut) == pytest.approx(expected)
     whole = run_seconds(TrainConfig(freeze_epochs=5, epochs=3, bs=64, unfreeze="all"), 6400, 1600, costs)
     assert whole > 2 * expected  # every layer, every step

@@ -169,10 +169,6 @@ def test_a_run_on_images_from_a_file_trains_exactly_as_in_memory(digits_folder, 
     from core.train.__main__ import main
 
     monkeypatch.setattr(stages, "ALL_BUDGET_S", 0.0)  # the late stages, as on a big dataset
-    # always the last cut (the least late share), whatever the timing: both runs must cut in the same place (a cut
-    # timed near the rule's limit gave the two runs different cuts, and losses differing in the fifth digit)
-    monkeypatch.setattr(stages, "LATE_SHARE", 0.0)
-    monkeypatch.setattr(stages, "MAX_LATE_SHARE", 1.0)
     rows, cuts = {}, {}
     for where in ("memory", "file"):
         in_file(monkeypatch, where == "file")
@@ -180,7 +176,7 @@ def test_a_run_on_images_from_a_file_trains_exactly_as_in_memory(digits_folder, 
                      "0", "--runs-dir", str(tmp_path / "runs"), "--name", where]) == 0
         rows[where] = [{key: row[key] for key in ("phase", "train_loss", "valid_loss", "accuracy")}
                        for row in RunFolder(tmp_path / "runs" / where).read_metrics().epochs]
-        cuts[where] = RunFolder(tmp_path / "runs" / where).raw_status()["late_cut"]
+        cuts[where] = RunFolder(tmp_path / "runs" / where).recipe()["late_cut"]
     assert cuts["file"] == cuts["memory"]
     assert [row["phase"] for row in rows["file"]] == ["frozen", "late"] and rows["file"] == rows["memory"]
     assert len(cache_files(cache)) == 3  # the dataset, its training part, its validation part

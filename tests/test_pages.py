@@ -257,6 +257,13 @@ def test_settings_that_differ_between_runs():
 
     rows = store.config_differences({"a": TrainConfig(size=32), "b": TrainConfig(size=64, lr=1e-3)})
     assert rows == [{"setting": "size", "a": "32", "b": "64"}, {"setting": "lr", "a": "0.005", "b": "0.001"}]
+    # the same settings, but a recipe that cut the network elsewhere: not "the same"
+    same = {"a": TrainConfig(), "b": TrainConfig()}
+    recipes = {"a": {"unfrozen": "late stages", "late_cut": 12, "late_share": 0.23}, "b": {"unfrozen": "every layer"}}
+    assert store.config_differences(same, recipes) == [{"setting": "unfrozen epochs trained (chosen by the recipe)",
+                                                        "a": "the late stages from block 12 (23% of the work)",
+                                                        "b": "every layer"}]
+    assert store.config_differences(same, {"a": recipes["a"], "b": dict(recipes["a"])}) == []
 
 
 def test_a_stopped_run_offers_resume_and_finishes(trained_run, tmp_path, monkeypatch):

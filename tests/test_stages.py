@@ -37,30 +37,49 @@ def test_a_body_without_stages_answers_none_and_refuses_a_cut():
         split(body, 3)
 
 
-def test_the_cut_comes_from_the_machine_and_the_data(monkeypatch):
+def test_the_cut_comes_from_operation_counts_the_data_and_memory_the_same_on_a_busy_machine(monkeypatch):
+    import subprocess
+    import sys
+
     from core.net import stages
 
     body = build_classifier("efficientnet_lite0", 3, pretrained=False, size=64).body
     cpu = torch.device("cpu")
+    quiet = stages.stage_costs(body, 64)
     assert stages.choose_cut(body, 64, 100, 25, 3, cpu) is None  # training every layer costs seconds: it pays
-    monkeypatch.setattr(stages, "ALL_BUDGET_S", 0.0)
-    cut = stages.choose_cut(body, 64, 100, 25, 3, cpu)
-    assert cut is not None and cut.at in stages_of(body).cuts and 0 < cut.share <= stages.MAX_LATE_SHARE
-    monkeypatch.setattr(stages, "available_bytes", lambda device: 1000)  # no room for any cache
-    assert stages.choose_cut(body, 64, 100, 25, 3, cpu) is None
+    big = stages.choose_cut(body, 64, 8000, 2000, 3, cpu)  # the same network on 10,000 images: cut
+    assert big is not None and big.at in stages_of(body).cuts and 0 < big.share <= stages.MAX_LATE_SHARE
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]  # both cores busy
+    try:
+        assert stages.stage_costs(body, 64) == quiet
+        assert stages.choose_cut(body, 64, 8000, 2000, 3, cpu) == big
+    finally:
+        for burner in burners:
+            burner.kill()
+    monkeypatch.setattr(stages, "total_bytes", lambda device: 1000)  # no room for any cache
+    assert stages.choose_cut(body, 64, 8000, 2000, 3, cpu) is None
+
+
+def test_op_counts_grow_with_the_image_and_say_what_each_cut_caches():
+    from core.net import stages
+
+    body = build_classifier("resnet18", 3, pretrained=False, size=32).body
+    small, big = stages.stage_costs(body, 32), stages.stage_costs(body, 64)
+    assert sum(big.seconds) > 2 * sum(small.seconds)  # 4x the pixels (the cost of each operation dispatched stays)
+    assert big.shapes[big.cuts[0]] == (64, 16, 16) and small.shapes[small.cuts[0]] == (64, 8, 8)
 
 
 def test_the_cut_is_the_one_whose_late_share_is_nearest_the_target_among_those_whose_cache_fits():
-    from core.net.stages import LATE_SHARE, StageTimes
+    from core.net.stages import LATE_SHARE, StageCosts
 
     # four modules of 0.4, 0.34, 0.1 and 0.16 s: the late part from cut 1 is 60%, from 2 26%, from 3 16%
-    times = StageTimes(cuts=[1, 2, 3], seconds=[0.4, 0.34, 0.1, 0.16], shapes=[(3, 8, 8), (8, 4, 4), (16, 2, 2),
+    times = StageCosts(cuts=[1, 2, 3], seconds=[0.4, 0.34, 0.1, 0.16], shapes=[(3, 8, 8), (8, 4, 4), (16, 2, 2),
                                                                             (32, 1, 1)])
     huge = 1e12
     assert LATE_SHARE == 0.3 and times.pick(10**6, 0, 1, huge).at == 2  # 26%: nearer 30% than 16% (60% is too much)
-    times = StageTimes(cuts=[1, 2, 3], seconds=[0.4, 0.38, 0.06, 0.16], shapes=times.shapes)
+    times = StageCosts(cuts=[1, 2, 3], seconds=[0.4, 0.38, 0.06, 0.16], shapes=times.shapes)
     assert times.pick(10**6, 0, 1, huge).at == 2  # 22%: still nearer than 16%
-    times = StageTimes(cuts=[1, 2, 3], seconds=[0.4, 0.15, 0.16, 0.29], shapes=[(3, 8, 8), (8, 4, 4), (16, 2, 2),
+    times = StageCosts(cuts=[1, 2, 3], seconds=[0.4, 0.15, 0.16, 0.29], shapes=[(3, 8, 8), (8, 4, 4), (16, 2, 2),
                                                                              (64, 2, 2)])
     assert times.pick(10**6, 0, 1, huge).at == 3  # 29% against 45%
     assert times.pick(10**6, 0, 1, 10**6 * 64 * 2).at == 2  # cut 3's cache (256 values an image) does not fit
@@ -84,9 +103,15 @@ def test_a_run_trains_its_late_stages_on_cached_early_outputs_and_keeps_where_it
     rows = folder.read_metrics().epochs
     assert [row["phase"] for row in rows] == ["frozen", "frozen", "late", "late"]
     assert rows[-1]["accuracy"] > 0.8  # digits at 32 px; chance is 0.1
-    status = folder.raw_status()
-    assert status["late_cut"] in stages_of(build_classifier("efficientnet_lite0", 10, pretrained=False,
-                                                            size=32).body).cuts
+    recipe = folder.recipe()
+    body = build_classifier("efficientnet_lite0", 10, pretrained=False, size=32).body
+    assert recipe["unfrozen"] == "late stages" and recipe["late_cut"] in stages_of(body).cuts
+    assert recipe["cached_shape"] == list(stages.stage_costs(body, 32).shapes[recipe["late_cut"]])  # what was cached
+    from core.train.estimate import planned_cut  # the Train page says before Start where the run will cut
+
+    record = folder.data_record()
+    planned = planned_cut(config, record["n_train"], record["n_valid"], torch.device("cpu"))
+    assert {"unfrozen": "late stages", **planned.to_dict()} == recipe
     # the run's model is the whole network: its own pass over the validation images agrees with the late epochs'
     import numpy as np
     with np.load(run_dir / "predictions.npz") as predictions:
@@ -114,7 +139,7 @@ def test_a_vit_run_trains_its_late_blocks_on_cached_tokens(tmp_path, monkeypatch
     rows = folder.read_metrics().epochs
     assert [row["phase"] for row in rows] == ["frozen", "late", "late"]
     body = build_classifier("timm:vit_tiny_patch16_224", 10, pretrained=False, size=32).body
-    assert folder.raw_status()["late_cut"] in stages_of(body).cuts
+    assert folder.recipe()["late_cut"] in stages_of(body).cuts
     assert rows[-1]["accuracy"] > 0.2  # chance is 0.1; random weights
     with np.load(run_dir / "predictions.npz") as predictions:  # the whole network's own pass agrees
         accuracy = (predictions["raw_probs"].argmax(1) == predictions["targets"]).mean()

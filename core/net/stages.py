@@ -7,22 +7,26 @@ resolution starts. `split(body, at)` gives (early, late) with late(early(x)) == 
 EfficientNet-Lite0, the ResNets (torchvision's and timm's) and timm's EfficientNet(V2), MobileNetV3/V4, ConvNeXt,
 RegNet and ViT/DeiT families have stages; a body without (other timm families) answers None, and trains whole.
 
-`choose_cut` decides from the machine and the data: each stage's forward pass is timed on a few images at the
-run's size. Where training the whole network for the run's epochs would take under ALL_BUDGET_S it pays to do
+`choose_cut` decides from the network and the data, never from a timing of the moment, so the same command makes
+the same model on a quiet machine and on a busy one (and on a GPU): each stage's cost is modelled from what its
+forward pass does to one image at the run's size (floating-point operations, tensor elements written, operations
+dispatched: `stage_costs`), weighted by what each cost on a reference CPU (bench/stage_costs fits and checks the
+weights). Where training the whole network for the run's epochs would take under ALL_BUDGET_S there it pays to do
 so (None); otherwise the cut is the one whose late stages' share of the pass is nearest LATE_SHARE (and at most
-MAX_LATE_SHARE), among those whose
-early outputs for every image fit in CACHE_SHARE of the memory available.
+MAX_LATE_SHARE), among those whose early outputs for every image fit in CACHE_SHARE of the device's memory.
 """
 from __future__ import annotations
 
+import copy
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
-from core.device import available_bytes
+from core.device import total_bytes
 
 # The cut is the one whose late stages' share of a forward pass is nearest this. EfficientNet-Lite0 at 128 px on
 # Fashion-MNIST (bench/fashion.py, 2,000 training images, 3 frozen + 4 epochs): cutting where the late part is 34%,
@@ -30,12 +34,15 @@ from core.device import available_bytes
 # different runs, so "at most 0.3" took the 27% cut in some and the 16% one in others.
 LATE_SHARE = 0.3
 MAX_LATE_SHARE = 0.5  # a cut that leaves more than this of the pass to train saves too little to pay for its cache
-CACHE_SHARE = 0.25  # of the memory available, for the early stages' outputs of every image (bfloat16)
+CACHE_SHARE = 0.25  # of the device's memory, for the early stages' outputs of every image (bfloat16)
 # Below this, the unfrozen epochs train every layer: the digits at 64 px (3 epochs, ~18 s) reach 96.9% so against
 # 94.4% with only the last stage (the cut at 64 px leaves little: the early stages are most of the pass).
 ALL_BUDGET_S = 60.0
 TRAIN_STEP_PER_FORWARD = 4.0  # a training step against an inference pass of the same images (core.train.progress)
-PROBE_IMAGES = 16
+# Seconds an image costs the reference CPU (2 cores, batches of 16) per floating-point operation, per tensor element
+# written and per operation dispatched: bench/stage_costs fits them to each stage's timed forward pass of
+# EfficientNet-Lite0, ResNet-18 and ResNet-50 at 32-224 px, and prints the late shares both give.
+SECONDS_PER_FLOP, SECONDS_PER_ELEMENT, SECONDS_PER_OP = 1.84e-12, 3.83e-10, 3.31e-6
 
 
 class _Chain(nn.Module):
@@ -151,32 +158,59 @@ def split(body: nn.Module, at: int) -> tuple[nn.Module, nn.Module]:
 @dataclass(frozen=True)
 class LateCut:
     at: int  # the first module of the late stages (stages_of(body).modules)
-    share: float  # the late stages' share of a forward pass's time, as timed on this machine
+    share: float  # the late stages' share of a forward pass's modelled cost
     shape: tuple[int, ...]  # the early stages' output for one image: what is cached
 
-
-@torch.inference_mode()
-def _timed_stages(stages: Stages, x: torch.Tensor) -> tuple[list[float], list[tuple[int, ...]]]:
-    """Seconds each module takes on the batch x (the least of three passes after a warm-up), and the shape each
-    receives."""
-    times = [math.inf] * len(stages.modules)
-    for _ in range(4):
-        shapes, h = [], x
-        for i, module in enumerate(stages.modules):
-            shapes.append(tuple(h.shape[1:]))
-            started = time.perf_counter()
-            h = module(h)
-            if h.is_cuda:
-                torch.cuda.synchronize()
-            times[i] = min(times[i], time.perf_counter() - started)
-    return times, shapes
+    def to_dict(self) -> dict:
+        return {"late_cut": self.at, "late_share": round(self.share, 4), "cached_shape": list(self.shape)}
 
 
 @dataclass(frozen=True)
-class StageTimes:
-    """A body's stages timed on this machine at one image size: what choose_cut decides from."""
+class OpCounts:
+    flops: int
+    elements: int  # elements of every tensor the operations return
+    ops: int
+
+    @property
+    def seconds(self) -> float:
+        """The reference CPU's time for these operations (module docstring)."""
+        return self.flops * SECONDS_PER_FLOP + self.elements * SECONDS_PER_ELEMENT + self.ops * SECONDS_PER_OP
+
+
+class _Dispatched(TorchDispatchMode):
+    """Counts the operations dispatched and the elements of the tensors they return."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = self.elements = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.ops += 1
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(tensor, torch.Tensor):
+                self.elements += tensor.numel()
+        return out
+
+
+@torch.inference_mode()
+def count_ops(stages: Stages, size: int) -> tuple[list[OpCounts], list[tuple[int, ...]]]:
+    """What each module's forward pass does to one image of `size` px (the same on every machine and load), and
+    the shape each receives."""
+    counts, shapes, h = [], [], torch.zeros(1, 3, size, size)
+    for module in stages.modules:
+        shapes.append(tuple(h.shape[1:]))
+        with FlopCounterMode(display=False) as flops, _Dispatched() as dispatched:
+            h = module(h)
+        counts.append(OpCounts(flops.get_total_flops(), dispatched.elements, dispatched.ops))
+    return counts, shapes
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """A body's stages at one image size, costed: what choose_cut decides from."""
     cuts: list[int]
-    seconds: list[float]  # each module's, for one image
+    seconds: list[float]  # each module's modelled cost for one image
     shapes: list[tuple[int, ...]]  # what each module receives, for one image
 
     def pick(self, n_train: int, n_valid: int, epochs: int, budget_bytes: float) -> LateCut | None:
@@ -193,27 +227,28 @@ class StageTimes:
         return LateCut(at, shares[at], self.shapes[at])
 
 
-def time_stages(body: nn.Module, size: int, device: torch.device) -> StageTimes | None:
-    """Each stage of `body` timed on a few images at `size` px; None for a body without stages."""
-    stages = stages_of(body)
+def stage_costs(body: nn.Module, size: int) -> StageCosts | None:
+    """Each stage of `body` costed at `size` px from its operation counts; None for a body without stages. Counted
+    on a copy on the CPU in float32 whatever device the body is on, so every device counts alike."""
+    on_cpu = all(p.device.type == "cpu" for p in body.parameters())
+    probe = body if on_cpu else copy.deepcopy(body).cpu().float()
+    stages = stages_of(probe)
     if stages is None:
         return None
-    from core.data.batches import normalize
-
-    was_training = body.training
-    body.eval()
-    x = normalize(torch.randint(0, 256, (PROBE_IMAGES, 3, size, size), dtype=torch.uint8, device=device))
+    was_training = probe.training
+    probe.eval()
     try:
-        times, shapes = _timed_stages(stages, x)
+        counts, shapes = count_ops(stages, size)
     finally:
-        body.train(was_training)
-    return StageTimes(stages.cuts, [t / PROBE_IMAGES for t in times], shapes)
+        probe.train(was_training)
+    return StageCosts(stages.cuts, [count.seconds for count in counts], shapes)
 
 
 def choose_cut(body: nn.Module, size: int, n_train: int, n_valid: int, epochs: int,
                device: torch.device) -> LateCut | None:
     """Where to cut `body` for training its late stages for `epochs` epochs on cached early outputs of the
-    n_train + n_valid images at `size` px, from this machine's timing and memory; None when training the whole
-    network is cheap enough to pay, when it has no stages, or when no cut fits."""
-    times = time_stages(body, size, device)
-    return None if times is None else times.pick(n_train, n_valid, epochs, available_bytes(device) * CACHE_SHARE)
+    n_train + n_valid images at `size` px on `device`, from the network's operation counts and the device's
+    memory; None when training the whole network is cheap enough to pay, when it has no stages, or when no cut
+    fits."""
+    costs = stage_costs(body, size)
+    return None if costs is None else costs.pick(n_train, n_valid, epochs, total_bytes(device) * CACHE_SHARE)

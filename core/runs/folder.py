@@ -4,6 +4,8 @@ runs/<run_id>/
   config.json     what was asked, written once when the run is made: TrainConfig, task, the CLI command, versions
   data.json       what the data turned out to be, written by the training process: class names, fingerprint, sizes,
                   the dataset edits it was read with (and data_items.json: every image with its label)
+  recipe.json     what the recipe chose by itself at the first start (where it cut the network for unfreeze="late",
+                  from operation counts: core.net.stages), kept for resumes and compared by the Runs page
   status.json     state, pid, heartbeat, epoch/step, message; replaced atomically by the training process (and by
                   the dashboard when it queues a run)
   metrics.jsonl   append-only rows: {"kind": "step", ...} per batch, {"kind": "epoch", ...} per epoch
@@ -165,6 +167,20 @@ class RunFolder:
             raise BrokenRun(self._broken("data.json's class names are not a list of names"))
         return names
 
+    # What the recipe chose by itself: recipe.json, written at the run's first start.
+    def record_recipe(self, recipe: dict) -> None:
+        if self.writes:
+            write_json_atomic(self.path / "recipe.json", recipe)
+
+    def recipe(self) -> dict:
+        """recipe.json with every field of the wrong type left out; for a run from before it, the cut its
+        status.json kept ({} when it had none)."""
+        recipe = read_json(self.path / "recipe.json")
+        if not recipe:
+            status = self.raw_status()
+            recipe = {key: status[key] for key in ("late_cut", "late_share") if key in status}
+        return {key: value for key, value in recipe.items() if key in RECIPE_FIELDS and fits(value, RECIPE_FIELDS[key])}
+
     # status.json
     def update_status(self, **fields) -> None:
         """Merge `fields` into status.json with a fresh heartbeat."""
@@ -281,8 +297,11 @@ STATUS_FIELDS = {"state": (str,), "message": (str,), "device": (str,), "phase": 
                  "eta_s": NUMBER, "best_accuracy": (*NUMBER, type(None)), "final_accuracy": NUMBER,
                  # wall seconds spent running, over the first start and every resume (never the time stopped)
                  "active_s": NUMBER, "fraction": NUMBER, "epoch_s_at_stop": NUMBER, "forward_s": NUMBER,
-                 # unfreeze="late": where the body was cut (timed at the first start, kept for resumes)
+                 # unfreeze="late" in runs from before recipe.json: where the body was cut
                  "late_cut": (int,), "late_share": NUMBER}
+# recipe.json's fields: what the unfrozen epochs trained ("every layer", or the late stages from late_cut on, whose
+# share of the work is late_share, on cached early outputs of cached_shape an image)
+RECIPE_FIELDS = {"unfrozen": (str,), "late_cut": (int, type(None)), "late_share": NUMBER, "cached_shape": (list,)}
 
 
 def _json_kind(value) -> str:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.atomic import read_json, write_json_atomic
@@ -104,6 +104,7 @@ class RunSummary:
     problem: str | None = None  # why the folder cannot be read (then state is "broken"), else None
     name: str = ""  # the display name given on the Runs page ("" when none)
     tags: tuple[str, ...] = ()  # its tags, in the order given
+    recipe: dict = field(default_factory=dict, hash=False)  # what the recipe chose by itself (RunFolder.recipe)
 
     @property
     def broken(self) -> bool:
@@ -137,7 +138,18 @@ def summarize(path: Path) -> RunSummary | None:
                       TrainConfig.from_dict(request.get("config", {})), float(request.get("created", 0.0)),
                       status.get("best_accuracy"),  # kept there at every epoch's end: no metrics file is read
                       folder.has_predictions(), _active_seconds(status), request.get("command", ""),
-                      request.get("task", "train"), name=name, tags=tags)
+                      request.get("task", "train"), name=name, tags=tags, recipe=folder.recipe())
+
+
+def recipe_text(recipe: dict) -> str:
+    """What a run's unfrozen epochs trained, in words: "every layer", "the late stages from block 12 (23% of the
+    work)", or "" when the run did not record it (an older run, or one that has not started)."""
+    if recipe.get("unfrozen") == "every layer":
+        return "every layer"
+    if "late_cut" in recipe:
+        share = recipe.get("late_share")
+        return f"the late stages from block {recipe['late_cut']}" + (f" ({share:.0%} of the work)" if share else "")
+    return ""
 
 
 def _active_seconds(status: dict) -> float | None:
@@ -306,13 +318,18 @@ def delete_run(run_dir: Path, runs_dir: Path | None = None) -> None:
     shutil.rmtree(folder.path)
 
 
-def config_differences(configs: dict[str, TrainConfig]) -> list[dict]:
-    """The settings that differ between runs: one row per setting, one column per run id."""
+def config_differences(configs: dict[str, TrainConfig], recipes: dict[str, dict] | None = None) -> list[dict]:
+    """The settings that differ between runs, and what their recipes chose by themselves (`recipes`, each run's
+    RunFolder.recipe: where the unfrozen epochs cut the network) when that differs: one row per setting, one column
+    per run id."""
     rows = []
     for name in TrainConfig.__dataclass_fields__:
         values = {run_id: getattr(config, name) for run_id, config in configs.items()}
         if len({repr(v) for v in values.values()}) > 1:
             rows.append({"setting": name, **{run_id: str(v) for run_id, v in values.items()}})
+    trained = {run_id: recipe_text(recipe) or "not recorded" for run_id, recipe in (recipes or {}).items()}
+    if len(set(trained.values())) > 1:
+        rows.append({"setting": "unfrozen epochs trained (chosen by the recipe)", **trained})
     return rows
 
 

@@ -15,14 +15,13 @@ from torch import nn
 
 from core.config import TrainConfig
 from core.data.batches import normalize
-from core.device import autocast_for, available_bytes, in_layout, memory_format_for
-from core.distributed import World
+from core.device import autocast_for, in_layout, memory_format_for
 from core.inspect.trust import BANK_SIZE
 from core.net.backbones import build_classifier
-from core.net.stages import CACHE_SHARE, StageTimes, time_stages
+from core.net.stages import LateCut, choose_cut
 from core.net.stages import split as split_body
 from core.train.progress import MIN_STEPS, TimeLeft
-from core.train.recipe import caches_features, plan
+from core.train.recipe import plan, trains_late
 
 # Images in each timed batch: as many pixels as 64 images at 64 px (a CPU's work per image falls as batches grow:
 # 8 images at 64 px, scaled up to a batch of 64, made a 25 s run 49 s), at least 8 (a few seconds at 224 px on
@@ -35,9 +34,7 @@ MIN_PROBE_IMAGES = 8
 class Costs:
     forward_s: float  # one image through the whole network, inference
     step_s: float  # one training step of the whole network on a batch of the run's batch size
-    stages: StageTimes | None = None  # the body's stages, timed: where unfreeze="late" would cut
-    cache_budget: float = 0.0  # bytes the early stages' outputs may take
-    late_step_s: dict[int, float] | None = None  # cut -> a training step of the late stages and head on a batch
+    late_step_s: float | None = None  # with a cut: a training step of the late stages and head on a batch
 
 
 def _timed(work, repeats: int = 2) -> float:
@@ -50,8 +47,18 @@ def _timed(work, repeats: int = 2) -> float:
     return min(times)
 
 
-def measure(arch: str, size: int, batch_size: int, device: torch.device) -> Costs:
-    """Time an inference pass and a training step of `arch` at `size` px on `device`."""
+def planned_cut(config: TrainConfig, n_train: int, n_valid: int, device: torch.device) -> LateCut | None:
+    """Where a run of `config` on n_train + n_valid images will cut its body (core.train.recipe.late_cut's
+    choice, made from operation counts and the device's memory: the same before Start as in the run)."""
+    if not trains_late(config):
+        return None
+    body = build_classifier(config.arch, 10, pretrained=False, size=config.size).body
+    return choose_cut(body, config.size, n_train, n_valid, config.epochs, device)
+
+
+def measure(arch: str, size: int, batch_size: int, device: torch.device, late_at: int | None = None) -> Costs:
+    """Time an inference pass and a training step of `arch` at `size` px on `device` (and with `late_at`, a
+    training step of the late stages from that cut on)."""
     model = build_classifier(arch, 10, pretrained=False, size=size).model.to(device)
     layout = memory_format_for(model, device)
     n = min(batch_size, max(PROBE_PIXELS // (size * size), MIN_PROBE_IMAGES))
@@ -76,10 +83,8 @@ def measure(arch: str, size: int, batch_size: int, device: torch.device) -> Cost
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    stages = time_stages(model[0], size, device)
-    late = {at: _late_step_s(model, at, x, y) * batch_size / n for at in stages.cuts} if stages else None
-    return Costs(_timed(forward) / n, _timed(step) * batch_size / n, stages, available_bytes(device) * CACHE_SHARE,
-                 late)
+    late = None if late_at is None else _late_step_s(model, late_at, x, y) * batch_size / n
+    return Costs(_timed(forward) / n, _timed(step) * batch_size / n, late)
 
 
 def _late_step_s(model: nn.Sequential, at: int, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -100,19 +105,17 @@ def _late_step_s(model: nn.Sequential, at: int, x: torch.Tensor, y: torch.Tensor
     return _timed(step)
 
 
-def run_seconds(config: TrainConfig, n_train: int, n_valid: int, costs: Costs) -> float:
-    """Seconds a run of `config` on n_train + n_valid images takes, from measured costs: every phase's steps,
-    validation passes, the frozen phase's feature cache and the final pass (not the start-up: loading the
-    libraries, the images and the weights)."""
+def run_seconds(config: TrainConfig, n_train: int, n_valid: int, costs: Costs, cut: LateCut | None = None) -> float:
+    """Seconds a run of `config` on n_train + n_valid images takes, cut at `cut` (planned_cut's), from measured
+    costs (measured with the cut's late step): every phase's steps, validation passes, the frozen phase's feature
+    cache and the final pass (not the start-up: loading the libraries, the images and the weights)."""
     batch_size = min(config.bs, n_train)
-    late = config.unfreeze == "late" and config.epochs > 0 and caches_features(config, World())
-    cut = costs.stages.pick(n_train, n_valid, config.epochs, costs.cache_budget) if late and costs.stages else None
     phases = plan(config, cut=cut)
     left = TimeLeft(phases, steps_per_epoch=max(n_train // batch_size, 1), batch_size=batch_size, n_train=n_train,
                     n_valid=n_valid, finish_images=min(BANK_SIZE, n_train) + n_valid)
     left.forward_s = costs.forward_s
     for phase in phases:
-        step_s = costs.late_step_s[cut.at] if phase.name == "late" else costs.step_s
+        step_s = costs.late_step_s if phase.name == "late" else costs.step_s
         if phase.name in ("unfrozen", "scratch", "late"):
             for _ in range(MIN_STEPS + 1):  # the timed step stands for the phase's steps (the first is a warm-up)
                 left.step(phase.name, step_s)

@@ -1,7 +1,8 @@
 """fastai's fine_tune recipe on the one loop: train a new head on a frozen body, then more of the network
 with discriminative learning rates. What can be computed once is: without augmentation, the frozen epochs train
 the head on body features computed once, and the unfrozen epochs train the body's late stages and the head on
-the early stages' outputs computed once (unfreeze="late"; core.net.stages picks the cut from this machine's timing).
+the early stages' outputs computed once (unfreeze="late"; core.net.stages picks the cut from the network's
+operation counts).
 """
 from __future__ import annotations
 
@@ -139,10 +140,16 @@ def train_late(learner: Learner, cut: LateCut, early_features: Split | None = No
                   phase="late", cached=Cached(early_features, nn.Sequential(_AsFloat(), late, classifier.head)))
 
 
+def trains_late(config: TrainConfig, world: World = World()) -> bool:
+    """Whether the unfrozen epochs may train only the late stages on cached early outputs (then late_cut says
+    where, if anywhere)."""
+    return config.unfreeze == "late" and config.epochs > 0 and caches_features(config, world)
+
+
 def late_cut(learner: Learner) -> LateCut | None:
     """Where to cut the body for unfreeze="late" (None: the unfrozen epochs train the whole network)."""
     config = learner.config
-    if config.unfreeze != "late" or config.epochs == 0 or not caches_features(config, learner.world):
+    if not trains_late(config, learner.world):
         return None
     return choose_cut(learner.classifier.body, config.size, len(learner.split.train_labels),
                       len(learner.split.valid_labels), config.epochs, learner.device)

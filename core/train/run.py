@@ -176,17 +176,21 @@ def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: 
 
 
 def _late_cut(folder: RunFolder, learner: Learner, checkpoint: dict | None) -> LateCut | None:
-    """Where the body is cut for unfreeze="late": timed at the run's first start and kept for its resumes (the
-    optimizer's groups depend on it)."""
+    """Where the body is cut for unfreeze="late": chosen at the run's first start (from operation counts, so the
+    same settings and data cut alike on any machine and load), written to recipe.json and kept for its resumes
+    (the optimizer's groups depend on it)."""
     if checkpoint is not None:
-        status = folder.raw_status()
-        at = status.get("late_cut")
-        return None if at is None else LateCut(at, status.get("late_share", 0.0), ())
+        recipe = folder.recipe()
+        at = recipe.get("late_cut")
+        return None if at is None else LateCut(at, recipe.get("late_share", 0.0), tuple(recipe.get("cached_shape", [])))
     cut = late_cut(learner)
+    config = learner.config
+    if config.pretrained and config.epochs:
+        folder.record_recipe({"unfrozen": "late stages", **cut.to_dict()} if cut else {"unfrozen": "every layer"})
     if cut is not None:
-        folder.update_status(late_cut=cut.at, late_share=cut.share)
-        print(f"Unfrozen epochs: the late stages ({cut.share:.0%} of a forward pass here) train on the early "
-              f"stages' output ({'x'.join(map(str, cut.shape))} an image), computed once.", flush=True)
+        print(f"Unfrozen epochs: the late stages (from block {cut.at} on, {cut.share:.0%} of a forward pass's work) "
+              f"train on the early stages' output ({'x'.join(map(str, cut.shape))} an image), computed once.",
+              flush=True)
     return cut
 
 
