@@ -39,6 +39,56 @@ def test_status_of_a_dead_process_is_interrupted(tmp_path):
     assert RunFolder(run_dir).status()["state"] == "stopping"
 
 
+def test_a_live_process_is_running_however_long_it_is_silent_and_a_reused_pid_is_not_it(tmp_path, monkeypatch):
+    from core.runs import folder as run_folder
+    from core.runs.folder import process_start
+
+    monkeypatch.setattr(run_folder, "HEARTBEAT_TIMEOUT_S", 0.0)  # every heartbeat is long past
+    run_dir = store.create_run(TrainConfig(), tmp_path, "silent")
+    RunFolder(run_dir).update_status(state="running", pid=os.getpid(), pid_start=process_start(os.getpid()))
+    assert RunFolder(run_dir).status()["state"] == "running"  # a busy machine's long final pass, not a death
+    RunFolder(run_dir).update_status(pid_start=process_start(os.getpid()) - 1)  # the pid, but another process's
+    assert RunFolder(run_dir).status()["state"] == "interrupted"
+    RunFolder(run_dir).update_status(state="queued", pid=None, pid_start=None)  # no process to ask: silence decides
+    assert RunFolder(run_dir).status()["state"] == "interrupted"
+
+
+# What the training process does at its end, in miniature: it reports running and beats, falls silent for its final
+# pass over the validation images (long on a busy machine), then writes its end and exits at once.
+ENDING = """
+import os, sys, time
+from core.runs.folder import RunFolder, process_start
+folder = RunFolder(sys.argv[1])
+folder.update_status(state="running", pid=os.getpid(), pid_start=process_start(os.getpid()))
+for _ in range(20):
+    time.sleep(0.01)
+    folder.update_status(step=1)
+time.sleep(1.0)
+folder.finish("completed", "Done.")
+"""
+
+
+def test_a_run_ending_while_the_page_reads_its_status_is_never_shown_interrupted(tmp_path, monkeypatch):
+    from core.runs import folder as run_folder
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(run_folder, "HEARTBEAT_TIMEOUT_S", 0.3)  # the final pass is longer than a heartbeat's wait
+
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]  # a busy machine
+    try:
+        for attempt in range(3):
+            run_dir = store.create_run(TrainConfig(), tmp_path, f"ending-{attempt}")
+            process = subprocess.Popen([sys.executable, "-c", ENDING, str(run_dir)], cwd=ROOT)
+            seen = set()
+            while process.poll() is None:  # read as the page's fragment does, as fast as it can
+                seen.add(RunFolder(run_dir).status().get("state"))
+            seen.add(RunFolder(run_dir).status().get("state"))
+            assert "interrupted" not in seen and RunFolder(run_dir).status()["state"] == "completed", seen
+    finally:
+        for burner in burners:
+            burner.kill()
+
+
 def test_run_names_are_unique_and_safe(tmp_path):
     first = store.create_run(TrainConfig(), tmp_path, "my run")
     second = store.create_run(TrainConfig(), tmp_path, "my run")

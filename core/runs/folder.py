@@ -6,8 +6,8 @@ runs/<run_id>/
                   the dataset edits it was read with (and data_items.json: every image with its label)
   recipe.json     what the recipe chose by itself at the first start (where it cut the network for unfreeze="late",
                   from operation counts: core.net.stages), kept for resumes and compared by the Runs page
-  status.json     state, pid, heartbeat, epoch/step, message; replaced atomically by the training process (and by
-                  the dashboard when it queues a run)
+  status.json     state, pid (and its start time), heartbeat, epoch/step, message; replaced atomically by the
+                  training process (and by the dashboard when it queues a run)
   metrics.jsonl   append-only rows: {"kind": "step", ...} per batch, {"kind": "epoch", ...} per epoch
                   (core.runs.metrics)
   checkpoints/    last.pt (where to resume) and best.pt (the best epoch so far)
@@ -34,7 +34,7 @@ from core.runs.metrics import NUMBER, MetricsTail, MetricsWriter, fits
 
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
-HEARTBEAT_TIMEOUT_S = 60.0  # a running process beats every second or so; a minute of silence means it died
+HEARTBEAT_TIMEOUT_S = 60.0  # a queued run with no process yet: a minute of silence means its start failed
 
 
 class RunFolder:
@@ -199,19 +199,32 @@ class RunFolder:
                 if fits(value, STATUS_FIELDS.get(key, (str, int, float, bool, type(None))))}
 
     def status(self) -> dict:
-        """status.json, with a run whose process is gone (or silent too long) reported as interrupted, and a
-        running one asked to stop as stopping."""
+        """status.json, with a run whose process is gone reported as interrupted, and a running one asked to stop
+        as stopping.
+
+        A process is gone when its pid no longer names the process that wrote it (the pid and its start time, so a
+        reused pid does not count): a live one is running however long it is silent (a busy machine can keep a
+        final pass from beating for minutes). Only a run with no process to ask (queued before its process started)
+        falls back on a minute of silence. A process that ends writes its last state first, so a run found gone
+        is read once more: one that finished between the two reads shows as it finished, never as interrupted.
+        """
         status = self.raw_status()
-        state = status.get("state")
-        if state in ACTIVE_STATES:
-            silent = time.time() - status.get("heartbeat", 0) > HEARTBEAT_TIMEOUT_S
-            dead = silent if state == "queued" else silent or not _pid_alive(status.get("pid"))
-            if dead:
+        if status.get("state") in ACTIVE_STATES and self._gone(status):
+            status = self.raw_status()
+            if status.get("state") in ACTIVE_STATES and self._gone(status):
                 return {**status, "state": "interrupted",
                         "message": status.get("message") or "The training process ended without finishing."}
-            if state == "running" and self.stop_requested():
-                return {**status, "state": "stopping"}
+        if status.get("state") == "running" and self.stop_requested():
+            return {**status, "state": "stopping"}
         return status
+
+    @staticmethod
+    def _gone(status: dict) -> bool:
+        """Whether the process of an active status has ended (status() says how this is told)."""
+        pid = status.get("pid")
+        if pid:
+            return not process_alive(pid, status.get("pid_start"))
+        return time.time() - status.get("heartbeat", 0) > HEARTBEAT_TIMEOUT_S
 
     def is_active(self) -> bool:
         return self.status().get("state") in ACTIVE_STATES
@@ -292,7 +305,8 @@ class RunFolder:
 TASKS = ("train", "lr_find")
 # status.json's fields and their types: a field of another type (a damaged or foreign file) is left out.
 STATUS_FIELDS = {"state": (str,), "message": (str,), "device": (str,), "phase": (str,), "model_checkpoint": (str,),
-                 "pid": (int,), "step": (int,), "total_steps": (int,), "epoch": (int,), "total_epochs": (int,),
+                 "pid": (int,), "pid_start": (int,), "step": (int,), "total_steps": (int,), "epoch": (int,),
+                 "total_epochs": (int,),
                  "heartbeat": NUMBER, "started": NUMBER, "finished": (*NUMBER, type(None)), "imgs_per_s": NUMBER,
                  "eta_s": NUMBER, "best_accuracy": (*NUMBER, type(None)), "final_accuracy": NUMBER,
                  # wall seconds spent running, over the first start and every resume (never the time stopped)
@@ -316,13 +330,31 @@ def mtime(path: Path) -> float:
         return 0.0
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux's /proc/PID/stat, field 22); None where it
+    cannot be read (no such process, or no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # the fields after the command name, which may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_alive(pid: int, started: int | None = None) -> bool:
+    """Whether process `pid` exists and is not a zombie, and (given `started`, process_start's) is the one that
+    started then, not a later process that reuses the pid."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    except (OverflowError, OSError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): the pid exists
+    if stat[stat.rindex(")") + 2:].split()[0] == "Z":
+        return False  # exited, not yet reaped by its parent
+    return started is None or process_start(pid) == started

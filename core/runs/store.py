@@ -23,7 +23,7 @@ from core.atomic import read_json, write_json_atomic
 from core.config import TrainConfig
 from core.data.sources import source_label
 from core.errors import BrokenRun
-from core.runs.folder import RunFolder, mtime
+from core.runs.folder import RunFolder, mtime, process_start
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where app.py is: runs/ goes beside it, and runs start there
 LOCK_NAME = ".train.lock"
@@ -146,7 +146,7 @@ def recipe_text(recipe: dict) -> str:
     work)", or "" when the run did not record it (an older run, or one that has not started)."""
     if recipe.get("unfrozen") == "every layer":
         return "every layer"
-    if "late_cut" in recipe:
+    if recipe.get("late_cut") is not None:
         share = recipe.get("late_share")
         return f"the late stages from block {recipe['late_cut']}" + (f" ({share:.0%} of the work)" if share else "")
     return ""
@@ -301,7 +301,10 @@ def launch(run_dir: Path, resume: bool = False) -> subprocess.Popen:
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                    start_new_session=True)
-    # Reap the child when it exits, so a finished process never lingers as a zombie that looks alive.
+    # Until the process writes its own status it is known by its pid: a slow start (importing torch on a busy
+    # machine) is not taken for a failed one. Reap it when it exits, so it never lingers as a zombie.
+    if folder.raw_status().get("state") == "queued":
+        folder.update_status(pid=process.pid, pid_start=process_start(process.pid))
     threading.Thread(target=process.wait, daemon=True).start()
     return process
 

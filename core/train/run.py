@@ -31,7 +31,7 @@ from core.net.arch import WeightsUnavailable
 from core.net.backbones import Classifier, build_classifier
 from core.net.stages import LateCut
 from core.runs.checkpoint import load_checkpoint, save_checkpoint
-from core.runs.folder import RunFolder
+from core.runs.folder import RunFolder, process_start
 from core.runs.store import DeviceBusy, TrainingLock
 from core.train.callbacks import (
     EarlyStop,
@@ -81,15 +81,15 @@ def in_run_process(folder: RunFolder, world: World, work: Callable[[TrainConfig,
         except DeviceBusy as error:
             busy = error
     if world.any(busy is not None):
-        folder.update_status(state="failed", pid=os.getpid(), message=str(busy))
+        folder.update_status(state="failed", pid=os.getpid(), pid_start=process_start(os.getpid()), message=str(busy))
         print(busy or "Rank 0 could not take the training lock.", flush=True)
         return "failed"
     device = pick_device(world)
     before = folder.raw_status() if resume else {}
     active = ActiveTime(_active_before(before))
-    folder.update_status(state="running", pid=os.getpid(), device=describe_device(device), finished=None,
-                         started=before.get("started", time.time()), message=message, active_s=active(),
-                         eta_s=None, fraction=None, imgs_per_s=None)
+    folder.update_status(state="running", pid=os.getpid(), pid_start=process_start(os.getpid()),
+                         device=describe_device(device), finished=None, started=before.get("started", time.time()),
+                         message=message, active_s=active(), eta_s=None, fraction=None, imgs_per_s=None)
     try:
         config = folder.config()
         problems = config.problems()
