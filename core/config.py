@@ -43,6 +43,9 @@ def _setting(default, help: str, **argparse_options):
 class TrainConfig:
     data: str = _setting("builtin:digits", "dataset: builtin:NAME, a folder of images, or a .zip of one")
     label_regex: str = _setting("", "labels from file names: a regex whose first group is the label")
+    edits_upto: int = _setting(-1, "read the dataset with only the first N entries of its edit log, the edits as "
+                                   "they stood when a run read it (a run's reproduce command says so); -1: every "
+                                   "edit in force now")
     resize: str = _setting("squish", "how images become square: squish (stretch), crop (centre) or pad (black "
                                      "borders)", choices=RESIZE_METHODS)
     arch: str = _setting("efficientnet_lite0", f"backbone: {', '.join(BUILTIN_ARCHS)}, or any model of the timm "
@@ -58,9 +61,10 @@ class TrainConfig:
     # fraction of a second each, so five are cheap.
     freeze_epochs: int = _setting(5, "epochs with the pretrained body frozen first")
     unfreeze: str = _setting("late", "what the unfrozen epochs train: late (the body's last stages and the head, "
-                                     "on the early stages' output computed once; where to cut is timed on this "
-                                     "machine) or all (every layer, the whole network each step, as fastai; also "
-                                     "what late does with augmentation, a backbone without stages or torchrun)",
+                                     "on the early stages' output computed once; where to cut follows from the "
+                                     "network's operation counts) or all (every layer, the whole network each "
+                                     "step, as fastai; also what late does with augmentation, a backbone without "
+                                     "stages or torchrun)",
                              choices=UNFREEZE_CHOICES)
     # fastai's fine_tune uses 2e-3; on digits 5e-3 gave 96.9% against 95.5% (1e-2: 98.1%, but ResNet-18 from
     # scratch fell to 19.5% after one epoch at it).
@@ -121,6 +125,7 @@ class TrainConfig:
             "resize": (self.resize in RESIZE_METHODS, f"must be one of {', '.join(RESIZE_METHODS)}"),
             "size": (self.size >= 16, "must be at least 16 pixels"),
             "bs": (self.bs >= 1, "must be at least 1"),
+            "edits_upto": (self.edits_upto >= -1, "must be -1 (every edit) or a number of edit-log entries"),
             "epochs": (self.epochs >= 0, "must not be negative"),
             "freeze_epochs": (self.freeze_epochs >= 0, "must not be negative"),
             "lr": (self.lr > 0 and math.isfinite(self.lr), "must be a positive number"),

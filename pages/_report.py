@@ -1,4 +1,5 @@
-"""A run as one self-contained HTML file: settings, curves, confusion matrix, most-confused pairs, top losses.
+"""A run as one self-contained HTML file: settings and what the recipe chose, the data with its edits, curves,
+confusion matrix, most-confused pairs, calibration and "none of these", top losses.
 
 It opens in any browser without the app or a network (plotly.js is inlined once), for demos and sharing.
 """
@@ -10,10 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.data.sources import source_label
+from core.errors import BrokenRun
 from core.formats import format_seconds
 from core.inspect.attribution import attribute, grad_cam_layer, grad_cam_note
 from core.inspect.interpret import Predictions, confusion_matrix, most_confused, per_class_metrics, top_losses
+from core.inspect.trust import Trust, expected_calibration_error
 from core.runs.folder import RunFolder
+from core.runs.store import recipe_text
 from pages._figures import confusion_figure, loss_figure, lr_figure, overlay_grid, to_hwc
 
 if TYPE_CHECKING:
@@ -50,6 +54,44 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _data_section(folder: RunFolder) -> str:
+    """How many images the run trained and validated on, and the dataset edits it read them with."""
+    record = folder.data_record()
+    edits = record.get("edits") if isinstance(record.get("edits"), dict) else {}
+    counts = f"{record.get('n_train', '?')} training and {record.get('n_valid', '?')} validation images"
+    if not edits:
+        return f"<p>{html.escape(counts)}; no record of dataset edits (an older run).</p>"
+    changed = f"{edits.get('relabelled', 0)} relabelled, {edits.get('removed', 0)} removed, " \
+              f"{edits.get('kept', 0)} marked right"
+    position = edits.get("position")
+    where = f" (the dataset's edit log as it stood at {position} {'entry' if position == 1 else 'entries'}; later " \
+            "fixes are not in this run)" if isinstance(position, int) and position else ""
+    batches = edits.get("batches", 0)
+    text = f"{counts}, read with {batches} {'batch' if batches == 1 else 'batches'} of edits in force: " \
+           f"{changed}{where}." if batches else f"{counts}, with no dataset edits."
+    return f"<p>{html.escape(text)}</p>"
+
+
+def _trust_section(folder: RunFolder, predictions: Predictions, n_classes: int) -> str:
+    """Calibration before and after, the temperature, and how "none of these" is decided (pages/_trust.py's)."""
+    if predictions.raw_probs is None or not folder.trust_path.exists():
+        return "<p>This run finished before runs were calibrated.</p>"
+    try:
+        trust = Trust.load(folder.trust_path)
+    except BrokenRun as error:
+        return f"<p>{html.escape(str(error))}</p>"
+    before = expected_calibration_error(predictions.raw_probs, predictions.targets)
+    after = expected_calibration_error(predictions.probs, predictions.targets)
+    rows = [{"": "calibration error (ECE, 15 bins)", "value": f"{before:.1%} before, {after:.1%} after"},
+            {"": "temperature", "value": f"{trust.temperature:.2f}"}]
+    if predictions.unknown_scores is not None:
+        flagged = float((predictions.unknown_scores > trust.threshold).mean())
+        rows.append({"": f"\"not one of the {n_classes} classes\" threshold",
+                     "value": f"{trust.threshold:.3f} (distance to the {trust.k}th-nearest training image); "
+                              f"{flagged:.1%} of the validation images are past it"})
+    return _table(rows) + "<p>Every probability shown is the calibrated one: softmax(logits / temperature).</p>"
+
+
 def run_report_html(run_dir: Path, model, run_images: torch.Tensor, predictions: Predictions,
                     class_names: list[str], n_top_losses: int = 12) -> str:
     """The whole report as one HTML string."""
@@ -71,6 +113,9 @@ def run_report_html(run_dir: Path, model, run_images: torch.Tensor, predictions:
     pairs = [{"actual": a, "predicted": p, "count": n} for a, p, n in most_confused(matrix, class_names)[:15]]
     per_class = [{"class": m.class_name, "precision": f"{m.precision:.3f}", "recall": f"{m.recall:.3f}",
                   "f1": f"{m.f1:.3f}", "support": m.support} for m in per_class_metrics(predictions, class_names)]
+    trained = recipe_text(folder.recipe())
+    if trained:
+        settings.append({"setting": "unfrozen epochs trained (chosen by the recipe)", "value": trained})
     name = html.escape(run_dir.name)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Run {name}</title>
 <style>{STYLE}</style></head><body>
@@ -80,10 +125,12 @@ def run_report_html(run_dir: Path, model, run_images: torch.Tensor, predictions:
 <b>{predictions.accuracy:.1%}</b> on {len(predictions.targets)} images · report made
 {time.strftime('%Y-%m-%d %H:%M')}</p>
 <h2>Settings</h2>{_table(settings)}
-<p>Reproduce: <code>{html.escape(folder.command)}</code></p>
+<p>Reproduce: <code>{html.escape(folder.reproduce_command())}</code></p>
+<h2>Data</h2>{_data_section(folder)}
 <h2>Training</h2>{charts[0]}{charts[1]}{_table(epochs)}
 <h2>Confusion matrix</h2><p>Rows: actual class; columns: predicted class.</p>{charts[2]}
 <h2>Most confused</h2>{_table(pairs)}
 <h2>Per-class metrics (worst first)</h2>{_table(per_class)}
+<h2>Can you trust its probabilities?</h2>{_trust_section(folder, predictions, len(class_names))}
 <h2>Top losses, with Grad-CAM</h2><p>Each reads actual→predicted, then its loss. {html.escape(cam_note)}</p>{charts[3]}
 </body></html>"""

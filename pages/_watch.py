@@ -132,9 +132,12 @@ def show_curves(folder: RunFolder) -> None:
     st.caption(f"Device: {md(folder.raw_status().get('device', '…'))}" +
                (f" · The unfrozen epochs train {md(trained)}: chosen from the network's size, the same on any machine."
                 if trained else ""))
-    if folder.command:
+    command = folder.reproduce_command()
+    if command:
         with st.expander("The same run from a terminal"):
-            st.code(folder.command, language="bash")
+            st.code(command, language="bash")
+            st.caption("It reads the dataset with the edits the run had (--edits-upto: the edit log's entries then), "
+                       "whatever was fixed since; leave that flag out to train on the data as it is now.")
 
 
 # While a run trains, the dashboard shares the machine with it (bench/ui_cost measures what a refresh costs

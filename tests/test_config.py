@@ -20,7 +20,7 @@ def test_every_field_is_a_flag_and_a_config_spelled_as_flags_reads_back_equal(tm
                           unfrozen_lr_max=1e-4, wd=0.05, label_smoothing=0.1, patience=3, adapt_bn=True,
                           keep_best=True, valid_pct=0.25, seed=7, flip=True, rotate=10.0, zoom=1.1, lighting=0.2,
                           balance="weights", track="mlflow,tensorboard", weights=str(weights),
-                          unfreeze="all")
+                          unfreeze="all", edits_upto=3)
     assert all(getattr(changed, f.name) != f.default for f in dataclasses.fields(TrainConfig))  # every field moved
     assert config_from_args(parse_args(changed.cli_args())) == changed
     assert config_from_args(parse_args(TrainConfig().cli_args())) == TrainConfig()

@@ -37,7 +37,7 @@ def test_mlflow_holds_the_runs_settings_epoch_metrics_and_exported_model(tracked
     assert run.info.run_name == "tracked" and run.info.status == "FINISHED"
     assert run.data.params == {name: str(value) for name, value in folder.config().to_dict().items()}
     assert run.data.tags["task"] == "train" and run.data.tags["data"] == "builtin:digits"
-    assert run.data.tags["command"] == folder.command
+    assert run.data.tags["command"] == folder.reproduce_command()  # the data as it read it: --edits-upto
     epochs = folder.read_metrics().epochs
     assert [row["epoch"] for row in epochs] == [1, 2]
     for name in EPOCH_METRICS:

@@ -41,10 +41,11 @@ class EditSummary:
     kept: int
     batches: int
     digest: str  # a short hash of every edit in force: two reads with the same digest applied the same edits
+    position: int = 0  # entries of the log read: EditLog(dataset, upto=position) reads the same edits again
 
     def to_dict(self) -> dict:
         return {"relabelled": self.relabelled, "removed": self.removed, "kept": self.kept, "batches": self.batches,
-                "digest": self.digest}
+                "digest": self.digest, "position": self.position}
 
 
 def edit_log_path(dataset: str | Path) -> Path:
@@ -85,12 +86,15 @@ def check_label(label) -> str | None:
 
 
 class EditLog:
-    """The edit log of one dataset: a folder (a zip's unpacked folder) or a built-in source."""
+    """The edit log of one dataset: a folder (a zip's unpacked folder) or a built-in source; with `upto`, only its
+    first `upto` entries (the log as it stood then: it is only ever appended to)."""
 
-    def __init__(self, dataset: str | Path):
+    def __init__(self, dataset: str | Path, upto: int | None = None):
         self.path = edit_log_path(dataset)
+        self.upto = upto
 
     def _lines(self) -> list[dict]:
+        """The log's entries (lines that are JSON objects), the first `upto` of them."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except OSError:
@@ -103,7 +107,7 @@ class EditLog:
                 continue  # a line cut short by a crash: ignored, the rest still applies
             if isinstance(row, dict):
                 lines.append(row)
-        return lines
+        return lines if self.upto is None else lines[:self.upto]
 
     def batches(self) -> list[dict]:
         """The batches in force, oldest first: every batch not taken back by an undo."""
@@ -162,13 +166,14 @@ class EditLog:
         return EditSummary(relabelled=sum(1 for d in decisions.values() if d.get("label") is not None),
                            removed=sum(1 for d in decisions.values() if "label" in d and d["label"] is None),
                            kept=sum(1 for d in decisions.values() if d.get("keep")),
-                           batches=len(self.batches()), digest=digest)
+                           batches=len(self.batches()), digest=digest, position=len(self._lines()))
 
 
-def apply_edits(scan: Scan, folder: Path) -> tuple[Scan, list[str]]:
-    """The scan as the edit log of `folder` leaves it: relabelled items carry their new label, removed ones are
-    left out. Returns (scan, files removed). Edits of files the folder no longer has change nothing."""
-    decisions = EditLog(folder).decisions()
+def apply_edits(scan: Scan, folder: Path, upto: int | None = None) -> tuple[Scan, list[str]]:
+    """The scan as the edit log of `folder` (its first `upto` entries) leaves it: relabelled items carry their new
+    label, removed ones are left out. Returns (scan, files removed). Edits of files the folder no longer has change
+    nothing."""
+    decisions = EditLog(folder, upto).decisions()
     if not decisions:
         return scan, []
     items, removed = [], []
@@ -183,10 +188,10 @@ def apply_edits(scan: Scan, folder: Path) -> tuple[Scan, list[str]]:
     return Scan(scan.root, scan.layout, items, list(scan.skipped)), removed
 
 
-def apply_edits_to_images(data: LabeledImages, source: str) -> LabeledImages:
-    """A built-in dataset as its edit log leaves it (items named by LabeledImages.item_names); classes that
-    edits introduce come after the dataset's own."""
-    decisions = EditLog(source).decisions()
+def apply_edits_to_images(data: LabeledImages, source: str, upto: int | None = None) -> LabeledImages:
+    """A built-in dataset as its edit log (its first `upto` entries) leaves it (items named by
+    LabeledImages.item_names); classes that edits introduce come after the dataset's own."""
+    decisions = EditLog(source, upto).decisions()
     if not decisions:
         return data
     class_names = list(data.class_names)

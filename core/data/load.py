@@ -47,26 +47,27 @@ def resolve_folder(source: str) -> Path:
     return _unpacked(source)[0]
 
 
-def inspect_source(source: str, label_regex: str | None = None, *, edits: bool = True):
-    """The health report (core.data.health.HealthReport) of a folder or zip source, with its edit log applied
-    (unless `edits` is off: the files as they are). A zip's entries skipped while unpacking come first in the
-    report's skipped list."""
+def inspect_source(source: str, label_regex: str | None = None, *, edits: bool = True, edits_upto: int | None = None):
+    """The health report (core.data.health.HealthReport) of a folder or zip source, with its edit log applied (its
+    first `edits_upto` entries; none when `edits` is off: the files as they are). A zip's entries skipped while
+    unpacking come first in the report's skipped list."""
     from core.data.health import inspect_scan
     from core.data.layouts import scan_folder
 
     folder, unpack_skipped = _unpacked(source)
     scan, removed = scan_folder(folder, label_regex), []
     if edits:
-        scan, removed = apply_edits(scan, folder)
+        scan, removed = apply_edits(scan, folder, edits_upto)
     report = inspect_scan(scan, source)
     report.skipped[:0] = unpack_skipped
-    report.folder, report.edits, report.removed = str(folder), EditLog(folder).summary().to_dict(), removed
+    report.folder, report.edits, report.removed = str(folder), EditLog(folder, edits_upto).summary().to_dict(), removed
     return report
 
 
-def edit_log_for(source: str) -> EditLog:
-    """The edit log of a source: a built-in dataset's own, or the one of the folder a path stands for."""
-    return EditLog(source if source.startswith("builtin:") else resolve_folder(source))
+def edit_log_for(source: str, upto: int | None = None) -> EditLog:
+    """The edit log of a source (its first `upto` entries): a built-in dataset's own, or the one of the folder a
+    path stands for."""
+    return EditLog(source if source.startswith("builtin:") else resolve_folder(source), upto)
 
 
 def load_report(report, size: int, resize: str = "squish") -> LabeledImages:
@@ -102,15 +103,15 @@ def _size_and_time(path) -> tuple[int, int]:
 
 
 def load_source(source: str, size: int, *, label_regex: str | None = None, resize: str = "squish",
-                edits: bool = True) -> LabeledImages:
+                edits: bool = True, edits_upto: int | None = None) -> LabeledImages:
     """Load a dataset by its source string ("builtin:NAME", a folder or a .zip) at `size` pixels, as its edit log
-    leaves it (unless `edits` is off)."""
+    (its first `edits_upto` entries) leaves it (unless `edits` is off)."""
     if resize not in RESIZE_METHODS:
         raise DataError(f"Resize method must be one of {', '.join(RESIZE_METHODS)}.")
     if source.startswith("builtin:"):
         data = load_builtin(source.split(":", 1)[1], size)
-        return apply_edits_to_images(data, source) if edits else data
-    return load_report(inspect_source(source, label_regex, edits=edits), size, resize)
+        return apply_edits_to_images(data, source, edits_upto) if edits else data
+    return load_report(inspect_source(source, label_regex, edits=edits, edits_upto=edits_upto), size, resize)
 
 
 def stratified_split(labels: torch.Tensor, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

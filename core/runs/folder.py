@@ -160,6 +160,28 @@ class RunFolder:
     def data_record(self) -> dict:
         return read_json(self.path / "data.json") or read_json(self.path / "config.json")  # older runs kept it there
 
+    def edits_upto(self, config: TrainConfig) -> int | None:
+        """How many entries of its dataset's edit log the run (of `config`) reads its data with: its setting, else
+        as many as it read at its first start (so a resume and an export read the data the run trained on, whatever
+        was recorded since), else None: every edit (a first start)."""
+        if config.edits_upto >= 0:
+            return config.edits_upto
+        edits = self.data_record().get("edits")
+        position = edits.get("position") if isinstance(edits, dict) else None
+        return position if fits(position, (int,)) and position >= 0 else None
+
+    def reproduce_command(self) -> str:
+        """The command line that trains this run again on the data it had: its command, with the edit log's
+        position it read once it has read its data."""
+        command = self.command
+        try:
+            position = self.edits_upto(self.config())
+        except BrokenRun:
+            return command
+        if not command or position is None or "--edits-upto" in command:
+            return command
+        return f"{command} --edits-upto {position}"
+
     def class_names(self) -> list[str]:
         """The run's class names, in the order of its outputs; BrokenRun when they are not a list of text."""
         names = self.data_record().get("class_names", [])

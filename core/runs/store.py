@@ -137,7 +137,7 @@ def summarize(path: Path) -> RunSummary | None:
     return RunSummary(folder.run_id, path, status.get("state", "unknown"),
                       TrainConfig.from_dict(request.get("config", {})), float(request.get("created", 0.0)),
                       status.get("best_accuracy"),  # kept there at every epoch's end: no metrics file is read
-                      folder.has_predictions(), _active_seconds(status), request.get("command", ""),
+                      folder.has_predictions(), _active_seconds(status), folder.reproduce_command(),
                       request.get("task", "train"), name=name, tags=tags, recipe=folder.recipe())
 
 

@@ -177,7 +177,8 @@ def verify_export(run_dir: Path) -> dict:
     folder = RunFolder(run_dir).export_folder
     (folder / "verification.json").unlink(missing_ok=True)  # a failed or cut-off check leaves no old verdict behind
     trusted, class_names, config = load_trusted_model(run_dir)
-    data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
+    data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize,
+                       edits_upto=RunFolder(run_dir).edits_upto(config))  # the data the run had, not today's
     split = Split.from_dataset(data, config.valid_pct, config.seed)
     images, labels = split.valid_images, split.valid_labels.numpy()  # (N, 3, S, S) uint8, (N,)
     pixels, n = images.permute(0, 2, 3, 1).contiguous(), len(labels)  # (N, S, S, 3): the exported files' input

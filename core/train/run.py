@@ -124,11 +124,13 @@ def prepare(folder: RunFolder, config: TrainConfig, device: torch.device,
             world: World = World()) -> tuple[LabeledImages, Split, Classifier]:
     """Load the data, split it, build the model on the device, and record what the data turned out to be."""
     torch.manual_seed(config.seed)  # the same new head on every process
-    data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize)
+    upto = folder.edits_upto(config)  # a resume reads the edits its first start read, not those made since
+    data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize,
+                       edits_upto=upto)
     split = Split.from_dataset(data, config.valid_pct, config.seed).placed(device)
     print(where_held(data.images), flush=True)
     folder.record_data(list(data.class_names), data.fingerprint(), len(split.train_labels), len(split.valid_labels),
-                       edit_log_for(config.data).summary().to_dict(),
+                       edit_log_for(config.data, upto).summary().to_dict(),
                        [(name, data.class_names[label]) for name, label in zip(data.item_names, data.labels.tolist())])
     classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained, size=config.size,
                                   weights=config.weights)

@@ -118,7 +118,7 @@ class MLflowLogger(Tracker):
             self.client.update_run(self.run_id, status="RUNNING")
         else:
             self.run_id = self.client.create_run(experiment_id, run_name=self.folder.run_id, tags={
-                "task": self.folder.task, "data": learner.config.data, "command": self.folder.command,
+                "task": self.folder.task, "data": learner.config.data, "command": self.folder.reproduce_command(),
                 RUN_FOLDER_TAG: self._folder()}).info.run_id
             self.client.log_batch(self.run_id, params=[Param(name, str(value))
                                                        for name, value in learner.config.to_dict().items()])
@@ -166,7 +166,7 @@ class TensorBoardLogger(Tracker):
         # The hparams plugin reads each run's last value of these scalar tags: compare runs by setting.
         for summary in hparams(learner.config.to_dict(), {"epoch/accuracy": None, "epoch/valid_loss": None}):
             self.writer.file_writer.add_summary(summary)
-        self.writer.add_text("settings", "    " + self.folder.command)  # indented: shown as code
+        self.writer.add_text("settings", "    " + self.folder.reproduce_command())  # indented: shown as code
         # No model graph: add_graph traces the model once more (measured on 2 CPU cores: 4.5 s for ResNet-18 at
         # 32 px, 16 s for EfficientNet-Lite0 at 224 px), and the exported ONNX shows it better (e.g. in Netron).
 
