@@ -36,7 +36,7 @@ def few_digits_zip(path):
 
 def wait_for_saved(settings_file, **expected) -> None:
     """The page saves a change on its next script run: wait until the file says so (60 s at most)."""
-    deadline = time.time() + 60
+    deadline, saved = time.time() + 60, None
     while time.time() < deadline:
         try:
             saved = json.loads(settings_file.read_text())["settings"]
@@ -45,7 +45,7 @@ def wait_for_saved(settings_file, **expected) -> None:
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.2)
-    raise AssertionError(f"{expected} never reached {settings_file}")
+    raise AssertionError(f"{expected} never reached {settings_file}; it holds {saved}")
 
 
 def expect_chosen(page, url: str) -> None:
