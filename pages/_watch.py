@@ -47,6 +47,9 @@ def show_status(folder: RunFolder) -> dict:
         st.error(md(message) if message else "The run failed; its log.txt has the details.")
     elif state == "interrupted":
         st.warning(f"{md(message)} What it learned up to its last finished epoch is kept in its checkpoints.")
+    elif state == "stopping":  # what the stop waits for: the current batch, or the next chunk of a long pass
+        st.caption("Stopping: it ends after the current batch and saves a checkpoint" +
+                   (f" (now: {md(message)})." if message else "."))
     elif message:
         st.caption(md(message))
     show_progress(status)
@@ -68,7 +71,8 @@ def show_progress(status: dict) -> None:
         n, finished = status["total_epochs"], status.get("epoch", 0)
         parts.append(f"{'stopped in ' if state == 'stopped' else ''}epoch "
                      f"{finished if state == 'completed' else min(finished + 1, n)}/{n}")
-    parts.append(f"step {step}/{total}")
+    parts.append(f"step {step}/{total}" + (" done: calibrating on the validation images and saving the model"
+                                           if active and step >= total else ""))
     fraction = 1.0 if state == "completed" else step / total
     if active:
         left, done = left_now(status)

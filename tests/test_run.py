@@ -217,3 +217,22 @@ def test_torchrun_trains_with_two_processes_and_rank_zero_writes_the_run(tmp_pat
     assert [row["step"] for row in tail.steps] == list(range(1, 45)) and len(tail.epochs) == 2
     assert tail.epochs[-1]["accuracy"] > 0.8
     assert sorted(p.name for p in tmp_path.iterdir()) == [".train.lock", "ddp"]  # one run folder, from rank 0
+
+
+def test_a_stop_asked_while_the_frozen_layers_output_is_computed_ends_the_run_at_once(tmp_path):
+    """The pass over every image before the first step does not make a stop wait for it (on a big dataset it takes
+    minutes); with nothing trained yet, the run says there is nothing to resume."""
+    from core.train.callbacks import StopTraining
+    from core.train.recipe import body_features
+
+    asked = iter([False, False, True])
+    body = torch.nn.Conv2d(3, 4, 3)
+    with pytest.raises(StopTraining):
+        body_features(body, torch.zeros(100, 3, 8, 8, dtype=torch.uint8), batch_size=10, device=torch.device("cpu"),
+                      chunk=10, stop_requested=lambda: next(asked))
+    run_dir = store.create_run(TrainConfig(size=32), tmp_path, "stop-at-once")  # pretrained: a cached frozen phase
+    RunFolder(run_dir).request_stop()  # asked before the pass began: it stops at its first chunk
+    assert run_training(run_dir) == "stopped"
+    status = RunFolder(run_dir).status()
+    assert status["step"] == 0 and "nothing to resume" in status["message"]
+    assert not RunFolder(run_dir).can_resume() and not RunFolder(run_dir).has_predictions()  # no untrained model

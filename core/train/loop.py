@@ -71,6 +71,7 @@ class Learner:
     on_features: bool = False  # whether the current phase trains on cached features (fit's `cached`) in place of images
     loss_weights: torch.Tensor | None = None  # (n_classes,) on the device with balance="weights"; set by fit
     announce: Callable[[str], None] = lambda message: None  # tells the person what a long step is doing
+    stop_requested: Callable[[], bool] = lambda: False  # a stop was asked for: long passes outside steps look too
     feature_seconds: float = 0.0  # wall seconds this process spent computing a cached frozen phase's features
 
     def batches_per_epoch(self) -> int:

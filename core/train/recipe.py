@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ from core.distributed import World
 from core.net.backbones import freeze_body, unfreeze
 from core.net.stages import LateCut, choose_cut
 from core.net.stages import split as split_body
-from core.train.callbacks import Callback
+from core.train.callbacks import Callback, StopTraining
 from core.train.loop import Cached, Learner, fit_one_cycle, keeps_bn_stats
 from core.train.progress import Phase
 
@@ -184,12 +185,14 @@ def caches_features(config: TrainConfig, world: World) -> bool:
 
 @torch.inference_mode()
 def body_features(body: nn.Module, images: torch.Tensor, *, batch_size: int, device: torch.device,
-                  chunk: int | None = None, pool: bool = True) -> torch.Tensor:
+                  chunk: int | None = None, pool: bool = True,
+                  stop_requested: Callable[[], bool] | None = None) -> torch.Tensor:
     """A frozen body's (or its early stages') output for uint8 images (N, 3, S, S), on `device`: average-pooled to
     (N, F, 1, 1) float32, or with pool=False the maps themselves (N, C, h, w) in bfloat16 (half the memory).
 
     The head pools first anyway, so it reads pooled features exactly as it would read the body's feature maps.
-    `chunk` (images a forward pass) defaults to inference_batch_size's choice.
+    `chunk` (images a forward pass) defaults to inference_batch_size's choice. StopTraining, between two chunks,
+    once `stop_requested()` says so: a stop does not wait for a pass over every image.
     """
     body.eval()
     chunk = chunk or inference_batch_size(images.shape[-1], batch_size, device)
@@ -198,6 +201,8 @@ def body_features(body: nn.Module, images: torch.Tensor, *, batch_size: int, dev
     def parts():
         for x, _ in iterate_batches(images, torch.zeros(len(images), dtype=torch.long), chunk, shuffle=False,
                                     device=device):
+            if stop_requested is not None and stop_requested():
+                raise StopTraining
             with autocast_for(device):
                 out = body(in_layout(x, layout))
             yield out.float().mean((2, 3), keepdim=True) if pool else out.to(torch.bfloat16).contiguous()
@@ -210,12 +215,14 @@ def cache_features(learner: Learner, module: nn.Module, pool: bool = False) -> S
     """Run a frozen `module` (the body, or its early stages) once over the training and validation images (the
     way Teachable Machine trains a head in seconds); what trains next reads its output instead of the images."""
     started = time.perf_counter()
-    learner.announce("Computing the frozen layers' output once")
-    split, bs, device = learner.split, learner.config.bs, learner.device
-    features = Split(body_features(module, split.train_images, batch_size=bs, device=device, pool=pool),
-                     split.train_labels,
-                     body_features(module, split.valid_images, batch_size=bs, device=device, pool=pool),
-                     split.valid_labels, split.valid_ids)
+    # not kept between starts: a resume computes it again, and says so
+    learner.announce("Computing the frozen layers' output once" if learner.resume is None else
+                     "Resuming: computing the frozen layers' output again (it is not kept between starts)")
+    split, bs, device, stop = learner.split, learner.config.bs, learner.device, learner.stop_requested
+    features = Split(body_features(module, split.train_images, batch_size=bs, device=device, pool=pool,
+                                   stop_requested=stop), split.train_labels,
+                     body_features(module, split.valid_images, batch_size=bs, device=device, pool=pool,
+                                   stop_requested=stop), split.valid_labels, split.valid_ids)
     learner.announce("")
     seconds = time.perf_counter() - started
     learner.feature_seconds += seconds  # the run's time left is estimated from this forward pass until unfrozen
@@ -230,8 +237,10 @@ def late_features(learner: Learner, late: nn.Module, early: Split) -> Split:
     started = time.perf_counter()
     bs, device = learner.config.bs, learner.device
     head_in = nn.Sequential(_AsFloat(), late)
-    features = Split(body_features(head_in, early.train_images, batch_size=bs, device=device), early.train_labels,
-                     body_features(head_in, early.valid_images, batch_size=bs, device=device), early.valid_labels,
-                     early.valid_ids)
+    stop = learner.stop_requested
+    features = Split(body_features(head_in, early.train_images, batch_size=bs, device=device, stop_requested=stop),
+                     early.train_labels,
+                     body_features(head_in, early.valid_images, batch_size=bs, device=device, stop_requested=stop),
+                     early.valid_labels, early.valid_ids)
     learner.feature_seconds += time.perf_counter() - started  # with the early stages': one forward pass
     return features

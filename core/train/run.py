@@ -148,7 +148,8 @@ def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: 
     data, split, classifier = prepare(folder, config, device, world)
     class_names = list(data.class_names)
     learner = Learner(classifier, split, config, device, world=world,
-                      announce=lambda message: folder.update_status(message=message))
+                      announce=lambda message: folder.update_status(message=message),
+                      stop_requested=folder.stop_requested)
     cut = _late_cut(folder, learner, checkpoint)
     writer = _writer(folder, learner, cut, class_names, active, checkpoint) if world.is_main else None
     trackers = trackers_for(config, folder) if world.is_main else []
@@ -261,13 +262,18 @@ def _finish(learner: Learner, folder: RunFolder, state: str, note: str, active: 
         folder.finish(state, note.strip(), active_s=active())
         print(note, flush=True)
         return state
+    elif state == "stopped" and not folder.last_checkpoint.exists():  # before the first step: nothing to predict with
+        note += ending(state, learner, [], 0.0, resumable=False)
+        folder.finish(state, note.strip(), step=learner.step, epoch=learner.epoch, active_s=active())
+        print(note, flush=True)
+        return state
     if not learner.world.is_main:
         return state
     evaluation = save_predictions(folder, learner)
     folder.update_status(model_checkpoint=(restore or folder.last_checkpoint).name)  # what on_fit_end exports
     learner.call("on_fit_end", {"accuracy": evaluation.accuracy, "state": state})
     message = note + ending(state, learner, folder.read_metrics().epochs, evaluation.accuracy,
-                          kept_best=restore == folder.best_checkpoint)
+                          kept_best=restore == folder.best_checkpoint, resumable=folder.last_checkpoint.exists())
     folder.finish(state, message, step=learner.step, epoch=learner.epoch, final_accuracy=evaluation.accuracy,
                   model_checkpoint=(restore or folder.last_checkpoint).name, eta_s=0.0, active_s=active(),
                   fraction=1.0 if state == "completed" else None)
@@ -275,7 +281,8 @@ def _finish(learner: Learner, folder: RunFolder, state: str, note: str, active: 
     return state
 
 
-def ending(state: str, learner: Learner, epochs: list[dict], accuracy: float, kept_best: bool = False) -> str:
+def ending(state: str, learner: Learner, epochs: list[dict], accuracy: float, kept_best: bool = False,
+           resumable: bool = True) -> str:
     """How the run ended, numbered as the progress bar and the epoch table are: the epoch it stopped in (epochs
     finished + 1), and the validation accuracy of the table's row it names (`accuracy`, the final model's, only
     when there is no row)."""
@@ -283,6 +290,8 @@ def ending(state: str, learner: Learner, epochs: list[dict], accuracy: float, ke
     if state == "stopped":
         last = f"Last finished: epoch {row['epoch']}, validation accuracy {row['accuracy']:.1%}." if row else \
             "No epoch had finished yet."
+        if not resumable:  # stopped while the frozen layers' output was computed, before any step
+            return "Stopped before the first training step, so there is nothing to resume: start it again."
         return (f"Stopped at epoch {learner.epoch + 1} of {learner.total_epochs}, step {learner.step} of "
                 f"{learner.total_steps}; Resume goes on from there. {last}")
     if row is None:
