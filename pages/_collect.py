@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data.collect import (
+    MAX_UPLOAD_BYTES,
     MIN_IMAGES_PER_CLASS,
     add_class,
     add_images,
@@ -90,6 +91,7 @@ def _add_images(folder, counts: dict[str, int]) -> None:
     round_ = state.setdefault("made_round", 0)  # a new widget key after each save empties the drop zone / camera
     dropped = st.file_uploader(f"Drop images of {md(target)} (many at once)", accept_multiple_files=True,
                                type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+                               max_upload_size=MAX_UPLOAD_BYTES >> 20,  # the box says the cap add_images applies
                                key=f"drop:{round_}")
     photo = st.camera_input(f"Take a photo of {md(target)}", key=f"camera:{round_}") \
         if st.toggle("Use the camera", key="made_camera") else None

@@ -11,6 +11,13 @@ from core.train.progress import left_now
 from pages._figures import loss_figure, lr_figure, lr_find_figure
 from pages._text import md
 
+PHASES = {  # what each phase name in the epoch table means, in a newcomer's words
+    "frozen": "only the new head learns, on what the pretrained network sees",
+    "late": "the network's last layers learn too, on what its first layers see (computed once)",
+    "unfrozen": "every layer learns",
+    "scratch": "every layer learns, from random weights",
+}
+
 
 def epoch_table(tail: MetricsTail) -> list[dict]:
     """The epoch rows; a frozen phase that ended with an earlier epoch's head (core.train.recipe.KeepBestEpoch) says so
@@ -132,6 +139,8 @@ def show_curves(folder: RunFolder) -> None:
         right.plotly_chart(lr_figure(tail), key=f"lr:{folder.path}")
     if tail.epochs:
         st.table(epoch_table(tail), hide_index=True)
+        phases = {r["phase"] for r in tail.epochs}
+        st.caption(" · ".join(f"**{name}**: {what}" for name, what in PHASES.items() if name in phases))
     trained = store.recipe_text(folder.recipe())
     st.caption(f"Device: {md(folder.raw_status().get('device', '…'))}" +
                (f" · The unfrozen epochs train {md(trained)}: chosen from the network's size, the same on any machine."

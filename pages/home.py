@@ -17,17 +17,22 @@ st.markdown(
 st.image("assets/pipeline.svg", caption="A pretrained body keeps what it knows; a new head learns your classes.")
 
 st.subheader("The path")
-steps = [
-    ("pages/data.py", "1 · Data", ":material/photo_library:", "look at the classes and sample images"),
-    ("pages/train.py", "2 · Train", ":material/model_training:",
+steps = [  # every page, in the order a first project visits them
+    ("pages/data.py", "1 · Data", ":material/photo_library:", "bring or make a dataset; see its classes and health"),
+    ("pages/fix.py", "2 · Fix", ":material/healing:", "find images whose label looks wrong, and mend them"),
+    ("pages/train.py", "3 · Train", ":material/model_training:",
      "pick a backbone, image and batch size; watch it learn"),
-    ("pages/interpret.py", "3 · Interpret", ":material/grid_on:", "see which classes the model confuses"),
-    ("pages/layers.py", "4 · Layers", ":material/layers:", "look at filters and activations inside the network"),
+    ("pages/interpret.py", "4 · Interpret", ":material/grid_on:",
+     "see which classes the model confuses, and how far to trust it"),
+    ("pages/layers.py", "5 · Layers", ":material/layers:", "look at filters, activations and attributions"),
+    ("pages/predict.py", "6 · Predict", ":material/image_search:", "try it on your own photos or the camera"),
+    ("pages/runs.py", "7 · Runs", ":material/history:", "compare runs, reproduce, export and serve one"),
 ]
-for column, (page, label, icon, what) in zip(st.columns(4), steps):
-    with column:
-        st.page_link(page, label=label, icon=icon)
-        st.caption(what)
+for row in (steps[:4], steps[4:]):
+    for column, (page, label, icon, what) in zip(st.columns(4), row):
+        with column:
+            st.page_link(page, label=label, icon=icon)
+            st.caption(what)
 
 st.subheader("Where you are")
 run_dir = current_run_dir()

@@ -115,7 +115,8 @@ if len(cell) and actual != predicted:
 st.subheader("Most confused")
 st.caption("The pairs of classes the model mixes up most often (fastai's `most_confused`).")
 largest = max((count for *_, count in pairs), default=1)
-min_val = st.slider("Show pairs confused at least this many times (min_val)", 1, max(2, largest), 1)
+min_val = st.slider("Show pairs confused at least this many times", 1, max(2, largest), 1,
+                    help="fastai's most_confused(min_val=...)")
 shown = most_confused(matrix, class_names, min_val)
 if shown:
     table = st.dataframe([{"actual": a, "predicted": p, "count": n} for a, p, n in shown], hide_index=True,
@@ -157,7 +158,8 @@ if show_cam:
                                    tuple(int(predictions.predicted[p]) for p in worst), "grad_cam", model,
                                    images[predictions.item_ids[worst]])
 titles = [f"{class_names[predictions.targets[p]]}→{class_names[predictions.predicted[p]]}\n"
-          f"loss {predictions.losses[p]:.2f} · p {predictions.probs[p, predictions.predicted[p]]:.2f}" for p in worst]
+          f"loss {predictions.losses[p]:.2f} · {predictions.probs[p, predictions.predicted[p]]:.0%} sure"
+          for p in worst]
 st.plotly_chart(overlay_grid(images_at(worst), heats, titles, columns=4, opacity=opacity, height_per_row=230),
                 key="top_losses")
 st.caption("Titles read actual→predicted, then loss · probability of the prediction.")

@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from core.data.health import MAX_FILE_BYTES
 from core.data.images import decode_image
 from core.errors import DataError
 from core.inspect.attribution import METHODS, grad_cam_layer, grad_cam_note, top_predictions
@@ -69,7 +70,8 @@ use_upload = left.radio("Image", ["From the dataset", "Upload my own"], horizont
 image = None
 if use_upload:
     upload = right.file_uploader("An image (JPEG, PNG, WebP, BMP, GIF, TIFF)",
-                                 type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"])
+                                 type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+                                 max_upload_size=MAX_FILE_BYTES >> 20)
     if upload is not None:
         try:
             image, caption = decode_image(upload.getvalue(), size), upload.name
@@ -130,8 +132,8 @@ elif view == "Activations":
                                      opacity=0.6, height_per_row=180))
 
 elif view == "Attributions":
-    st.caption("Which pixels made the model choose a class. The heat map should sit on the object (the dog's face), "
-               "not on the background: if it does not, the model may have learned a shortcut.")
+    st.caption("Which pixels made the model choose a class. The heat map should sit on the thing the class is about, "
+               "not on the background or a border: if it does not, the model may have learned a shortcut.")
     ranked = top_predictions(model, image, class_names, k=5)
     left, middle, right = st.columns(3)
     method = left.radio("Method", list(METHODS), format_func=lambda m: METHODS[m].label)

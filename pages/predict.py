@@ -3,6 +3,7 @@ when an image is none of its classes) or the ImageNet network itself."""
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.data.health import MAX_FILE_BYTES
 from core.data.images import decode_image
 from core.errors import BrokenRun, DataError
 from pages._common import imagenet_model, model_key, pick_finished_run, route_through_app, run_model
@@ -71,7 +72,8 @@ if not pretrained_only and st.radio("Show it", ["Images", "Live camera demo"], h
     st.stop()
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF)", accept_multiple_files=True,
-                           type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"])
+                           type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
+                           max_upload_size=MAX_FILE_BYTES >> 20)  # one image file's cap, as in a dataset
 pictures = [(upload.name, upload.getvalue()) for upload in uploads or []]
 if st.toggle("Use the camera"):
     photo = st.camera_input("Take a photo")

@@ -52,10 +52,12 @@ def table_key(prefix: str, shown: list[store.RunSummary]) -> str:
 
 
 def run_row(r: store.RunSummary, with_problem: bool) -> dict:
-    return {"run": r.run_id, "name": r.name, "tags": list(r.tags), "dataset": r.dataset, "state": r.state,
+    # the accuracy and the data's fixes first: what a person comparing runs looks for, in view on a laptop's screen
+    return {"run": r.run_id, "name": r.name,
+            "best accuracy": None if r.best_accuracy is None else round(r.best_accuracy, 4),
+            "dataset": r.dataset, "data fixes": store.edits_text(r.edits), "state": r.state, "tags": list(r.tags),
             "backbone": r.config.arch, "pretrained": r.config.pretrained, "size": r.config.size,
             "epochs": r.config.epochs + (r.config.freeze_epochs if r.config.pretrained else 0),
-            "best accuracy": None if r.best_accuracy is None else round(r.best_accuracy, 4),
             "duration": format_seconds(r.seconds) if r.seconds else "",
             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
             **({"problem": r.problem or ""} if with_problem else {})}

@@ -106,6 +106,8 @@ def test_verification_covers_the_whole_validation_set_and_agrees_fully(exported)
         assert json.loads(archive.read("tiny/classes.json")) == class_names
     with zipfile.ZipFile(io.BytesIO(zip_export(run_dir))) as archive:
         assert json.loads(archive.read("tiny/verification.json")) == verification
+        # every file opens for whoever unzips it (safetensors writes the weights 600 here)
+        assert {(info.external_attr >> 16) & 0o777 for info in archive.infolist()} == {0o644}
 
 
 def test_weights_and_preprocessing_json_describe_the_model(exported):

@@ -1,5 +1,6 @@
 """Every page through streamlit.testing.v1.AppTest, against run folders the tests make."""
 import time
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -35,6 +36,9 @@ def test_home_explains_and_shows_where_the_user_is(runs_env):
     metrics = {m.label: m.value for m in app.metric}
     assert metrics == {"Dataset": "Handwritten digits (offline)", "Run": "tiny"}
     assert any("Device" in c.value and "CPU" in c.value for c in app.sidebar.caption)
+    linked = {link.proto.page for link in app.get("page_link")}  # the path names every page but Home itself
+    pages = {path.stem for path in (ROOT / "pages").glob("*.py") if not path.name.startswith("_")} - {"home"}
+    assert {Path(page).name for page in linked} == pages
 
 
 def test_data_shows_classes_counts_and_samples_at_the_chosen_size(runs_env):
@@ -185,7 +189,7 @@ def test_interpret_shows_matrix_cells_pairs_top_losses_metrics_and_report(runs_e
     by_label(app.slider, "Top losses to show").set_value(4).run()
     by_label(app.toggle, "Grad-CAM heat map").set_value(False).run()
     assert not app.exception
-    slider = by_label(app.slider, "Show pairs confused at least this many times (min_val)")
+    slider = by_label(app.slider, "Show pairs confused at least this many times")
     slider.set_value(slider.max).run()
     assert not app.exception
     remaining = app.dataframe[0].value if len(app.dataframe) == 2 else []

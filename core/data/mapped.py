@@ -33,6 +33,7 @@ import torch
 
 from core.device import available_bytes
 from core.errors import DataError
+from core.formats import format_bytes
 
 RAM_LIMIT = 3 << 29  # 1.5 GiB: past this (or a quarter of the available memory) decoded images go to a file
 READ_BETWEEN_TRIMS = 64 << 20
@@ -123,7 +124,7 @@ def is_mapped(images: torch.Tensor) -> bool:
 
 def where_held(images: torch.Tensor) -> str:
     """A sentence on where decoded images are kept and what they take."""
-    size = f"{images.nbytes / 2**30:.1f} GB" if images.nbytes >= 2**30 else f"{images.nbytes / 2**20:.0f} MB"
+    size = format_bytes(images.nbytes)
     if is_mapped(images):
         return (f"Decoded, these images take {size}, more than memory holds comfortably here, so they are kept in a "
                 f"file in the data folder's cache and read from it as training needs them; the same files at the "

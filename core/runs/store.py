@@ -105,6 +105,7 @@ class RunSummary:
     name: str = ""  # the display name given on the Runs page ("" when none)
     tags: tuple[str, ...] = ()  # its tags, in the order given
     recipe: dict = field(default_factory=dict, hash=False)  # what the recipe chose by itself (RunFolder.recipe)
+    edits: dict = field(default_factory=dict, hash=False)  # the dataset edits it read its data with (data.json's)
 
     @property
     def broken(self) -> bool:
@@ -138,7 +139,23 @@ def summarize(path: Path) -> RunSummary | None:
                       TrainConfig.from_dict(request.get("config", {})), float(request.get("created", 0.0)),
                       status.get("best_accuracy"),  # kept there at every epoch's end: no metrics file is read
                       folder.has_predictions(), _active_seconds(status), folder.reproduce_command(),
-                      request.get("task", "train"), name=name, tags=tags, recipe=folder.recipe())
+                      request.get("task", "train"), name=name, tags=tags, recipe=folder.recipe(),
+                      edits=_edits(folder))
+
+
+def _edits(folder: RunFolder) -> dict:
+    edits = folder.data_record().get("edits")
+    return edits if isinstance(edits, dict) else {}
+
+
+def edits_text(edits: dict) -> str:
+    """The dataset edits a run read its data with, in words: "3 relabelled, 1 removed", "none", or "" when the run
+    did not record them (an older run, or one that has not read its data yet)."""
+    if not edits:
+        return ""
+    counts = [(edits.get(key), word) for key, word in (("relabelled", "relabelled"), ("removed", "removed"))]
+    said = [f"{n} {word}" for n, word in counts if isinstance(n, int) and not isinstance(n, bool) and n > 0]
+    return ", ".join(said) or "none"
 
 
 def recipe_text(recipe: dict) -> str:

@@ -266,8 +266,10 @@ def zip_export(run_dir: Path) -> bytes:
     folder = RunFolder(run_dir).export_folder
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in EXPORT_FILES:
-            archive.write(folder / name, f"{Path(run_dir).name}/{name}")
+        for name in EXPORT_FILES:  # each file rw-r--r-- whatever its mode here (safetensors writes weights 600)
+            entry = zipfile.ZipInfo.from_file(folder / name, f"{Path(run_dir).name}/{name}")
+            entry.external_attr, entry.compress_type = (0o100644 << 16), zipfile.ZIP_DEFLATED
+            archive.writestr(entry, (folder / name).read_bytes())
     return buffer.getvalue()
 
 
