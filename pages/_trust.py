@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.errors import BrokenRun
 from core.inspect.interpret import Predictions
-from core.inspect.trust import Trust, expected_calibration_error, reliability, tta_probs
+from core.inspect.trust import Trust, expected_calibration_error, reliability, tta_probs, unknown_caveat
 from core.runs.folder import RunFolder
 from pages._common import model_key
 from pages._figures import reliability_figure
@@ -66,6 +66,9 @@ def trust_section(run_dir: Path, predictions: Predictions, images, n_classes: in
                     f"one of the {n_classes} classes\" on the Predict page, in the demo and by the exports; "
                     f"{flagged:.1%} of the validation images are (by design, few). Photos of other things are "
                     "flagged nearly always (bench/ood).")
+        caveat = unknown_caveat(len(predictions.targets), n_classes)
+        if caveat:
+            st.warning(caveat, icon=":material/help:")
     st.markdown("**Test-time augmentation** (fastai's `tta`) predicts each image and four augmented copies and "
                 "mixes them; it is an option on the Predict page and in `python -m core.ship.predict --tta`.")
     if st.button("Measure what it gains on the validation set", icon=":material/speed:"):

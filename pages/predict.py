@@ -6,6 +6,7 @@ import streamlit as st
 from core.data.health import MAX_FILE_BYTES
 from core.data.images import decode_image
 from core.errors import BrokenRun, DataError
+from core.runs.folder import RunFolder
 from pages._common import imagenet_model, model_key, pick_finished_run, route_through_app, run_model
 from pages._demo import (
     LiveClassifier,
@@ -48,6 +49,12 @@ else:
         size, resize = config.size, config.resize
     else:
         class_names, size, resize = predictor.class_names, predictor.size, predictor.resize
+        from core.inspect.trust import unknown_caveat  # torch is loaded by now: the predictor holds the model
+
+        n_valid = RunFolder(run_dir).data_record().get("n_valid")
+        caveat = unknown_caveat(n_valid, len(class_names)) if isinstance(n_valid, int) else None
+        if caveat:
+            st.warning(caveat, icon=":material/help:")
 k = st.slider("Classes to show", 1, min(10, len(class_names)), min(5, len(class_names)))
 tta = predictor is not None and st.toggle(
     "Test-time augmentation", help="Steadier: each image is also seen as a few augmented copies and the "

@@ -123,3 +123,25 @@ def test_a_run_from_before_calibration_is_refused_in_a_sentence(trained_run, tmp
     RunFolder(old).trust_path.unlink()
     assert predict_main([str(old), str(tmp_path)]) == 2
     assert "has no calibration" in capsys.readouterr().err
+
+
+def test_a_run_with_too_few_validation_images_says_none_of_these_is_a_guess(tmp_path, monkeypatch, runs_env):
+    """A camera-sized dataset (2 classes of 6 photos: 2 held out) cannot learn how far its classes reach; the Predict
+    page and the trust section say so, and a run of the digits (359 held out) does not."""
+    from core.inspect.trust import MIN_VALID_TO_KNOW, unknown_caveat
+    from core.train.__main__ import main
+    from tests.conftest import write_image_folder
+    from tests.test_pages import open_page
+
+    assert MIN_VALID_TO_KNOW == round(1 / FLAG_RATE) and unknown_caveat(MIN_VALID_TO_KNOW, 10) is None
+    data = write_image_folder(tmp_path / "toys", {"red circle": 6, "blue square": 6})
+    runs = tmp_path / "runs"
+    assert main(["--data", str(data), "--arch", "resnet18", "--no-pretrained", "--size", "16", "--epochs", "1",
+                 "--bs", "4", "--runs-dir", str(runs), "--name", "toys"]) == 0
+    assert "only 2 validation images" in unknown_caveat(RunFolder(runs / "toys").data_record()["n_valid"], 2)
+    for runs_dir, run_id, warned in ((runs, "toys", True), (runs_env, "tiny", False)):
+        monkeypatch.setenv("STUDIO_RUNS_DIR", str(runs_dir))
+        for page in ("pages/predict.py", "pages/interpret.py"):
+            app = open_page(page, run_id)
+            said = [w.value for w in app.warning if "is a guess" in w.value]
+            assert bool(said) == warned, (page, run_id, said)

@@ -39,6 +39,20 @@ BANK_SIZE = 4096  # training images kept for the distance: ~8 MB of ResNet-18 fe
 # a few hundred scores, so a new batch of images like the training data lands above or below it; on held-out
 # halves of the digits' validation set (bench/ood) 2.5% kept the flagged share of new own images at or below 5%.
 FLAG_RATE = 0.025
+# The threshold is the validation scores' (1 - FLAG_RATE) quantile: with fewer scores than 1 / FLAG_RATE it is simply
+# the largest, set by one image, and "none of these" is a guess (a camera dataset of 2 classes of 6 photos called a
+# landscape "red circle 100%"). Below this many validation images the pages say so.
+MIN_VALID_TO_KNOW = round(1 / FLAG_RATE)
+
+
+def unknown_caveat(n_valid: int, n_classes: int) -> str | None:
+    """A sentence for a run with too few validation images to tell "none of these" reliably; None otherwise."""
+    if n_valid >= MIN_VALID_TO_KNOW:
+        return None
+    return (f"This run held out only {n_valid} validation image{'s' if n_valid != 1 else ''}, too few to learn "
+            f"how far its classes reach: when a picture is none of the {n_classes} classes it may still name one, "
+            f"and \"Not one of the {n_classes} classes\" is a guess. With at least {MIN_VALID_TO_KNOW} validation "
+            f"images (about {MIN_VALID_TO_KNOW * 5} images in all at the default 20% held out) it can tell.")
 TTA_BETA = 0.25  # fastai's tta: weight of the plain prediction against the augmented copies' mean
 TTA_COPIES = 4
 TTA_FALLBACK = Augment(zoom=1.1, lighting=0.1)  # for runs trained without augmentation: mild, never a flip
