@@ -190,27 +190,47 @@ def time_estimate() -> None:
     """How long the chosen run will take here, from a few timed steps of this backbone at this size (not while a
     run trains: it would slow the run and be timed wrong), and what the recipe will train: where it cuts the
     network is chosen from its operation counts, the same here as in the run."""
-    from core.train.estimate import run_seconds
+    from core.train.estimate import STARTUP_S, run_seconds
     from pages._common import health_report
 
     config = current_config()
     if config.problems() or store.active_run():
         return
     try:
-        n_images = health_report(config.data, config.label_regex).n_images
+        report = health_report(config.data, config.label_regex)
+        n_images = report.n_images
         n_valid = max(round(n_images * config.valid_pct), 1)
         n_train = max(n_images - n_valid, 1)
         cut = _planned_cut(config, n_train, n_valid)
         costs = _costs(config.arch, config.size, config.bs, cut.at if cut else None)
+        loading = STARTUP_S + _decode_seconds(config.data, config.label_regex, config.size, config.resize,
+                                              len(report.accepted))
     except Exception:  # a dataset that cannot be read yet, a backbone that cannot be built: Start will say why
         return
-    minutes, seconds = divmod(int(round(run_seconds(config, n_train, n_valid, costs, cut))), 60)
-    duration = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+    training = run_seconds(config, n_train, n_valid, costs, cut)
     recipe = f" With these settings {recipe_sentence(cut)}." if config.pretrained and config.epochs else ""
-    st.caption(f":material/schedule: About **{duration}** of training on this machine, from timed "
-               f"steps of this backbone at {config.size} px (plus loading). Time grows with the square of the image "
-               f"size: {config.size * 2} px costs about 4× as much, {max(config.size // 2, 16)} px about a quarter."
-               f"{recipe}")
+    st.caption(f":material/schedule: About **{_duration(training + loading)}** on this machine: "
+               f"{_duration(loading)} to start and decode the images, {_duration(training)} of training "
+               f"(the frozen layers' pass over every image included), from timed steps of this backbone at "
+               f"{config.size} px; longer while other work shares the machine. Time grows with the square of the "
+               f"image size: {config.size * 2} px costs about 4× as much, {max(config.size // 2, 16)} px about a "
+               f"quarter.{recipe}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _decode_seconds(source: str, label_regex: str, size: int, resize: str, n_files: int) -> float:
+    """Seconds the run will spend decoding the dataset's files at `size` (a built-in set comes decoded)."""
+    from core.train.estimate import decode_seconds
+    from pages._common import health_report
+
+    if source.startswith("builtin:"):
+        return 0.0
+    return decode_seconds([item.path for item in health_report(source, label_regex).accepted], size, resize)
 
 
 def start_run(task: str) -> None:

@@ -90,7 +90,7 @@ def test_a_reload_a_second_tab_and_a_restart_keep_the_upload_and_the_size(folder
             expect(page.get_by_role("button", name=re.compile("fastai's standard set"))).to_be_in_viewport()
             page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()
             # and before Start, how long the run will take on this machine
-            expect(page.get_by_text("of training on this machine")).to_be_visible()
+            expect(page.get_by_text("to start and decode the images")).to_be_visible()
             size = page.get_by_test_id("stSlider").filter(has_text="Image size").get_by_role("slider")
             # quick presses while the page still reruns for a change just before are all kept (every rerun used to
             # send the size back to the browser, undoing a press that came after the rerun began: 2 of 4 tries

@@ -50,3 +50,13 @@ def test_where_the_late_stages_are_trained_their_timed_steps_and_share_of_the_pa
     assert run_seconds(config, 6400, 1600, costs, cut) == pytest.approx(expected)
     whole = run_seconds(TrainConfig(freeze_epochs=5, epochs=3, bs=64, unfreeze="all"), 6400, 1600, costs)
     assert whole > 2 * expected  # every layer, every step
+
+
+def test_decoding_a_folder_is_timed_on_a_sample_and_scaled_to_every_file(tmp_path):
+    from core.train.estimate import DECODE_SAMPLE, decode_seconds
+    from tests.conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "shapes", {"a": 20, "b": 20}, size=32)
+    paths = sorted(folder.rglob("*.png"))
+    assert decode_seconds([], 32) == 0.0
+    assert decode_seconds(paths, 32) > 0 and DECODE_SAMPLE < len(paths)

@@ -144,8 +144,8 @@ def test_the_train_page_lists_timm_backbones_asks_for_a_weights_file_and_says_ho
     app = open_page("pages/train.py", run_id=None)
     backbone = by_label(app.selectbox, "Backbone")
     assert set(zoo.TIMM_BACKBONES.values()) <= set(backbone.options)  # shown by their labels
-    assert "About" in " ".join(c.value for c in app.caption) and "of training on this machine" in " ".join(
-        c.value for c in app.caption)
+    said = " ".join(c.value for c in app.caption)  # the whole run: starting, decoding and training
+    assert "About" in said and "to start and decode the images" in said and "of training" in said
     backbone.set_value("timm:convnext_nano.in12k_ft_in1k").run()
     assert not app.exception
     weights = by_label(app.text_input, "Weights file, where there is no network (optional)")

@@ -37,6 +37,29 @@ class Costs:
     late_step_s: float | None = None  # with a cut: a training step of the late stages and head on a batch
 
 
+# Starting `python -m core.train` before it reads any data: Python, torch and the app's modules (1.3 s measured here)
+# and building the network with its weights.
+STARTUP_S = 2.0
+DECODE_SAMPLE = 8  # image files decoded to time a dataset's decoding
+
+
+def decode_seconds(paths: list, size: int, resize: str = "squish") -> float:
+    """Seconds decoding every file of `paths` at `size` takes, from a few decoded now (a run decodes its images
+    once, before its first step)."""
+    from core.data.images import open_rgb
+
+    if not paths:
+        return 0.0
+    sample = paths[:: max(len(paths) // DECODE_SAMPLE, 1)][:DECODE_SAMPLE]
+    started = time.perf_counter()
+    for path in sample:
+        try:
+            open_rgb(path, size, resize)
+        except Exception:  # a file the run will skip costs its reading anyway
+            pass
+    return (time.perf_counter() - started) / len(sample) * len(paths)
+
+
 def _timed(work, repeats: int = 2) -> float:
     work()  # the first call pays for allocation and kernel choice
     times = []
