@@ -16,14 +16,16 @@ NO_CHANGE, KEEP, REMOVE, RELABEL = "no change", "keep: the label is right", "rem
 
 def review_grid(key: str, images: np.ndarray, names: list[str], labels: list[str], class_names: list[str], *,
                 source: str, view: str, suggested: list[str] | None = None, columns: int = 6,
-                label_regex: str = "") -> bool:
-    """Images (N, S, S, 3) uint8 with a decision each; returns True when a batch of edits was just recorded."""
+                label_regex: str = "", against: list[float] | None = None) -> bool:
+    """Images (N, S, S, 3) uint8 with a decision each; returns True when a batch of edits was just recorded.
+    `against`: for each image, how much of the evidence is against its label (0-1), shown beside the suggestion."""
     with st.form(f"review:{key}", border=False):
         choices = []
         for start in range(0, len(names), columns):
             for column, i in zip(st.columns(columns), range(start, min(start + columns, len(names)))):
                 column.image(images[i], width="stretch")
                 hint = f"\nlooks like: {suggested[i]}" if suggested and suggested[i] != labels[i] else ""
+                hint += f"\n{against[i]:.0%} of the evidence against its label" if against else ""
                 column.text(f"{names[i]}\nlabel: {labels[i]}{hint}")
                 options = [NO_CHANGE, KEEP, REMOVE, *(RELABEL + c for c in class_names if c != labels[i])]
                 choices.append(column.selectbox("Decision", options, key=f"{key}:{names[i]}",

@@ -59,12 +59,15 @@ if st.toggle("Look for label errors", key="find_suspects", help="Takes seconds a
     else:
         limit = 12 if len(suspects) <= 12 else st.slider("Suspects to review", 12, min(60, len(suspects)), 12, step=6)
         shown = suspects[:limit]
-        st.caption(f"{len(suspects)} suspect(s); reviewing the first {len(shown)}.")
+        st.caption(f"Confident learning estimates that {len(suspects)} image(s) here carry a wrong label, and the "
+                   f"list holds those, most certain first; reviewing the first {len(shown)}. Each says how much of "
+                   "its neighbours' vote is against its label: where that falls toward 50%, the suggestions are "
+                   "right less often, so look before relabelling all.")
         rows = [position[row["file"]] for row in shown]
         if review_grid("suspects", to_hwc(data.images[rows].numpy()), [r["file"] for r in shown],
                        [r["label"] for r in shown], list(data.class_names), source=source, view="suspects",
                        label_regex=config.label_regex,
-                       suggested=[r["suggested"] for r in shown]):
+                       suggested=[r["suggested"] for r in shown], against=[r["score"] for r in shown]):
             st.rerun()
     pairs = found["near_duplicates"]
     st.subheader("Near-duplicates")

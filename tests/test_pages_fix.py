@@ -89,7 +89,9 @@ def test_the_fix_page_finds_moved_digits_records_a_fix_and_undoes_it(runs_env, t
     assert by_file[second]["label"] == chosen[len("relabel as "):]
     others = [text for text in shown[2:] if "looks like: " in text]
     assert others and len(batch["edits"]) == 2 + len(others)
-    assert all(by_file[text.split("\n")[0]]["label"] == text.split("looks like: ")[1] for text in others)
+    assert all(by_file[text.split("\n")[0]]["label"] == text.split("looks like: ")[1].split("\n")[0]
+               for text in others)
+    assert all("% of the evidence against its label" in text for text in shown)  # how sure each suggestion is
 
 
 def test_interpret_fixes_top_losses_and_runs_compare_two_runs_by_data(trained_run, tmp_path, monkeypatch):
