@@ -12,9 +12,28 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 from core.inspect.attribution import METHODS
-from tests.browser_support import launch_chromium, new_page
+from tests.browser_support import launch_chromium, new_page, streamlit_server
 
 pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
+
+
+@pytest.fixture(scope="module")
+def one_server(tmp_path_factory):
+    """One `streamlit run app.py` for this file's journeys (its start and first page load are paid once), with a
+    data and runs folder of its own."""
+    root = tmp_path_factory.mktemp("browser")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STUDIO_DATA_DIR", str(root / "data"))
+        with streamlit_server(root / "runs") as url:
+            yield url, root / "runs", root / "data"
+
+
+@pytest.fixture
+def server(one_server):
+    """The shared server as a new visitor finds it: the settings the journey before saved are gone (each test opens
+    a new browser, so a new session that reads them from disk)."""
+    (one_server[2] / "settings.json").unlink(missing_ok=True)
+    return one_server
 
 
 def plotted_points(page) -> int:
@@ -37,7 +56,7 @@ def wait_until_still(page, locator, settle_ms: int = 300, tries: int = 40) -> No
 def test_train_watch_refresh_and_look_inside(server, tmp_path):
     # One journey, as a person clicks through it (longer than 60 lines on purpose): each later step needs the
     # run the earlier ones trained, and a second browser session would train it again.
-    url, runs_dir = server
+    url, runs_dir, _ = server
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         page = new_page(browser, 90_000)
@@ -136,10 +155,10 @@ def camera_ready(page) -> None:
     page.wait_for_timeout(300)
 
 
-def test_a_dataset_from_camera_photos_trains_and_predicts(server, tmp_path):
+def test_a_dataset_from_camera_photos_trains_and_predicts(server):
     """Teachable Machine's path: two classes of camera photos (Chromium's fake camera), one click a photo,
     then training, then a prediction on a new photo."""
-    url, runs_dir = server
+    url, runs_dir, data_dir = server
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, camera=True)
         page = new_page(browser, 90_000)
@@ -164,7 +183,7 @@ def test_a_dataset_from_camera_photos_trains_and_predicts(server, tmp_path):
                     page.wait_for_timeout(200)
             assert photos_of(page, name) == 5
         expect(page.get_by_text("Ready: 10 images in 2 classes")).to_be_visible()  # perhaps with notes
-        assert len(list((tmp_path / "data" / "made" / "camera-toys" / "left").iterdir())) == 5
+        assert len(list((data_dir / "made" / "camera-toys" / "left").iterdir())) == 5
 
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train").click()
         page.get_by_test_id("stSelectbox").filter(has_text="Backbone").click()
