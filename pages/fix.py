@@ -42,8 +42,8 @@ except DataError as error:
 
 st.subheader("Suspected label errors")
 st.caption("Every image is compared with the images most like it (features of the pretrained network at several "
-           "depths); where its neighbours agree on another label, confident learning (cleanlab) flags it. Most "
-           "suspicious first.")
+           "depths), and a simple classifier that never saw it guesses its class from the same features; where both "
+           "point to another label, confident learning (cleanlab) flags it. Most suspicious first.")
 if st.toggle("Look for label errors", key="find_suspects", help="Takes seconds at 64 px on a CPU."):
     try:
         found = find_problems(source, config.label_regex, edits_stamp(source))

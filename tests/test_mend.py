@@ -17,7 +17,7 @@ from core.data.collect import add_images, create_dataset, rename_class, shortfal
 from core.data.edits import EditLog
 from core.data.load import edit_log_for, inspect_source, load_source
 from core.errors import DataError
-from core.fix.suspects import near_duplicates, neighbour_probs
+from core.fix.suspects import near_duplicates, neighbour_probs, probe_probs
 from core.runs import store
 from core.train.run import run_training
 from tests.conftest import write_image_folder
@@ -96,6 +96,19 @@ def test_neighbours_vote_leaving_each_image_out():
     probs = neighbour_probs(features, labels, 2, k=1)
     assert probs.argmax(1).tolist() == [0, 0, 0, 1]  # each takes its one nearest other image's label
     assert np.allclose(probs.sum(1), 1)
+
+
+def test_the_linear_probe_predicts_each_image_from_the_folds_it_is_not_in():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat(40)  # three classes, 40 images each, around three far-apart centres
+    features = torch.eye(3)[labels] * 4 + torch.randn(120, 3, generator=generator) * 0.5
+    labels[7] = (labels[7] + 1) % 3  # one label moved: the probe never saw this image, so it says its real class
+    probs = probe_probs(features, labels, 3)
+    assert probs.shape == (120, 3) and np.allclose(probs.sum(1), 1)
+    truth = torch.arange(3).repeat(40)
+    assert (probs.argmax(1) == truth.numpy()).mean() > 0.95 and probs[7].argmax() == truth[7]
+    assert probs[7, labels[7]] < 0.2
+    assert np.array_equal(probs, probe_probs(features, labels, 3))  # seeded folds: the same every time
 
 
 def test_near_duplicates_are_flagged_across_the_split_and_across_labels():
