@@ -86,9 +86,17 @@ conv_names = [name for name, _ in conv_layers(model)]
 feature_names = list(layer_by_name)
 
 
+def layer_label(names: list[str], name: str) -> str:
+    """A layer as a newcomer reads it: where it sits (early layers see edges, late ones whole objects), what it is,
+    and its name in the code last, for whoever looks it up."""
+    position = names.index(name)
+    part = ("early", "middle", "late")[min(3 * position // max(len(names), 1), 2)]
+    return f"{position + 1} of {len(names)}, {part}: {describe_layer(layer_by_name[name])} ({name})"
+
+
 def pick_layer(label: str, names: list[str], default: int, key: str) -> str:
     return st.selectbox(label, names, index=min(default, len(names) - 1), key=key,
-                        format_func=lambda n: f"{names.index(n) + 1}. {n} — {describe_layer(layer_by_name[n])}")
+                        format_func=lambda name: layer_label(names, name))
 
 
 view = st.radio("View", ["Filters", "Activations", "Attributions", "What excites a channel", "Basics"],

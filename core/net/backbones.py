@@ -186,7 +186,7 @@ def describe_layer(module: nn.Module) -> str:
     if kind == "Block":
         return "transformer block: its patch tokens on their grid, after its skip connections"
     if not isinstance(module, nn.Conv2d):
-        return f"{type(module).__name__}, output after its skip connection"
+        return f"a block of layers ({type(module).__name__}), its output after its skip connection"
     groups = f", groups {module.groups}" if module.groups > 1 else ""
     return (f"{module.in_channels}→{module.out_channels} channels, {module.kernel_size[0]}x{module.kernel_size[1]}"
             f", stride {module.stride[0]}{groups}")
