@@ -335,8 +335,9 @@ STATUS_FIELDS = {"state": (str,), "message": (str,), "device": (str,), "phase": 
                  "active_s": NUMBER, "fraction": NUMBER, "epoch_s_at_stop": NUMBER, "forward_s": NUMBER,
                  # unfreeze="late" in runs from before recipe.json: where the body was cut
                  "late_cut": (int,), "late_share": NUMBER}
-# recipe.json's fields: what the unfrozen epochs trained ("every layer", or the late stages from late_cut on, whose
-# share of the work is late_share, on cached early outputs of cached_shape an image)
+# recipe.json's fields: what the unfrozen epochs trained ("every layer", also from scratch; "the head only", with no
+# unfrozen epochs; or "late stages" from late_cut on, whose share of the work is late_share, on cached early outputs
+# of cached_shape an image)
 RECIPE_FIELDS = {"unfrozen": (str,), "late_cut": (int, type(None)), "late_share": NUMBER, "cached_shape": (list,)}
 
 

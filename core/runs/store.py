@@ -159,10 +159,11 @@ def edits_text(edits: dict) -> str:
 
 
 def recipe_text(recipe: dict) -> str:
-    """What a run's unfrozen epochs trained, in words: "every layer", "the late stages from block 12 (23% of the
-    work)", or "" when the run did not record it (an older run, or one that has not started)."""
-    if recipe.get("unfrozen") == "every layer":
-        return "every layer"
+    """What a run's unfrozen epochs trained, in words: "every layer" (also from scratch), "the late stages from block
+    12 (23% of the work)", "the head only" (no unfrozen epochs), or "" when the run did not record it (an older run,
+    or one that has not started)."""
+    if recipe.get("unfrozen") in ("every layer", "the head only"):
+        return recipe["unfrozen"]
     if recipe.get("late_cut") is not None:
         share = recipe.get("late_share")
         return f"the late stages from block {recipe['late_cut']}" + (f" ({share:.0%} of the work)" if share else "")

@@ -188,8 +188,8 @@ def _late_cut(folder: RunFolder, learner: Learner, checkpoint: dict | None) -> L
         return None if at is None else LateCut(at, recipe.get("late_share", 0.0), tuple(recipe.get("cached_shape", [])))
     cut = late_cut(learner)
     config = learner.config
-    if config.pretrained and config.epochs:
-        folder.record_recipe({"unfrozen": "late stages", **cut.to_dict()} if cut else {"unfrozen": "every layer"})
+    trained = "late stages" if cut else "every layer" if config.epochs or not config.pretrained else "the head only"
+    folder.record_recipe({"unfrozen": trained, **(cut.to_dict() if cut else {})})
     if cut is not None:
         print(f"Unfrozen epochs: the late stages (from block {cut.at} on, {cut.share:.0%} of a forward pass's work) "
               f"train on the early stages' output ({'x'.join(map(str, cut.shape))} an image), computed once.",
