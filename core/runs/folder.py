@@ -226,9 +226,10 @@ class RunFolder:
 
         A process is gone when its pid no longer names the process that wrote it (the pid and its start time, so a
         reused pid does not count): a live one is running however long it is silent (a busy machine can keep a
-        final pass from beating for minutes). Only a run with no process to ask (queued before its process started)
-        falls back on a minute of silence. A process that ends writes its last state first, so a run found gone
-        is read once more: one that finished between the two reads shows as it finished, never as interrupted.
+        final pass from beating for minutes). A run with no process to ask (queued before its process started), or
+        whose process cannot be told from a later one (no /proc), also counts a minute of silence as gone. A
+        process that ends writes its last state first, so a run found gone is read once more: one that finished
+        between the two reads shows as it finished, never as interrupted.
         """
         status = self.raw_status()
         if status.get("state") in ACTIVE_STATES and self._gone(status):
@@ -243,10 +244,13 @@ class RunFolder:
     @staticmethod
     def _gone(status: dict) -> bool:
         """Whether the process of an active status has ended (status() says how this is told)."""
-        pid = status.get("pid")
-        if pid:
-            return not process_alive(pid, status.get("pid_start"))
-        return time.time() - status.get("heartbeat", 0) > HEARTBEAT_TIMEOUT_S
+        pid, started = status.get("pid"), status.get("pid_start")
+        silent = time.time() - status.get("heartbeat", 0) > HEARTBEAT_TIMEOUT_S
+        if not pid:
+            return silent
+        if started is None:  # no start time to tell it from a later process with its pid (no /proc, an older run)
+            return silent or not process_alive(pid)
+        return not process_alive(pid, started)
 
     def is_active(self) -> bool:
         return self.status().get("state") in ACTIVE_STATES
@@ -366,6 +370,8 @@ def process_start(pid: int) -> int | None:
 def process_alive(pid: int, started: int | None = None) -> bool:
     """Whether process `pid` exists and is not a zombie, and (given `started`, process_start's) is the one that
     started then, not a later process that reuses the pid."""
+    if pid <= 0:  # a damaged status: os.kill would ask after a process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
