@@ -5,7 +5,7 @@ import plotly.colors
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.runs import store
+from core.runs import compare, store
 from core.runs.curves import ALIGNMENTS, Curve, epoch_curve, step_curve
 from core.runs.folder import RunFolder
 from core.runs.metrics import MetricsTail
@@ -84,7 +84,7 @@ def show_curves(picked: list[store.RunSummary]) -> None:
 def show_data_differences(first: store.RunSummary, second: store.RunSummary) -> None:
     """How the two runs' data differed, image by image, beside how their accuracy differed."""
     st.subheader("Data that differs")
-    changes = store.data_differences(first.path, second.path)
+    changes = compare.data_differences(first.path, second.path)
     if changes is None:
         st.caption("One of these runs is older than the record of the images it trained on.")
         return

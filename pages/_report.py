@@ -16,8 +16,8 @@ from core.formats import format_seconds
 from core.inspect.attribution import attribute, grad_cam_layer, grad_cam_note
 from core.inspect.interpret import Predictions, confusion_matrix, most_confused, per_class_metrics, top_losses
 from core.inspect.trust import Trust, expected_calibration_error
+from core.runs.compare import recipe_text
 from core.runs.folder import RunFolder
-from core.runs.store import recipe_text
 from pages._figures import confusion_figure, loss_figure, lr_figure, overlay_grid, to_hwc
 
 if TYPE_CHECKING:

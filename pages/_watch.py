@@ -4,7 +4,7 @@ learning-rate curves, fastai's epoch table, and a learning-rate sweep's suggesti
 import streamlit as st
 
 from core.formats import format_seconds
-from core.runs import store
+from core.runs import compare, store
 from core.runs.folder import RunFolder
 from core.runs.metrics import MetricsTail
 from core.train.progress import left_now
@@ -141,7 +141,7 @@ def show_curves(folder: RunFolder) -> None:
         st.table(epoch_table(tail), hide_index=True)
         phases = {r["phase"] for r in tail.epochs}
         st.caption(" · ".join(f"**{name}**: {what}" for name, what in PHASES.items() if name in phases))
-    trained = store.recipe_text(folder.recipe())
+    trained = compare.recipe_text(folder.recipe())
     st.caption(f"Device: {md(folder.raw_status().get('device', '…'))}" +
                (f" · The unfrozen epochs train {md(trained)}: chosen from the network's size, the same on any machine."
                 if trained else ""))

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.errors import BrokenRun, DataError
 from core.formats import format_seconds
-from core.runs import store
+from core.runs import compare, store
 from core.runs.folder import RunFolder
 from core.ship.export import ExportError, describe, export_run, read_verification, zip_export
 from pages._common import route_through_app, select_run
@@ -55,7 +55,7 @@ def run_row(r: store.RunSummary, with_problem: bool) -> dict:
     # the accuracy and the data's fixes first: what a person comparing runs looks for, in view on a laptop's screen
     return {"run": r.run_id, "name": r.name,
             "best accuracy": None if r.best_accuracy is None else round(r.best_accuracy, 4),
-            "dataset": r.dataset, "data fixes": store.edits_text(r.edits), "state": r.state, "tags": list(r.tags),
+            "dataset": r.dataset, "data fixes": compare.edits_text(r.edits), "state": r.state, "tags": list(r.tags),
             "backbone": r.config.arch, "pretrained": r.config.pretrained, "size": r.config.size,
             "epochs": r.config.epochs + (r.config.freeze_epochs if r.config.pretrained else 0),
             "duration": format_seconds(r.seconds) if r.seconds else "",
@@ -163,7 +163,7 @@ show_curves(picked)
 sound = [r for r in picked if not r.broken]
 if len(sound) > 1:
     st.subheader("Settings that differ")
-    differences = store.config_differences({r.label: r.config for r in sound}, {r.label: r.recipe for r in sound})
+    differences = compare.config_differences({r.label: r.config for r in sound}, {r.label: r.recipe for r in sound})
     if differences:
         st.dataframe(differences, hide_index=True, width="stretch", key="differences")
     else:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from core.errors import BrokenRun
 from core.inspect.interpret import load_predictions
-from core.runs import store
+from core.runs import compare, store
 from core.runs.checkpoint import load_checkpoint, load_model
 from core.runs.folder import RunFolder
 from core.train.__main__ import main as train_main
@@ -243,7 +243,7 @@ def read_everything(run: Path) -> None:
     folder = RunFolder(run)
     store.list_runs(run.parent), store.run_ids(run.parent), store.summarize(run), store.run_folder(run.name, run.parent)
     folder.status(), folder.raw_status(), folder.is_active(), folder.can_resume(), folder.read_metrics()
-    folder.lr_find(), folder.data_items(), folder.model_stamp(), folder.problem(), store.recipe_text(folder.recipe())
+    folder.lr_find(), folder.data_items(), folder.model_stamp(), folder.problem(), compare.recipe_text(folder.recipe())
     for read in (folder.config, folder.class_names, lambda: load_predictions(run), lambda: load_model(run)):
         try:
             read()

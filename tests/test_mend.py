@@ -18,7 +18,7 @@ from core.data.edits import EditLog
 from core.data.load import edit_log_for, inspect_source, load_source
 from core.errors import DataError
 from core.fix.suspects import near_duplicates, neighbour_probs, probe_probs
-from core.runs import store
+from core.runs import compare, store
 from core.train.run import run_training
 from tests.conftest import write_image_folder
 
@@ -168,5 +168,5 @@ def test_a_run_records_the_data_it_trained_on_and_two_runs_compare_by_data(tmp_p
     second = store.create_run(config, tmp_path / "runs", "after")
     assert run_training(second) == "completed"
     assert json.loads((second / "data.json").read_text())["edits"]["relabelled"] == 1
-    assert store.data_differences(first, second) == {"relabelled": [("red/0.png", "red", "green")],
+    assert compare.data_differences(first, second) == {"relabelled": [("red/0.png", "red", "green")],
                                                      "removed": ["red/1.png"], "added": []}

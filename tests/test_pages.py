@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.atomic import read_json, write_json_atomic
-from core.runs import store
+from core.runs import compare, store
 from core.runs.folder import RunFolder
 from tests.conftest import ROOT, write_image_folder
 
@@ -259,15 +259,15 @@ def test_runs_lists_every_run_compares_and_deletes_with_confirmation(trained_run
 def test_settings_that_differ_between_runs():
     from core.config import TrainConfig
 
-    rows = store.config_differences({"a": TrainConfig(size=32), "b": TrainConfig(size=64, lr=1e-3)})
+    rows = compare.config_differences({"a": TrainConfig(size=32), "b": TrainConfig(size=64, lr=1e-3)})
     assert rows == [{"setting": "size", "a": "32", "b": "64"}, {"setting": "lr", "a": "0.005", "b": "0.001"}]
     # the same settings, but a recipe that cut the network elsewhere: not "the same"
     same = {"a": TrainConfig(), "b": TrainConfig()}
     recipes = {"a": {"unfrozen": "late stages", "late_cut": 12, "late_share": 0.23}, "b": {"unfrozen": "every layer"}}
-    assert store.config_differences(same, recipes) == [{"setting": "unfrozen epochs trained (chosen by the recipe)",
+    assert compare.config_differences(same, recipes) == [{"setting": "unfrozen epochs trained (chosen by the recipe)",
                                                         "a": "the late stages from block 12 (23% of the work)",
                                                         "b": "every layer"}]
-    assert store.config_differences(same, {"a": recipes["a"], "b": dict(recipes["a"])}) == []
+    assert compare.config_differences(same, {"a": recipes["a"], "b": dict(recipes["a"])}) == []
 
 
 def test_a_stopped_run_offers_resume_and_finishes(trained_run, tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ def test_status_of_a_dead_process_is_interrupted(tmp_path):
 
 def test_a_live_process_is_running_however_long_it_is_silent_and_a_reused_pid_is_not_it(tmp_path, monkeypatch):
     from core.runs import folder as run_folder
-    from core.runs.folder import process_start
+    from core.runs.process import process_start
 
     monkeypatch.setattr(run_folder, "HEARTBEAT_TIMEOUT_S", 0.0)  # every heartbeat is long past
     run_dir = store.create_run(TrainConfig(), tmp_path, "silent")
@@ -57,7 +57,8 @@ def test_a_live_process_is_running_however_long_it_is_silent_and_a_reused_pid_is
 # pass over the validation images (long on a busy machine), then writes its end and exits at once.
 ENDING = """
 import os, sys, time
-from core.runs.folder import RunFolder, process_start
+from core.runs.folder import RunFolder
+from core.runs.process import process_start
 folder = RunFolder(sys.argv[1])
 folder.update_status(state="running", pid=os.getpid(), pid_start=process_start(os.getpid()))
 for _ in range(20):

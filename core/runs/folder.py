@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from core.atomic import read_json, write_atomic, write_json_atomic
 from core.config import TrainConfig
 from core.errors import BrokenRun
 from core.runs.metrics import NUMBER, MetricsTail, MetricsWriter, fits
+from core.runs.process import process_alive
 
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
@@ -160,27 +160,23 @@ class RunFolder:
     def data_record(self) -> dict:
         return read_json(self.path / "data.json") or read_json(self.path / "config.json")  # older runs kept it there
 
-    def edits_upto(self, config: TrainConfig) -> int | None:
-        """How many entries of its dataset's edit log the run (of `config`) reads its data with: its setting, else
-        as many as it read at its first start (so a resume and an export read the data the run trained on, whatever
-        was recorded since), else None: every edit (a first start)."""
+    def edits_upto(self, config: TrainConfig, record: dict | None = None) -> int | None:
+        """How many entries of its dataset's edit log the run (of `config`; `record`: its data_record, when read
+        already) reads its data with: its setting, else as many as it read at its first start (so a resume and an
+        export read the data the run trained on, whatever was recorded since), else None: every edit."""
         if config.edits_upto >= 0:
             return config.edits_upto
-        edits = self.data_record().get("edits")
+        edits = (self.data_record() if record is None else record).get("edits")
         position = edits.get("position") if isinstance(edits, dict) else None
         return position if fits(position, (int,)) and position >= 0 else None
 
     def reproduce_command(self) -> str:
         """The command line that trains this run again on the data it had: its command, with the edit log's
         position it read once it has read its data."""
-        command = self.command
         try:
-            position = self.edits_upto(self.config())
+            return with_edits_upto(self.command, self.edits_upto(self.config()))
         except BrokenRun:
-            return command
-        if not command or position is None or "--edits-upto" in command:
-            return command
-        return f"{command} --edits-upto {position}"
+            return self.command
 
     def class_names(self) -> list[str]:
         """The run's class names, in the order of its outputs; BrokenRun when they are not a list of text."""
@@ -345,6 +341,13 @@ STATUS_FIELDS = {"state": (str,), "message": (str,), "device": (str,), "phase": 
 RECIPE_FIELDS = {"unfrozen": (str,), "late_cut": (int, type(None)), "late_share": NUMBER, "cached_shape": (list,)}
 
 
+def with_edits_upto(command: str, position: int | None) -> str:
+    """A run's command, reading the dataset's edit log up to `position` (when known and not said already)."""
+    if not command or position is None or "--edits-upto" in command:
+        return command
+    return f"{command} --edits-upto {position}"
+
+
 def _json_kind(value) -> str:
     return {list: "list", str: "string", int: "number", float: "number", bool: "true/false"}.get(type(value), "null")
 
@@ -355,35 +358,3 @@ def mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def process_start(pid: int) -> int | None:
-    """When process `pid` started, in clock ticks since boot (Linux's /proc/PID/stat, field 22); None where it
-    cannot be read (no such process, or no /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2:].split()[19])  # the fields after the command name, which may hold spaces
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def process_alive(pid: int, started: int | None = None) -> bool:
-    """Whether process `pid` exists and is not a zombie, and (given `started`, process_start's) is the one that
-    started then, not a later process that reuses the pid."""
-    if pid <= 0:  # a damaged status: os.kill would ask after a process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except (OverflowError, OSError):
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): the pid exists
-    if stat[stat.rindex(")") + 2:].split()[0] == "Z":
-        return False  # exited, not yet reaped by its parent
-    return started is None or process_start(pid) == started

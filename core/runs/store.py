@@ -23,7 +23,8 @@ from core.atomic import read_json, write_json_atomic
 from core.config import TrainConfig
 from core.data.sources import source_label
 from core.errors import BrokenRun
-from core.runs.folder import RunFolder, mtime, process_start
+from core.runs.folder import RunFolder, mtime, with_edits_upto
+from core.runs.process import process_start
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where app.py is: runs/ goes beside it, and runs start there
 LOCK_NAME = ".train.lock"
@@ -134,40 +135,13 @@ def summarize(path: Path) -> RunSummary | None:
     except BrokenRun as error:
         return RunSummary(folder.run_id, path, "broken", TrainConfig(), mtime(path), None, False, None, "",
                           "train", problem=str(error), name=name, tags=tags)
-    status = folder.status()
-    return RunSummary(folder.run_id, path, status.get("state", "unknown"),
-                      TrainConfig.from_dict(request.get("config", {})), float(request.get("created", 0.0)),
+    status, config, record = folder.status(), TrainConfig.from_dict(request.get("config", {})), folder.data_record()
+    edits = record.get("edits") if isinstance(record.get("edits"), dict) else {}
+    return RunSummary(folder.run_id, path, status.get("state", "unknown"), config, float(request.get("created", 0.0)),
                       status.get("best_accuracy"),  # kept there at every epoch's end: no metrics file is read
-                      folder.has_predictions(), _active_seconds(status), folder.reproduce_command(),
-                      request.get("task", "train"), name=name, tags=tags, recipe=folder.recipe(),
-                      edits=_edits(folder))
-
-
-def _edits(folder: RunFolder) -> dict:
-    edits = folder.data_record().get("edits")
-    return edits if isinstance(edits, dict) else {}
-
-
-def edits_text(edits: dict) -> str:
-    """The dataset edits a run read its data with, in words: "3 relabelled, 1 removed", "none", or "" when the run
-    did not record them (an older run, or one that has not read its data yet)."""
-    if not edits:
-        return ""
-    counts = [(edits.get(key), word) for key, word in (("relabelled", "relabelled"), ("removed", "removed"))]
-    said = [f"{n} {word}" for n, word in counts if isinstance(n, int) and not isinstance(n, bool) and n > 0]
-    return ", ".join(said) or "none"
-
-
-def recipe_text(recipe: dict) -> str:
-    """What a run's unfrozen epochs trained, in words: "every layer" (also from scratch), "the late stages from block
-    12 (23% of the work)", "the head only" (no unfrozen epochs), or "" when the run did not record it (an older run,
-    or one that has not started)."""
-    if recipe.get("unfrozen") in ("every layer", "the head only"):
-        return recipe["unfrozen"]
-    if recipe.get("late_cut") is not None:
-        share = recipe.get("late_share")
-        return f"the late stages from block {recipe['late_cut']}" + (f" ({share:.0%} of the work)" if share else "")
-    return ""
+                      folder.has_predictions(), _active_seconds(status),
+                      with_edits_upto(request.get("command", ""), folder.edits_upto(config, record)),
+                      request.get("task", "train"), name=name, tags=tags, recipe=folder.recipe(), edits=edits)
 
 
 def _active_seconds(status: dict) -> float | None:
@@ -337,30 +311,3 @@ def delete_run(run_dir: Path, runs_dir: Path | None = None) -> None:
     if folder.is_active():
         raise ValueError(f"Run {folder.run_id} is still {folder.status()['state']}; stop it before deleting it.")
     shutil.rmtree(folder.path)
-
-
-def config_differences(configs: dict[str, TrainConfig], recipes: dict[str, dict] | None = None) -> list[dict]:
-    """The settings that differ between runs, and what their recipes chose by themselves (`recipes`, each run's
-    RunFolder.recipe: where the unfrozen epochs cut the network) when that differs: one row per setting, one column
-    per run id."""
-    rows = []
-    for name in TrainConfig.__dataclass_fields__:
-        values = {run_id: getattr(config, name) for run_id, config in configs.items()}
-        if len({repr(v) for v in values.values()}) > 1:
-            rows.append({"setting": name, **{run_id: str(v) for run_id, v in values.items()}})
-    trained = {run_id: recipe_text(recipe) or "not recorded" for run_id, recipe in (recipes or {}).items()}
-    if len(set(trained.values())) > 1:
-        rows.append({"setting": "unfrozen epochs trained (chosen by the recipe)", **trained})
-    return rows
-
-
-def data_differences(first: Path, second: Path) -> dict[str, list] | None:
-    """How the data of two runs differed, image by image: {"relabelled": [(name, label in first, label in
-    second)], "removed": [names only the first had], "added": [names only the second had]}; None when either
-    run recorded no image list (older runs)."""
-    before, after = RunFolder(first).data_items(), RunFolder(second).data_items()
-    if not before or not after:
-        return None
-    return {"relabelled": sorted((name, before[name], after[name]) for name in before.keys() & after.keys()
-                                 if before[name] != after[name]),
-            "removed": sorted(before.keys() - after.keys()), "added": sorted(after.keys() - before.keys())}

@@ -31,7 +31,8 @@ from core.net.arch import WeightsUnavailable
 from core.net.backbones import Classifier, build_classifier
 from core.net.stages import LateCut
 from core.runs.checkpoint import load_checkpoint, save_checkpoint
-from core.runs.folder import RunFolder, process_start
+from core.runs.folder import RunFolder
+from core.runs.process import process_start
 from core.runs.store import DeviceBusy, TrainingLock
 from core.train.callbacks import (
     EarlyStop,
