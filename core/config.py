@@ -161,6 +161,13 @@ class TrainConfig:
         return shlex.join(["python", "-m", "core.train", *self.cli_args()])
 
 
+def with_edits_upto(command: str, position: int | None) -> str:
+    """A run's command, reading the dataset's edit log up to `position` (when known and not said already)."""
+    if not command or position is None or "--edits-upto" in command:
+        return command
+    return f"{command} --edits-upto {position}"
+
+
 def _checked_value(name: str, value, kind: type):
     """`value` as a setting of type `kind` (an int is a fine float); ValueError naming the setting otherwise.
     bool is an int to Python, so it is told apart explicitly: `"size": true` is not a size."""

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from core.atomic import read_json, write_atomic, write_json_atomic
-from core.config import TrainConfig
+from core.config import TrainConfig, with_edits_upto
 from core.errors import BrokenRun
 from core.runs.metrics import NUMBER, MetricsTail, MetricsWriter, fits
 from core.runs.process import process_alive
@@ -220,12 +220,10 @@ class RunFolder:
         """status.json, with a run whose process is gone reported as interrupted, and a running one asked to stop
         as stopping.
 
-        A process is gone when its pid no longer names the process that wrote it (the pid and its start time, so a
-        reused pid does not count): a live one is running however long it is silent (a busy machine can keep a
-        final pass from beating for minutes). A run with no process to ask (queued before its process started), or
-        whose process cannot be told from a later one (no /proc), also counts a minute of silence as gone. A
-        process that ends writes its last state first, so a run found gone is read once more: one that finished
-        between the two reads shows as it finished, never as interrupted.
+        Gone: its pid and start time no longer name a live process; a live one runs however long a busy machine
+        keeps it silent. A run with no process to ask (queued before it started), or no way to tell its process
+        from a later one (no /proc), also goes after a minute of silence. A process writes its end before it
+        exits, so a run found gone is read once more: one that just finished shows as finished.
         """
         status = self.raw_status()
         if status.get("state") in ACTIVE_STATES and self._gone(status):
@@ -328,24 +326,16 @@ TASKS = ("train", "lr_find")
 # status.json's fields and their types: a field of another type (a damaged or foreign file) is left out.
 STATUS_FIELDS = {"state": (str,), "message": (str,), "device": (str,), "phase": (str,), "model_checkpoint": (str,),
                  "pid": (int,), "pid_start": (int,), "step": (int,), "total_steps": (int,), "epoch": (int,),
-                 "total_epochs": (int,),
-                 "heartbeat": NUMBER, "started": NUMBER, "finished": (*NUMBER, type(None)), "imgs_per_s": NUMBER,
-                 "eta_s": NUMBER, "best_accuracy": (*NUMBER, type(None)), "final_accuracy": NUMBER,
+                 "total_epochs": (int,), "heartbeat": NUMBER, "started": NUMBER, "finished": (*NUMBER, type(None)),
+                 "imgs_per_s": NUMBER, "eta_s": NUMBER, "best_accuracy": (*NUMBER, type(None)), "fraction": NUMBER,
                  # wall seconds spent running, over the first start and every resume (never the time stopped)
-                 "active_s": NUMBER, "fraction": NUMBER, "epoch_s_at_stop": NUMBER, "forward_s": NUMBER,
+                 "active_s": NUMBER, "final_accuracy": NUMBER, "epoch_s_at_stop": NUMBER, "forward_s": NUMBER,
                  # unfreeze="late" in runs from before recipe.json: where the body was cut
                  "late_cut": (int,), "late_share": NUMBER}
 # recipe.json's fields: what the unfrozen epochs trained ("every layer", also from scratch; "the head only", with no
 # unfrozen epochs; or "late stages" from late_cut on, whose share of the work is late_share, on cached early outputs
 # of cached_shape an image)
 RECIPE_FIELDS = {"unfrozen": (str,), "late_cut": (int, type(None)), "late_share": NUMBER, "cached_shape": (list,)}
-
-
-def with_edits_upto(command: str, position: int | None) -> str:
-    """A run's command, reading the dataset's edit log up to `position` (when known and not said already)."""
-    if not command or position is None or "--edits-upto" in command:
-        return command
-    return f"{command} --edits-upto {position}"
 
 
 def _json_kind(value) -> str:

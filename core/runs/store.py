@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.atomic import read_json, write_json_atomic
-from core.config import TrainConfig
+from core.config import TrainConfig, with_edits_upto
 from core.data.sources import source_label
 from core.errors import BrokenRun
-from core.runs.folder import RunFolder, mtime, with_edits_upto
+from core.runs.folder import RunFolder, mtime
 from core.runs.process import process_start
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where app.py is: runs/ goes beside it, and runs start there
