@@ -141,10 +141,12 @@ def show_curves(folder: RunFolder) -> None:
         st.table(epoch_table(tail), hide_index=True)
         phases = {r["phase"] for r in tail.epochs}
         st.caption(" · ".join(f"**{name}**: {what}" for name, what in PHASES.items() if name in phases))
-    trained = compare.recipe_text(folder.recipe())
+    recipe = folder.recipe()
+    trained = compare.recipe_text(recipe)
+    chosen = ": where to cut was chosen from the network's operation counts, the same on any machine" \
+        if recipe.get("late_cut") is not None else ""
     st.caption(f"Device: {md(folder.raw_status().get('device', '…'))}" +
-               (f" · The unfrozen epochs train {md(trained)}: chosen from the network's size, the same on any machine."
-                if trained else ""))
+               (f" · The unfrozen epochs train {md(trained)}{chosen}." if trained else ""))
     command = folder.reproduce_command()
     if command:
         with st.expander("The same run from a terminal"):

@@ -7,7 +7,7 @@ from core.data.sources import source_label
 from core.net import zoo
 from core.net.backbones import ARCHS
 from core.net.zoo import TIMM_BACKBONES
-from core.runs import store
+from core.runs import compare, store
 from core.runs.folder import RunFolder
 from pages._common import (
     BATCH_SIZES,
@@ -170,20 +170,22 @@ def _costs(arch: str, size: int, bs: int, late_at: int | None):
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _planned_cut(config, n_train: int, n_valid: int):
+def _planned_cut(arch: str, size: int, epochs: int, n_train: int, n_valid: int):
+    """Where a run that may train its late stages will cut (keyed by what the cut depends on, so a change of the
+    learning rate does not count the network again)."""
     from core.device import pick_device
     from core.train.estimate import planned_cut
 
-    return planned_cut(config, n_train, n_valid, pick_device())
+    return planned_cut(TrainConfig(arch=arch, size=size, epochs=epochs), n_train, n_valid, pick_device())
 
 
 def recipe_sentence(cut) -> str:
     """What the unfrozen epochs train, in words a newcomer reads (a LateCut, or None: the whole network)."""
     if cut is None:
         return "the unfrozen epochs train every layer"
-    shape = "×".join(map(str, cut.shape))
-    return (f"the unfrozen epochs train the last {cut.share:.0%} of the network's work (from block {cut.at} on), on "
-            f"the first part's output computed once ({shape} numbers an image)")
+    late = compare.recipe_text({"unfrozen": "late stages", **cut.to_dict()})
+    return (f"the unfrozen epochs train {late}, on the first part's output computed once "
+            f"({'×'.join(map(str, cut.shape))} numbers an image)")
 
 
 def time_estimate() -> None:
@@ -191,6 +193,7 @@ def time_estimate() -> None:
     run trains: it would slow the run and be timed wrong), and what the recipe will train: where it cuts the
     network is chosen from its operation counts, the same here as in the run."""
     from core.train.estimate import STARTUP_S, run_seconds
+    from core.train.recipe import trains_late
     from pages._common import health_report
 
     config = current_config()
@@ -201,7 +204,8 @@ def time_estimate() -> None:
         n_images = report.n_images
         n_valid = max(round(n_images * config.valid_pct), 1)
         n_train = max(n_images - n_valid, 1)
-        cut = _planned_cut(config, n_train, n_valid)
+        cut = _planned_cut(config.arch, config.size, config.epochs, n_train, n_valid) if trains_late(config) \
+            else None
         costs = _costs(config.arch, config.size, config.bs, cut.at if cut else None)
         loading = STARTUP_S + _decode_seconds(config.data, config.label_regex, config.size, config.resize,
                                               len(report.accepted))
