@@ -15,7 +15,7 @@ from core.errors import BrokenRun
 from core.formats import format_seconds
 from core.inspect.attribution import attribute, grad_cam_layer, grad_cam_note
 from core.inspect.interpret import Predictions, confusion_matrix, most_confused, per_class_metrics, top_losses
-from core.inspect.trust import Trust, expected_calibration_error
+from core.inspect.trust import trust_figures
 from core.runs.compare import recipe_text
 from core.runs.folder import RunFolder
 from pages._figures import confusion_figure, loss_figure, lr_figure, overlay_grid, to_hwc
@@ -74,21 +74,21 @@ def _data_section(folder: RunFolder) -> str:
 
 def _trust_section(folder: RunFolder, predictions: Predictions, n_classes: int) -> str:
     """Calibration before and after, the temperature, and how "none of these" is decided (pages/_trust.py's)."""
-    if predictions.raw_probs is None or not folder.trust_path.exists():
-        return "<p>This run finished before runs were calibrated.</p>"
     try:
-        trust = Trust.load(folder.trust_path)
+        figures = trust_figures(folder.trust_path, predictions.raw_probs, predictions.probs, predictions.targets,
+                                predictions.unknown_scores)
     except BrokenRun as error:
         return f"<p>{html.escape(str(error))}</p>"
-    before = expected_calibration_error(predictions.raw_probs, predictions.targets)
-    after = expected_calibration_error(predictions.probs, predictions.targets)
-    rows = [{"": "calibration error (ECE, 15 bins)", "value": f"{before:.1%} before, {after:.1%} after"},
+    if figures is None:
+        return "<p>This run finished before runs were calibrated.</p>"
+    trust = figures.trust
+    rows = [{"": "calibration error (ECE, 15 bins)",
+             "value": f"{figures.ece_before:.1%} before, {figures.ece_after:.1%} after"},
             {"": "temperature", "value": f"{trust.temperature:.2f}"}]
-    if predictions.unknown_scores is not None:
-        flagged = float((predictions.unknown_scores > trust.threshold).mean())
+    if figures.flagged is not None:
         rows.append({"": f"\"not one of the {n_classes} classes\" threshold",
                      "value": f"{trust.threshold:.3f} (distance to the {trust.k}th-nearest training image); "
-                              f"{flagged:.1%} of the validation images are past it"})
+                              f"{figures.flagged:.1%} of the validation images are past it"})
     return _table(rows) + "<p>Every probability shown is the calibrated one: softmax(logits / temperature).</p>"
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.errors import BrokenRun
 from core.inspect.interpret import Predictions
-from core.inspect.trust import Trust, expected_calibration_error, reliability, tta_probs, unknown_caveat
+from core.inspect.trust import reliability, trust_figures, tta_probs, unknown_caveat
 from core.runs.folder import RunFolder
 from pages._common import model_key
 from pages._figures import reliability_figure
@@ -35,17 +35,17 @@ def trust_section(run_dir: Path, predictions: Predictions, images, n_classes: in
     """How far its probabilities can be taken at their word, and how "none of these" is decided."""
     st.subheader("Can you trust its probabilities?")
     folder = RunFolder(run_dir)
-    if predictions.raw_probs is None or not folder.trust_path.exists():
-        st.caption("This run finished before runs were calibrated; train it again to see its calibration, and to "
-                   "let it say \"none of these\".")
-        return
     try:
-        trust = Trust.load(folder.trust_path)
+        figures = trust_figures(folder.trust_path, predictions.raw_probs, predictions.probs, predictions.targets,
+                                predictions.unknown_scores)
     except BrokenRun as error:
         st.error(md(error))
         return
-    before = expected_calibration_error(predictions.raw_probs, predictions.targets)
-    after = expected_calibration_error(predictions.probs, predictions.targets)
+    if figures is None:
+        st.caption("This run finished before runs were calibrated; train it again to see its calibration, and to "
+                   "let it say \"none of these\".")
+        return
+    trust, before, after = figures.trust, figures.ece_before, figures.ece_after
     left, middle, right = st.columns(3)
     left.metric("Calibration error before", f"{before:.1%}", help="Expected calibration error (ECE, 15 bins): how far, "
                 "on average, the probability the model gives its answer is from how often such answers are right.")
@@ -59,8 +59,8 @@ def trust_section(run_dir: Path, predictions: Predictions, images, n_classes: in
     st.caption("Each point is the images the model answered with about that confidence: on the dotted diagonal, "
                "an answer given with 80% is right 80% of the time. Every probability the app shows is the calibrated "
                "one.")
-    if predictions.unknown_scores is not None:
-        flagged = float((predictions.unknown_scores > trust.threshold).mean())
+    if figures.flagged is not None:
+        flagged = figures.flagged
         st.markdown(f"**None of these.** An image further from every training image than this run's threshold "
                     f"({trust.threshold:.3f}, the distance to its {trust.k}th-nearest training image) is called \"not "
                     f"one of the {n_classes} classes\" on the Predict page, in the demo and by the exports; "

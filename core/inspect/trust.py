@@ -129,6 +129,27 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int
     return float((gaps * table["count"][filled]).sum() / max(len(targets), 1))
 
 
+@dataclass(frozen=True)
+class TrustFigures:
+    """What the Interpret page and the HTML report say of a run's trust."""
+    trust: Trust
+    ece_before: float  # expected calibration error of the raw probabilities
+    ece_after: float  # and of the calibrated ones
+    flagged: float | None  # share of validation images past the "none of these" threshold (None: no scores)
+
+
+def trust_figures(path: Path, raw_probs: np.ndarray | None, probs: np.ndarray, targets: np.ndarray,
+                  unknown_scores: np.ndarray | None) -> TrustFigures | None:
+    """A run's trust figures from its trust.npz (`path`) and validation predictions; None for a run from before
+    calibration (no raw probabilities or no trust.npz); BrokenRun when trust.npz is damaged."""
+    if raw_probs is None or not path.exists():
+        return None
+    trust = Trust.load(path)
+    flagged = None if unknown_scores is None else float((unknown_scores > trust.threshold).mean())
+    before, after = expected_calibration_error(raw_probs, targets), expected_calibration_error(probs, targets)
+    return TrustFigures(trust, before, after, flagged)
+
+
 def knn_scores(features: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
     """(N,) cosine distance of each L2-normalised feature row (N, D) to its k-th nearest row of bank (M, D)."""
     similarity = features @ bank.T  # (N, M)
