@@ -7,17 +7,24 @@ power cut.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+_WRITES = itertools.count()  # with the process and thread, a temporary name no other writer of this file uses
+
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    """Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it over `path`.
+
+    The temporary file's name is this write's own: two threads of one process (two browser tabs of the app saving
+    their settings) writing the same file at once must not rename each other's half-written bytes."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{next(_WRITES)}.tmp")
     try:
         with open(tmp, "wb") as f:
             write(f)

@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import dataclasses
 import runpy
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,7 @@ IMAGE_SIZES = [16, 24, 32, 48, 64, 96, 128, 160, 192, 224]
 BATCH_SIZES = [8, 16, 32, 64, 128, 256]
 ON_DISK = "_settings_on_disk"  # the settings as this session last read or wrote them in core.runs.settings' file
 _IN_APP = contextvars.ContextVar("in_app", default=False)
+_SAVING = threading.Lock()  # one session's script runs, and other sessions, compare and save the settings in turn
 
 
 @contextlib.contextmanager
@@ -95,13 +97,19 @@ def init_session() -> None:
 
 def remember_settings() -> None:
     """Save the settings that changed since this session last saved (or loaded) them; nothing when none did.
-    app.py calls it before the page (widget changes arrive then) and after it, even when the page stopped."""
+    app.py calls it before the page (widget changes arrive then) and after it, even when the page stopped.
+
+    Under one lock: a key press can start a session's next script run while the one it interrupted is still
+    saving, on another thread. Each compared the file it knew with the value it had read and wrote it, so the
+    older 48 px landed after the newer 96 px and stayed (1 try in 16 with both cores busy); now the later
+    comparison sees what the earlier one wrote and the session's current value."""
     state = st.session_state
-    on_disk = state.get(ON_DISK, {})
-    changed = {name: state[name] for name in SETTINGS if name in state and on_disk.get(name) != state[name]}
-    if changed:
-        save_settings(changed)
-        state[ON_DISK] = {**on_disk, **changed}
+    with _SAVING:
+        on_disk = state.get(ON_DISK, {})
+        changed = {name: state[name] for name in SETTINGS if name in state and on_disk.get(name) != state[name]}
+        if changed:
+            save_settings(changed)
+            state[ON_DISK] = {**on_disk, **changed}
 
 
 def current_config() -> TrainConfig:
