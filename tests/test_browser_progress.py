@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from core.runs.folder import RunFolder
-from tests.browser_support import launch_chromium
+from tests.browser_support import RunWatch, launch_chromium
 
 pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
 
@@ -37,9 +37,8 @@ def test_the_time_left_at_a_quarter_of_a_run_is_within_the_bound(server):
         run_id = page.url.split("run=")[1].split("&")[0]
         bar = page.get_by_test_id("stProgress")
         readings = []  # (when, what the bar said)
-        deadline = time.time() + 150
-        while RunFolder(runs_dir / run_id).status().get("state") in ("queued", "running", "stopping", None):
-            assert time.time() < deadline, "the run did not finish"
+        watch = RunWatch(RunFolder(runs_dir / run_id))  # fails only if the run stops moving, not if it is slow
+        while watch.status().get("state") in ("queued", "running", "stopping", None):
             if bar.count():
                 readings.append((time.time(), bar.first.inner_text()))
             page.wait_for_timeout(1000)

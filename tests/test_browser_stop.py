@@ -8,19 +8,11 @@ from playwright.sync_api import expect, sync_playwright
 
 from core.runs import store
 from core.runs.folder import RunFolder
-from tests.browser_support import launch_chromium, new_page
+from tests.browser_support import RunWatch, launch_chromium, new_page
 
 pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
 
 PAUSE_S = 6.0  # stopped this long before Resume
-
-
-def wait_for_state(folder: RunFolder, states: tuple[str, ...], timeout: float) -> dict:
-    deadline = time.time() + timeout
-    while (status := folder.status()).get("state") not in states:
-        assert time.time() < deadline, status
-        time.sleep(0.2)
-    return status
 
 
 def test_stop_and_resume_agree_and_the_time_stopped_is_not_counted(server):
@@ -36,13 +28,12 @@ def test_stop_and_resume_agree_and_the_time_stopped_is_not_counted(server):
         page.get_by_role("button", name="Start training").click()
         page.wait_for_url("**run=*")
         run_id = page.url.split("run=")[1].split("&")[0]
-        folder = RunFolder(runs_dir / run_id)
-        deadline = time.time() + 120
-        while folder.status().get("epoch", 0) < 6 or folder.status().get("step", 0) % 22 < 5:  # inside epoch 7
-            assert time.time() < deadline and folder.status().get("state") != "completed", folder.status()
+        watch = RunWatch(RunFolder(runs_dir / run_id))  # fails only if the run stops moving, not if it is slow
+        while (status := watch.status()).get("epoch", 0) < 6 or status.get("step", 0) % 22 < 5:  # inside epoch 7
+            assert status.get("state") != "completed", status
             time.sleep(0.2)
         page.get_by_role("button", name="Stop").click()
-        wait_for_state(folder, ("stopped",), 60)
+        watch.wait_for("stopped")
         expect(page.get_by_role("heading", name=f"Run {run_id} · stopped")).to_be_visible()
 
         message = page.get_by_text(re.compile(r"^Stopped at epoch")).first.inner_text().replace("\u2060", "")
@@ -60,7 +51,7 @@ def test_stop_and_resume_agree_and_the_time_stopped_is_not_counted(server):
 
         page.wait_for_timeout(PAUSE_S * 1000)
         page.get_by_role("button", name="Resume").click()
-        status = wait_for_state(folder, ("completed",), 180)
+        status = watch.wait_for("completed")
         expect(page.get_by_role("heading", name=f"Run {run_id} · completed")).to_be_visible()
         browser.close()
     # the Runs page's duration (RunSummary.seconds, tests/test_runs.py) is the time spent running, not the pause
