@@ -74,25 +74,3 @@ def new_page(browser, timeout_ms: int):
     expect.set_options(timeout=timeout_ms)
     return page
 
-
-class RunWatch:
-    """A run's status, read as often as a test likes, that fails the test only when the run stops moving: no change
-    of state, phase, epoch or step for `stalled_s` seconds. A deadline on the whole run failed on a machine busy
-    with a training beside the suite, where the run was slower, not stuck."""
-
-    def __init__(self, folder, stalled_s: float = 180):
-        self.folder, self.stalled_s = folder, stalled_s
-        self.last, self.since = None, time.time()
-
-    def status(self) -> dict:
-        status = self.folder.status()
-        position = tuple(status.get(key) for key in ("state", "phase", "epoch", "step"))
-        if position != self.last:
-            self.last, self.since = position, time.time()
-        assert time.time() - self.since < self.stalled_s, f"no progress in {self.stalled_s:.0f} s: {status}"
-        return status
-
-    def wait_for(self, *states: str) -> dict:
-        while (status := self.status()).get("state") not in states:
-            time.sleep(0.2)
-        return status

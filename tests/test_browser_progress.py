@@ -7,7 +7,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from core.runs.folder import RunFolder
-from tests.browser_support import RunWatch, launch_chromium
+from tests.browser_support import launch_chromium
+from tests.waiting import RunWatch
 
 pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
 

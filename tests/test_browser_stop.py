@@ -8,7 +8,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from core.runs import store
 from core.runs.folder import RunFolder
-from tests.browser_support import RunWatch, launch_chromium, new_page
+from tests.browser_support import launch_chromium, new_page
+from tests.waiting import RunWatch
 
 pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
 

@@ -1,5 +1,4 @@
 """Every page through streamlit.testing.v1.AppTest, against run folders the tests make."""
-import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +8,7 @@ from core.atomic import read_json, write_json_atomic
 from core.runs import compare, store
 from core.runs.folder import RunFolder
 from tests.conftest import ROOT, write_image_folder
+from tests.waiting import RunWatch
 
 TIMEOUT = 120  # the first run imports torch and builds caches
 
@@ -158,10 +158,7 @@ def test_start_launches_one_run_process_and_a_second_start_is_refused(tmp_path, 
     assert len(store.list_runs(tmp_path)) == 1
     second_tab = open_page("pages/train.py", run_id=None)  # no ?run= in its address
     assert any(h.value.startswith(f"Run {run.run_id} · ") for h in second_tab.subheader)
-    deadline = time.time() + 180
-    while RunFolder(run.path).is_active() and time.time() < deadline:
-        time.sleep(0.5)
-    assert RunFolder(run.path).status()["state"] == "completed", (run.path / "log.txt").read_text()
+    RunWatch(RunFolder(run.path)).wait_for("completed")
 
 
 def test_interpret_shows_matrix_cells_pairs_top_losses_metrics_and_report(runs_env):
@@ -281,10 +278,7 @@ def test_a_stopped_run_offers_resume_and_finishes(trained_run, tmp_path, monkeyp
     app = open_page("pages/train.py", run_id="paused")
     by_label(app.button, "Resume").click().run()
     assert not app.exception
-    deadline = time.time() + 180
-    while RunFolder(runs_dir / "paused").status().get("state") != "completed" and time.time() < deadline:
-        time.sleep(0.5)
-    assert RunFolder(runs_dir / "paused").status()["state"] == "completed"
+    RunWatch(RunFolder(runs_dir / "paused")).wait_for("completed")
     assert (runs_dir / "paused" / "predictions.npz").exists()
 
 
@@ -306,9 +300,7 @@ def test_the_lr_finder_runs_from_the_train_page_and_its_suggestion_is_used(tmp_p
     by_label(app.button, "Find a learning rate").click().run()
     [run] = store.list_runs(tmp_path)
     assert run.task == "lr_find"
-    deadline = time.time() + 180
-    while RunFolder(run.path).status().get("state") != "completed" and time.time() < deadline:
-        time.sleep(0.5)
+    RunWatch(RunFolder(run.path)).wait_for("completed")
     app.run()
     use = next(b for b in app.button if b.label.startswith("Use valley"))
     suggested = float(use.label.split(": ")[1])

@@ -12,6 +12,7 @@ from core.runs import store
 from core.runs.folder import RunFolder
 from core.train.progress import Phase, TimeLeft, left_now
 from tests.conftest import ROOT
+from tests.waiting import RunWatch
 
 CONFIG = TrainConfig(size=32, freeze_epochs=2, epochs=3, seed=0)  # ~12 s on two CPU cores, a third of it loading
 RATIO = 1.5  # the bound on estimated / true time left, from a quarter of the run on
@@ -114,9 +115,9 @@ def test_stop_and_resume_agree_on_the_epoch_and_the_time_stopped_never_counts(tm
     run_dir = store.create_run(config, tmp_path, "paused")
     folder = RunFolder(run_dir)
     process = store.launch(run_dir)
-    deadline = time.time() + 240
-    while folder.raw_status().get("step", 0) < 22 + 22 + 8:  # into the second unfrozen epoch
-        assert process.poll() is None and time.time() < deadline, (run_dir / "log.txt").read_text()
+    watch = RunWatch(folder)
+    while watch.status().get("step", 0) < 22 + 22 + 8:  # into the second unfrozen epoch
+        assert process.poll() is None, (run_dir / "log.txt").read_text()
         time.sleep(0.1)
     folder.request_stop()
     assert process.wait(timeout=120) == 0
