@@ -1,13 +1,17 @@
 """What the benchmarks share: starting a training command and timing its epoch lines, and peak memory."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,3 +104,29 @@ def print_medians(results: dict[str, list[float]]) -> dict[str, float]:
     for name, values in results.items():
         print(f"  {name:{width}}  median {median[name]:8.1f}  ({', '.join(f'{v:.1f}' for v in values)})")
     return median
+
+
+@contextlib.contextmanager
+def a_training_beside(runs_dir: Path) -> Iterator[None]:
+    """Keep the app's default training (digits, 64 px, 12 epochs) running in its own process, and its own runs folder
+    (each folder has its training lock), for as long as the block lasts: what a person's other run does to this CPU."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            process = subprocess.Popen([python(), "-m", "core.train", "--data", "builtin:digits", "--size", "64",
+                                        "--epochs", "12", "--runs-dir", str(runs_dir)], cwd=ROOT,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while process.poll() is None:
+                if stop.wait(0.5):
+                    process.send_signal(signal.SIGTERM)  # a stop request: the run ends at its next step
+                    process.wait(timeout=120)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    time.sleep(5)  # the first run has imported torch and started decoding
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

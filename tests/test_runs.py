@@ -202,3 +202,37 @@ def test_duration_is_the_time_spent_running_when_the_run_recorded_it(trained_run
     RunFolder(run_dir).update_status(started=status["started"] - 3600)  # resumed an hour after a stop ...
     RunFolder(run_dir).update_status(active_s=12.5)  # ... but ran 12.5 s in all
     assert store.list_runs(tmp_path)[0].seconds == 12.5
+
+
+def test_threads_writing_one_file_at_once_each_leave_a_whole_file(tmp_path):
+    """Two browser tabs of one app server save the settings from two threads: each write's temporary file is its
+    own, so none renames another's half-written bytes or finds its own gone (a shared name did both)."""
+    import threading
+
+    from core.atomic import read_json, write_json_atomic
+
+    path, failures = tmp_path / "settings.json", []
+
+    def write(n):
+        try:
+            for i in range(200):
+                write_json_atomic(path, {"writer": n, "i": i, "padding": "x" * 20_000})
+        except OSError as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures and read_json(path)["i"] == 199 and os.listdir(tmp_path) == ["settings.json"]
+
+
+def test_training_processes_spin_briefly_while_they_wait_unless_the_person_chose(tmp_path):
+    """OpenMP's long spinning made a run 3.5-4.7x slower beside another training (bench/beside.py): the engine sets a
+    short spin before torch loads, and the runs it starts inherit it."""
+    show = [sys.executable, "-c", "import os, core; print(os.environ['GOMP_SPINCOUNT'])"]
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    assert subprocess.run(show, env=env, capture_output=True, text=True, check=True).stdout.strip() == "1000"
+    env["GOMP_SPINCOUNT"] = "50000"
+    assert subprocess.run(show, env=env, capture_output=True, text=True, check=True).stdout.strip() == "50000"
