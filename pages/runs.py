@@ -11,6 +11,7 @@ from core.runs.folder import RunFolder
 from core.ship.export import ExportError, describe, export_run, read_verification, zip_export
 from pages._common import route_through_app, select_run
 from pages._compare import show_curves, show_data_differences
+from pages._study import show_studies
 from pages._text import md
 
 route_through_app()
@@ -173,5 +174,6 @@ if len(picked) == 2 and len(sound) == 2:
 known_tags = sorted({tag for r in trained for tag in r.tags})
 for run in picked:
     show_run(run, known_tags)
+show_studies(trained)
 if sweeps:
     sweeps_table(sweeps)

@@ -19,6 +19,7 @@ from pages._common import (
     route_through_app,
     select_run,
 )
+from pages._sweep import search_form
 from pages._text import md
 from pages._watch import live_curves, live_status, show_curves, show_status
 
@@ -259,6 +260,7 @@ choose_preset()
 start, find = settings_form()
 if start or find:
     start_run("lr_find" if find else "train")
+search_form()
 run_dir = current_run_dir()
 if run_dir is None:
     st.info("Choose settings and press **Start training**. The run trains in its own process: switch pages, "

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # core's parts, lowest first: a module imports only from its own part or from parts before it. The small shared
 # modules at the top of core/ ("") come first. A package's __main__ (its command line) is an entry point, like
 # app.py and the pages: it may use any part, and no module imports it.
-LAYERS = ["", "data", "net", "runs", "fix", "inspect", "ship", "train"]
+LAYERS = ["", "data", "net", "runs", "fix", "inspect", "ship", "train", "sweep"]
 
 
 def module_name(path: Path) -> str:

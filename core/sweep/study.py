@@ -1,0 +1,38 @@
+"""Opening a study: its storage, sampler and pruner; and its storage as shown to people."""
+from __future__ import annotations
+
+import time
+
+
+def open_study(name: str, storage: str, sampler_seed: int | None):
+    """The study (made when it is new) with a TPE sampler that spreads parallel workers' trials apart (constant
+    liar: a running trial counts as a poor one) and the median pruner."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker says what happens in its own words
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                       direction="maximize", load_if_exists=True)
+        except Exception:  # sqlalchemy's OperationalError or IntegrityError: see OPEN_ATTEMPTS
+            if attempt == OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
+# Workers started at once on a new SQLite file both make its tables: one fails with "table ... already exists" or a
+# UNIQUE constraint on alembic_version (2 of 8 pairs started at once here); a moment later the tables are there and
+# the study opens. A storage that cannot be opened at all fails after the last attempt, about 5 s later.
+OPEN_ATTEMPTS = 5
+
+
+def shown_storage(url: str) -> str:
+    """The storage URL without its password, as written into run folders and printed."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads; Optuna says so when it opens it
+        return url

@@ -1,0 +1,118 @@
+"""The Runs page's studies: the trials of each Optuna sweep found among the runs, Optuna's own figures, the best
+settings and "Train with these settings"."""
+from __future__ import annotations
+
+import dataclasses
+
+import streamlit as st
+
+from core.config import TrainConfig
+from core.runs import store
+from pages._common import SETTINGS
+from pages._text import md
+
+
+def studies_in(runs: list[store.RunSummary]) -> dict[tuple[str, str], list[store.RunSummary]]:
+    """The runs that are trials of a study, by (study, storage) as their sweep.json says."""
+    from core.sweep.worker import sweep_record
+
+    found: dict[tuple[str, str], list[store.RunSummary]] = {}
+    for run in runs:
+        record = sweep_record(run.path)
+        if isinstance(record.get("study"), str) and isinstance(record.get("storage"), str):
+            found.setdefault((record["study"], record["storage"]), []).append(run)
+    return found
+
+
+@st.cache_data(show_spinner="Reading the study…", ttl=5, max_entries=8)
+def load_trials(study: str, storage: str) -> list[dict]:
+    """Every trial of the study as plain values (number, state, value, params, run, pruned); OSError-like failures
+    of the storage come back as ValueError, a sentence."""
+    import optuna
+
+    try:
+        found = optuna.load_study(study_name=study, storage=storage)
+        return [{"trial": t.number, "state": t.state.name.lower(), "accuracy": t.value, **t.params,
+                 "run": t.user_attrs.get("run", "")} for t in found.get_trials(deepcopy=False)]
+    except Exception as error:  # a database gone, a server not reachable, a password not stored with the runs
+        raise ValueError(f"The study {study} could not be read from {storage}: {error}") from None
+
+
+def figures(study: str, storage: str) -> list[tuple[str, object]]:
+    """Optuna's figures of the study: history, parallel coordinates, importances (those its trials allow)."""
+    import optuna
+    from optuna import visualization as vis
+
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    values = {t.value for t in loaded.get_trials(deepcopy=False) if t.value is not None}
+    made = []
+    for title, plot in (("Accuracy by trial", vis.plot_optimization_history),
+                        ("Settings against accuracy", vis.plot_parallel_coordinate),
+                        ("Which settings mattered", vis.plot_param_importances)):
+        if plot is vis.plot_param_importances and len(values) == 1:
+            made.append((title, "Every finished trial reached the same accuracy: no setting mattered more than "
+                                "another so far."))
+            continue
+        try:
+            made.append((title, plot(loaded)))
+        except (ValueError, RuntimeError) as error:  # too few finished trials for this figure
+            made.append((title, str(error)))
+    return made
+
+
+def train_with(config: TrainConfig) -> None:
+    """The button's action: these settings become the session's, for the Train page's next Start."""
+    for name in SETTINGS:
+        st.session_state[name] = getattr(config, name)
+
+
+def show_studies(runs: list[store.RunSummary]) -> None:
+    studies = studies_in(runs)
+    if not studies:
+        return
+    st.subheader("Settings searches (Optuna studies)")
+    st.caption("Each trial of a search is a run above, tagged `sweep`; a trial the pruner stopped early says why.")
+    keys = sorted(studies, key=lambda key: max(r.created for r in studies[key]), reverse=True)
+    study, storage = st.selectbox("Study", keys, format_func=lambda key: f"{key[0]} ({len(studies[key])} runs here)",
+                                  key="study_shown")
+    st.text(f"Storage: {storage}")
+    try:
+        trials = load_trials(study, storage)
+    except ValueError as error:
+        st.error(md(error))
+        return
+    pruned = {run.run_id: _pruned(run) for run in studies[(study, storage)]}
+    st.dataframe([{**t, "run": _name(t["run"]), "why it stopped": pruned.get(_name(t["run"]), "")} for t in trials],
+                 hide_index=True, width="stretch", key="study_trials")
+    finished = [t for t in trials if t["state"] == "complete" and t["accuracy"] is not None]
+    if not finished:
+        st.caption("No trial has finished yet.")
+        return
+    best = max(finished, key=lambda t: t["accuracy"])
+    run = next((r for r in studies[(study, storage)] if _name(best["run"]) == r.run_id), None)
+    st.success(f"Best so far: trial {best['trial']}, validation accuracy {best['accuracy']:.2%}.")
+    if run is not None:
+        st.code(run.command or "", language="bash")
+        if st.button("Train with these settings", icon=":material/model_training:", key="study_train_with",
+                     help="Copies the best trial's settings to the Train page (on today's data, with every fix)."):
+            train_with(dataclasses.replace(run.config, edits_upto=-1))
+            st.switch_page("pages/train.py")
+    else:
+        st.caption("The best trial ran on another machine or in another runs folder; its settings are in the table.")
+    for title, figure in figures(study, storage):
+        st.markdown(f"**{title}**")
+        if isinstance(figure, str):
+            st.caption(md(figure))
+        else:
+            st.plotly_chart(figure, key=f"study:{title}")
+
+
+def _name(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _pruned(run: store.RunSummary) -> str:
+    from core.sweep.worker import sweep_record
+
+    why = sweep_record(run.path).get("pruned")
+    return why if isinstance(why, str) else ""
