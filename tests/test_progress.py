@@ -115,8 +115,8 @@ def test_stop_and_resume_agree_on_the_epoch_and_the_time_stopped_never_counts(tm
     run_dir = store.create_run(config, tmp_path, "paused")
     folder = RunFolder(run_dir)
     process = store.launch(run_dir)
-    watch = RunWatch(folder)
-    while watch.status().get("step", 0) < 22 + 22 + 8:  # into the second unfrozen epoch
+    running = RunWatch(folder)
+    while running.status().get("step", 0) < 22 + 22 + 8:  # into the second unfrozen epoch
         assert process.poll() is None, (run_dir / "log.txt").read_text()
         time.sleep(0.1)
     folder.request_stop()

@@ -24,8 +24,12 @@ class RunWatch:
         return status
 
     def wait_for(self, *states: str) -> dict:
-        """The status once the run is in one of `states`; fails at once if it ends in another."""
+        """The status once the run is in one of `states`; fails at once if it moves on to an end among the others
+        (the state it is in when the wait begins, `stopped` before a Resume takes effect, is no such end)."""
+        before = self.folder.status().get("state")
+        moved = False
         while (status := self.status()).get("state") not in states:
-            assert status.get("state") not in ENDED, status
+            moved = moved or status.get("state") != before
+            assert not (moved and status.get("state") in ENDED), status
             time.sleep(0.2)
         return status
