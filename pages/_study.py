@@ -30,6 +30,11 @@ def load_trials(study: str, storage: str) -> list[dict]:
     of the storage come back as ValueError, a sentence."""
     import optuna
 
+    from core.sweep.study import sqlite_file
+
+    database = sqlite_file(storage)
+    if database is not None and not database.is_file():  # opening it would make an empty database there
+        raise ValueError(f"The study {study}'s database {database} is not there any more.")
     try:
         found = optuna.load_study(study_name=study, storage=storage)
         return [{"trial": t.number, "state": t.state.name.lower(), "accuracy": t.value, **t.params,
@@ -38,8 +43,10 @@ def load_trials(study: str, storage: str) -> list[dict]:
         raise ValueError(f"The study {study} could not be read from {storage}: {error}") from None
 
 
-def figures(study: str, storage: str) -> list[tuple[str, object]]:
-    """Optuna's figures of the study: history, parallel coordinates, importances (those its trials allow)."""
+@st.cache_data(show_spinner="Drawing the study's figures…", max_entries=8)
+def figures(study: str, storage: str, finished: int) -> list[tuple[str, object]]:
+    """Optuna's figures of the study: history, parallel coordinates, importances (those its trials allow); drawn
+    again when another trial has finished."""
     import optuna
     from optuna import visualization as vis
 
@@ -99,7 +106,7 @@ def show_studies(runs: list[store.RunSummary]) -> None:
             st.switch_page("pages/train.py")
     else:
         st.caption("The best trial ran on another machine or in another runs folder; its settings are in the table.")
-    for title, figure in figures(study, storage):
+    for title, figure in figures(study, storage, len(finished)):
         st.markdown(f"**{title}**")
         if isinstance(figure, str):
             st.caption(md(figure))

@@ -59,6 +59,12 @@ def show_status(folder: RunFolder) -> dict:
                    (f" (now: {md(message)})." if message else "."))
     elif message:
         st.caption(md(message))
+    if state == "stopped":
+        from core.sweep.worker import sweep_record
+
+        trial = sweep_record(folder.path)
+        if isinstance(trial.get("pruned"), str):  # a trial of a settings search that its study's pruner stopped
+            st.info(md(f"This trial of the search {trial.get('study', '')} {trial['pruned']}."))
     show_progress(status)
     return status
 

@@ -1,5 +1,6 @@
 """Sweeps (core.sweep): what can be searched, and real studies whose trials are real runs: two workers on one
 storage, the pruner stopping a trial like Stop does, and a sweep stopped from outside."""
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from core.sweep.space import (
     search_space,
     with_params,
 )
-from core.sweep.worker import Worker, request_stop, sweep_record
+from core.sweep.worker import Worker, sweep_record
 from tests.conftest import ROOT, write_image_folder
 
 TINY = ["--size", "16", "--bs", "8", "--epochs", "1", "--freeze-epochs", "1"]  # a trial of a few seconds
@@ -82,7 +83,7 @@ def test_two_workers_on_one_storage_share_a_study_of_distinct_trials_each_a_run(
     assert any("Train with these settings: python -m core.train" in out for out in outputs), outputs
 
 
-def test_a_pruned_trial_stops_like_a_run_and_says_why(colours, tmp_path):
+def test_a_pruned_trial_stops_like_a_run_and_says_why(colours, tmp_path, monkeypatch):
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01))
     base = TrainConfig(data=str(colours), size=16, bs=8, epochs=40, freeze_epochs=1)  # still training when pruned
     Worker(study, base, {"lr": SEARCHABLE["lr"]}, tmp_path, trials=1, log=lambda _: None).run()
@@ -90,10 +91,15 @@ def test_a_pruned_trial_stops_like_a_run_and_says_why(colours, tmp_path):
     assert trial.state == optuna.trial.TrialState.PRUNED
     [run] = store.list_runs(tmp_path)
     assert run.state == "stopped" and RunFolder(run.path).can_resume()
-    assert sweep_record(run.path)["pruned"].startswith("was pruned after epoch 1: validation accuracy")
+    assert sweep_record(run.path)["pruned"].startswith("was pruned after epoch 2 (1 of its 40 epochs past the frozen "
+                                                       "phase): validation accuracy")
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path))
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    shown = [i.value for i in open_page("pages/train.py", run.run_id).info]
+    assert any(text.startswith("This trial of the search") and "was pruned after epoch 2" in text for text in shown)
 
 
-def test_a_sweep_stopped_from_outside_stops_its_trial_and_keeps_what_finished(colours, tmp_path):
+def test_ctrl_c_stops_the_sweep_and_its_trial_like_a_run_and_the_study_keeps_what_finished(colours, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     worker = subprocess.Popen(worker_command("stopped", storage, tmp_path, colours, 50), cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -101,7 +107,7 @@ def test_a_sweep_stopped_from_outside_stops_its_trial_and_keeps_what_finished(co
     while not [r for r in store.list_runs(tmp_path) if r.state == "running" and sweep_record(r.path).get("trial")]:
         assert worker.poll() is None and time.time() < deadline, worker.stdout.read()
         time.sleep(0.2)  # the second trial is training
-    request_stop(tmp_path)
+    worker.send_signal(signal.SIGINT)  # Ctrl-C in the worker's terminal (its run, in a session of its own, gets none)
     output = worker.communicate(timeout=300)[0]
     assert worker.returncode == 0 and "The sweep was stopped" in output, output
     states = {sweep_record(r.path)["trial"]: r.state for r in store.list_runs(tmp_path)}
@@ -110,8 +116,10 @@ def test_a_sweep_stopped_from_outside_stops_its_trial_and_keeps_what_finished(co
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]
 
 
-def open_page(page: str) -> AppTest:
+def open_page(page: str, run_id: str | None = None) -> AppTest:
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    if run_id:
+        app.query_params["run"] = run_id
     app.run()
     app.switch_page(page).run()
     assert not app.exception, [e.value for e in app.exception]
@@ -164,3 +172,18 @@ def test_the_train_page_starts_a_search_follows_its_trial_and_stops_it(colours, 
     [run] = store.list_runs(runs_dir)
     assert run.state in ("stopped", "completed") and run.config.data == str(colours)
     assert "The sweep was stopped" in (runs_dir / ".sweep-log.txt").read_text()
+
+
+def test_a_study_whose_database_is_gone_is_a_sentence_and_no_database_is_made(tmp_path, monkeypatch):
+    from core.atomic import write_json_atomic
+
+    run_dir = store.create_run(TrainConfig(), tmp_path / "runs", "orphan")
+    RunFolder(run_dir).update_status(state="stopped")
+    gone = tmp_path / "gone.db"
+    write_json_atomic(run_dir / "sweep.json", {"study": "old", "storage": f"sqlite:///{gone}", "trial": 0})
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    app = open_page("pages/runs.py")
+    assert any(e.value.startswith("The study old's database ") and e.value.endswith(" is not there any more.")
+               for e in app.error)  # the path shown as text: its underscores escaped
+    assert not gone.exists()

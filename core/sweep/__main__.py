@@ -18,7 +18,7 @@ from core import config as settings
 from core.runs import store
 from core.sweep.launch import forget_worker, record_worker
 from core.sweep.space import DEFAULT_SEARCH, SEARCHABLE, search_space, with_params
-from core.sweep.study import open_study, shown_storage
+from core.sweep.study import absolute_storage, open_study, shown_storage
 from core.sweep.worker import Worker, describe
 
 STARTED = time.time()  # before Optuna and torch load: a Stop pressed while they do is this worker's
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--search/--range: {error}.") from None
     runs_dir = Path(args.runs_dir or store.runs_root())
     runs_dir.mkdir(parents=True, exist_ok=True)
-    storage = args.storage or f"sqlite:///{(runs_dir / 'sweeps.db').resolve()}"
+    storage = absolute_storage(args.storage or f"sqlite:///{runs_dir / 'sweeps.db'}")
     name = args.study or time.strftime("sweep-%Y%m%d-%H%M%S")
     try:
         study = open_study(name, storage, args.sampler_seed)

@@ -11,7 +11,9 @@ def open_study(name: str, storage: str, sampler_seed: int | None):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker says what happens in its own words
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    # From the third trial on, and not before a third of a trial's schedule past the frozen phase (steps are tenths:
+    # worker.schedule_step)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3)
     for attempt in range(OPEN_ATTEMPTS):
         try:
             return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
@@ -36,3 +38,20 @@ def shown_storage(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL SQLAlchemy reads; Optuna says so when it opens it
         return url
+
+
+def absolute_storage(url: str) -> str:
+    """A SQLite URL with a relative path (`sqlite:///sweeps.db`) made absolute, so that the dashboard, started
+    elsewhere, opens the same file; any other URL as it is."""
+    path = sqlite_file(url)
+    return f"sqlite:///{path.resolve()}" if path is not None and not path.is_absolute() else url
+
+
+def sqlite_file(url: str):
+    """The file of a `sqlite:///PATH` URL (a Path), or None for another kind of storage or an in-memory one."""
+    from pathlib import Path
+
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix):] in ("", ":memory:"):
+        return None
+    return Path(url[len(prefix):].split("?", 1)[0])

@@ -9,6 +9,7 @@ finished stays in the study.
 """
 from __future__ import annotations
 
+import math
 import re
 import signal
 import threading
@@ -25,6 +26,7 @@ from core.sweep.space import Choices, Range, first_params, including, suggest
 SWEEP_FILE = "sweep.json"  # in a trial's run folder: its study, storage, trial number, settings and pruning
 STOP_FILE = ".sweep-stop"  # in a worker's runs folder: the page's Stop for the sweep
 POLL_S = 0.5
+PRUNE_STEPS = 10  # a trial reports its accuracy at tenths of its schedule (schedule_step)
 FAILURES_IN_A_ROW = 3  # trials that failed one after another before the worker gives up (a dataset gone, no memory)
 
 
@@ -64,7 +66,7 @@ class Worker:
                     why = f"{failures} trials in a row failed; see their runs' log.txt"
                     break
             self.log(f"The worker ends: {why}.")
-        except SweepStopped:
+        except (SweepStopped, KeyboardInterrupt):  # also Ctrl-C between trials
             self.log("The sweep was stopped; the study keeps every trial that finished.")
         finally:
             if in_main:
@@ -102,7 +104,7 @@ class Worker:
         trial.set_user_attr("run", str(run_dir))
         self.log(f"Trial {trial.number}: {describe(trial.params)} → {run_dir}")
         try:
-            accuracy, pruned = self.watch(trial, run_dir)
+            accuracy, pruned = self.watch(trial, run_dir, config.epochs)
         except (KeyboardInterrupt, SweepStopped):
             self.study.tell(trial, state=TrialState.FAIL)
             raise SweepStopped from None
@@ -122,11 +124,12 @@ class Worker:
                  f"{best.value:.2%})")
         return "complete", accuracy
 
-    def watch(self, trial, run_dir: Path) -> tuple[float | None, str | None]:
+    def watch(self, trial, run_dir: Path, epochs: int) -> tuple[float | None, str | None]:
         """Start the run and follow its epochs: (its final accuracy or None, why it was pruned or None)."""
         folder = RunFolder(run_dir)
         process = store.launch(run_dir)
         tail, pruned, reported = folder.metrics_tail(), None, set()
+        trained = 0  # epochs past the frozen phase
         try:
             while process.poll() is None:
                 time.sleep(POLL_S)
@@ -137,14 +140,18 @@ class Worker:
                 seen = len(tail.epochs)
                 tail.poll()
                 for row in tail.epochs[seen:]:
-                    epoch = row["epoch"]
-                    if epoch in reported:  # a row written again after a resume
+                    if row.get("phase") == "frozen":
                         continue
-                    reported.add(epoch)
-                    trial.report(row["accuracy"], epoch)
+                    trained += 1
+                    step = schedule_step(trained, epochs)
+                    if step in reported:  # two epochs in one tenth of a long schedule; a row again after a resume
+                        continue
+                    reported.add(step)
+                    trial.report(row["accuracy"], step)
                     if trial.should_prune():
-                        pruned = (f"was pruned after epoch {epoch}: validation accuracy {row['accuracy']:.1%}, below "
-                                  f"what the study's earlier trials had reached by then ({pruner_rule(self.study)})")
+                        pruned = (f"was pruned after epoch {row['epoch']} ({trained} of its {epochs} epochs past the "
+                                  f"frozen phase): validation accuracy {row['accuracy']:.1%}, below the study's "
+                                  f"earlier trials at the same point of their schedules ({pruner_rule(self.study)})")
                         folder.request_stop()
         except (KeyboardInterrupt, SweepStopped):
             folder.request_stop()  # the run checkpoints and ends as stopped: it can be resumed as a run
@@ -153,6 +160,15 @@ class Worker:
         if folder.status().get("state") == "completed":  # also a pruned run that finished before it could stop
             return final_accuracy(folder, self.base.keep_best), None
         return None, pruned
+
+
+def schedule_step(done: int, epochs: int) -> int:
+    """The step a trial reports after `done` of its `epochs` epochs past the frozen phase: tenths of its one-cycle
+    schedule, so that trials of different lengths are compared at the same point of their schedules (by epoch, a
+    six-epoch trial at its second epoch, rate still high, was measured against a three-epoch one at its second,
+    rate nearly annealed, and pruned). The frozen phase is not reported: cached, it costs a second, and pruning
+    there saves nothing."""
+    return math.ceil(PRUNE_STEPS * done / max(epochs, 1))
 
 
 def final_accuracy(folder: RunFolder, keep_best: bool) -> float | None:
