@@ -88,8 +88,8 @@ def show_studies(runs: list[store.RunSummary]) -> None:
     except ValueError as error:
         st.error(md(error))
         return
-    pruned = {run.run_id: _pruned(run) for run in studies[(study, storage)]}
-    st.dataframe([{**t, "run": _name(t["run"]), "why it stopped": pruned.get(_name(t["run"]), "")} for t in trials],
+    why = {run.run_id: _why_it_stopped(run) for run in studies[(study, storage)]}
+    st.dataframe([{**t, "run": _name(t["run"]), "why it stopped": why.get(_name(t["run"]), "")} for t in trials],
                  hide_index=True, width="stretch", key="study_trials")
     finished = [t for t in trials if t["state"] == "complete" and t["accuracy"] is not None]
     if not finished:
@@ -118,8 +118,10 @@ def _name(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def _pruned(run: store.RunSummary) -> str:
+def _why_it_stopped(run: store.RunSummary) -> str:
+    """"was pruned after …" or "was stopped with the search", as the trial's sweep.json says; "" otherwise."""
     from core.sweep.worker import sweep_record
 
-    why = sweep_record(run.path).get("pruned")
+    record = sweep_record(run.path)
+    why = record.get("pruned") or record.get("stopped")
     return why if isinstance(why, str) else ""

@@ -112,6 +112,8 @@ def test_ctrl_c_stops_the_sweep_and_its_trial_like_a_run_and_the_study_keeps_wha
     assert worker.returncode == 0 and "The sweep was stopped" in output, output
     states = {sweep_record(r.path)["trial"]: r.state for r in store.list_runs(tmp_path)}
     assert states[0] == "completed" and states[1] == "stopped" and len(states) == 2, states
+    stopped = next(r for r in store.list_runs(tmp_path) if sweep_record(r.path)["trial"] == 1)
+    assert sweep_record(stopped.path)["stopped"] == "was stopped with the search"
     trials = optuna.load_study(study_name="stopped", storage=storage).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]
 

@@ -106,6 +106,7 @@ class Worker:
         try:
             accuracy, pruned = self.watch(trial, run_dir, config.epochs)
         except (KeyboardInterrupt, SweepStopped):
+            write_json_atomic(run_dir / SWEEP_FILE, {**record, "stopped": "was stopped with the search"})
             self.study.tell(trial, state=TrialState.FAIL)
             raise SweepStopped from None
         if pruned:
