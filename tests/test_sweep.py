@@ -70,16 +70,20 @@ def test_two_workers_on_one_storage_share_a_study_of_distinct_trials_each_a_run(
     storage, tmp_path, outputs = shared
     study = optuna.load_study(study_name="shared", storage=storage)
     trials = study.get_trials()
-    assert len(trials) >= 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), outputs
+    # four or more (two workers that look at once may each start one more); a trial whose one epoch past the frozen
+    # phase fell below the median of the earlier ones may be pruned
+    assert len(trials) >= 4 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}, outputs
     assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)  # no settings tried twice
     runs = [r for n in (1, 2) for r in store.list_runs(tmp_path / f"runs{n}")]
     assert sorted(sweep_record(r.path)["trial"] for r in runs) == [t.number for t in trials]
     first = next(r for r in runs if sweep_record(r.path)["trial"] == 0)
     assert first.config.lr == TrainConfig().lr and first.config.label_smoothing == 0.0  # the starting settings
-    assert all("sweep" in r.tags and r.state == "completed" for r in runs)
-    for run in runs:  # each trial's value is its run's final validation accuracy
+    assert all("sweep" in r.tags for r in runs)
+    for run in runs:  # each finished trial's value is its run's final validation accuracy
         trial = trials[sweep_record(run.path)["trial"]]
-        assert trial.value == RunFolder(run.path).read_metrics().epochs[-1]["accuracy"]
+        assert run.state == ("completed" if trial.state.name == "COMPLETE" else "stopped"), (run.state, trial)
+        if trial.state.name == "COMPLETE":
+            assert trial.value == RunFolder(run.path).read_metrics().epochs[-1]["accuracy"]
     assert any("Train with these settings: python -m core.train" in out for out in outputs), outputs
 
 
@@ -136,7 +140,7 @@ def test_the_runs_page_shows_the_study_its_figures_and_trains_with_the_best_sett
     assert "Settings searches (Optuna studies)" in [h.value for h in app.subheader]
     trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
     table = next(t.value for t in app.dataframe if "trial" in t.value.columns)
-    assert sorted(table["trial"]) == [t.number for t in trials] and set(table["state"]) == {"complete"}
+    assert sorted(table["trial"]) == [t.number for t in trials] and set(table["state"]) <= {"complete", "pruned"}
     best = max(trials, key=lambda t: t.value)
     assert any(s.value.startswith(f"Best so far: trial {best.number}, ") for s in app.success)
     assert len(app.get("plotly_chart")) >= 2 + 2  # the runs' curves, then history and coordinates (and importances)
