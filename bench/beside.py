@@ -12,21 +12,20 @@ import argparse
 import os
 import statistics
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
-from bench.common import ROOT, a_training_beside, python
+from bench.common import ROOT, a_training_beside, python, scratch
 
 COMMAND = ["-m", "core.train", "--data", "builtin:digits", "--size", "64", "--epochs", "4"]
 SPIN = {"libgomp's default": "300000", "the app's": "1000"}
 
 
 def wall_s() -> float:
-    started = time.perf_counter()
-    subprocess.run([python(), *COMMAND, "--runs-dir", tempfile.mkdtemp(prefix="bench-beside-")], cwd=ROOT,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    with scratch("bench-beside-") as runs_dir:
+        started = time.perf_counter()
+        subprocess.run([python(), *COMMAND, "--runs-dir", str(runs_dir)], cwd=ROOT,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - started
 
 
 def main() -> None:
@@ -41,7 +40,7 @@ def main() -> None:
             alone[name].append(wall_s())
     for name, count in SPIN.items():
         os.environ["GOMP_SPINCOUNT"] = count
-        with a_training_beside(Path(tempfile.mkdtemp(prefix="bench-beside-"))):
+        with a_training_beside():
             beside[name] = wall_s()
     base = statistics.median(alone["libgomp's default"])
     for name in SPIN:

@@ -9,6 +9,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -107,9 +108,14 @@ def print_medians(results: dict[str, list[float]]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def a_training_beside(runs_dir: Path) -> Iterator[None]:
+def a_training_beside(runs_dir: Path | None = None) -> Iterator[None]:
     """Keep the app's default training (digits, 64 px, 12 epochs) running in its own process, and its own runs folder
-    (each folder has its training lock), for as long as the block lasts: what a person's other run does to this CPU."""
+    (each folder has its training lock; a scratch folder, removed after, unless one is given), for as long as the
+    block lasts: what a person's other run does to this CPU."""
+    if runs_dir is None:
+        with scratch("bench-beside-") as folder, a_training_beside(folder):
+            yield
+        return
     stop = threading.Event()
 
     def loop() -> None:
@@ -130,3 +136,11 @@ def a_training_beside(runs_dir: Path) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A folder of the benchmark's own under the system's temporary folder, removed with what it holds when the block
+    ends (the runs a benchmark trains are hundreds of MB each)."""
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as folder:
+        yield Path(folder)

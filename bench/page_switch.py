@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
+from bench.common import scratch
 from core.config import TrainConfig
 from core.runs import store
 from core.runs.folder import RunFolder
@@ -39,36 +38,36 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--switches", type=int, default=12)
     args = parser.parse_args()
-    runs_dir = Path(tempfile.mkdtemp(prefix="bench-runs-"))
-    with streamlit_server(runs_dir) as url, sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        expect(page.get_by_role("heading", name="Transfer Learning Studio")).to_be_visible(timeout=60_000)
-        time_switches(page, len(PAGES))  # warm the caches (dataset decode, imports)
-        idle = time_switches(page, args.switches)
+    with scratch("bench-runs-") as runs_dir:
+        with streamlit_server(runs_dir) as url, sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            expect(page.get_by_role("heading", name="Transfer Learning Studio")).to_be_visible(timeout=60_000)
+            time_switches(page, len(PAGES))  # warm the caches (dataset decode, imports)
+            idle = time_switches(page, args.switches)
 
-        run_dir = store.create_run(TrainConfig(epochs=30), runs_dir, "bench")
-        process = store.launch(run_dir)
-        while RunFolder(run_dir).status().get("state") != "running" or not RunFolder(run_dir).read_metrics().steps:
-            time.sleep(0.5)
-        page.goto(f"{url}/train?run=bench")
-        expect(page.get_by_role("heading", name="Run bench · running")).to_be_visible(timeout=30_000)
-        busy = time_switches(page, args.switches)
-        steps = len(RunFolder(run_dir).read_metrics().steps)
-        RunFolder(run_dir).request_stop()
-        process.wait(timeout=120)
-        browser.close()
-    for link, _ in PAGES:
-        print(f"to {link:6} idle median {statistics.median(idle[link]) * 1000:5.0f} ms, "
-              f"while training median {statistics.median(busy[link]) * 1000:5.0f} ms "
-              f"(max {max(busy[link]) * 1000:.0f} ms)")
-    idle_all = [t for ts in idle.values() for t in ts]
-    busy_all = [t for ts in busy.values() for t in ts]
-    print(f"all switches: idle median {statistics.median(idle_all) * 1000:.0f} ms, while training median "
-          f"{statistics.median(busy_all) * 1000:.0f} ms; "
-          f"ratio {statistics.median(busy_all) / statistics.median(idle_all):.2f}"
-          f" ({steps} training steps meanwhile)")
+            run_dir = store.create_run(TrainConfig(epochs=30), runs_dir, "bench")
+            process = store.launch(run_dir)
+            while RunFolder(run_dir).status().get("state") != "running" or not RunFolder(run_dir).read_metrics().steps:
+                time.sleep(0.5)
+            page.goto(f"{url}/train?run=bench")
+            expect(page.get_by_role("heading", name="Run bench · running")).to_be_visible(timeout=30_000)
+            busy = time_switches(page, args.switches)
+            steps = len(RunFolder(run_dir).read_metrics().steps)
+            RunFolder(run_dir).request_stop()
+            process.wait(timeout=120)
+            browser.close()
+        for link, _ in PAGES:
+            print(f"to {link:6} idle median {statistics.median(idle[link]) * 1000:5.0f} ms, "
+                  f"while training median {statistics.median(busy[link]) * 1000:5.0f} ms "
+                  f"(max {max(busy[link]) * 1000:.0f} ms)")
+        idle_all = [t for ts in idle.values() for t in ts]
+        busy_all = [t for ts in busy.values() for t in ts]
+        print(f"all switches: idle median {statistics.median(idle_all) * 1000:.0f} ms, while training median "
+              f"{statistics.median(busy_all) * 1000:.0f} ms; "
+              f"ratio {statistics.median(busy_all) / statistics.median(idle_all):.2f}"
+              f" ({steps} training steps meanwhile)")
 
 
 if __name__ == "__main__":

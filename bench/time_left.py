@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from bench.common import a_training_beside
+from bench.common import a_training_beside, scratch
 from core.config import TrainConfig
 from core.data.builtin import builtin_report
 from core.data.load import inspect_source
@@ -84,10 +83,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
     config = TrainConfig(data=args.data, size=args.size, epochs=args.epochs)
-    runs_dir = Path(tempfile.mkdtemp(prefix="bench-time-left-"))
-    report("quiet            ", one_run(config, runs_dir))
-    with a_training_beside(Path(tempfile.mkdtemp(prefix="bench-beside-"))):
-        report("beside a training", one_run(config, runs_dir))
+    with scratch("bench-time-left-") as runs_dir:
+        report("quiet            ", one_run(config, runs_dir))
+        with a_training_beside():
+            report("beside a training", one_run(config, runs_dir))
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
-from bench.common import digits_folder, peak_rss_mb
+from bench.common import digits_folder, peak_rss_mb, scratch
 from core.config import TrainConfig
 from core.runs import store
 from core.runs.folder import RunFolder
@@ -77,31 +76,32 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="one pair of one-epoch runs on 200 digits at 16 px")
     args = parser.parse_args()
-    runs_dir = Path(tempfile.mkdtemp(prefix="bench-ui-"))
-    config = TrainConfig(epochs=args.epochs, freeze_epochs=0, size=64, bs=64)
-    if args.smoke:  # 200 digits at 16 px; their folder has no config.json, so the app lists it among no runs
-        digits = digits_folder(runs_dir / "digits")
-        args.repeats, config = 1, TrainConfig(data=str(digits), epochs=1, freeze_epochs=0, size=16, bs=64)
-    headless, watched, memory, ui_load = [], [], [], []
-    with streamlit_server(runs_dir) as url, sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        for i in range(args.repeats):
-            page.goto("about:blank")  # nothing polls during the headless run
-            *speeds, rss = train(config, runs_dir, f"headless-{i}")
-            headless.append(speeds)
-            before = cpu_seconds(b"streamlit"), cpu_seconds(b"chromium")
-            started = time.perf_counter()
-            *speeds, rss = train(config, runs_dir, f"watched-{i}", page, url)
-            elapsed = time.perf_counter() - started
-            watched.append(speeds)
-            ui_load.append(((cpu_seconds(b"streamlit") - before[0]) / elapsed,
-                            (cpu_seconds(b"chromium") - before[1]) / elapsed))
-            memory.append(rss)
-            time.sleep(1)
-        server_pid = next((int(p) for p in os.listdir("/proc") if p.isdigit() and _is_server(int(p), runs_dir)), None)
-        app_memory = peak_rss_mb(server_pid) if server_pid else float("nan")
-        browser.close()
+    with scratch("bench-ui-") as runs_dir:
+        config = TrainConfig(epochs=args.epochs, freeze_epochs=0, size=64, bs=64)
+        if args.smoke:  # 200 digits at 16 px; their folder has no config.json, so the app lists it among no runs
+            digits = digits_folder(runs_dir / "digits")
+            args.repeats, config = 1, TrainConfig(data=str(digits), epochs=1, freeze_epochs=0, size=16, bs=64)
+        headless, watched, memory, ui_load = [], [], [], []
+        with streamlit_server(runs_dir) as url, sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            for i in range(args.repeats):
+                page.goto("about:blank")  # nothing polls during the headless run
+                *speeds, rss = train(config, runs_dir, f"headless-{i}")
+                headless.append(speeds)
+                before = cpu_seconds(b"streamlit"), cpu_seconds(b"chromium")
+                started = time.perf_counter()
+                *speeds, rss = train(config, runs_dir, f"watched-{i}", page, url)
+                elapsed = time.perf_counter() - started
+                watched.append(speeds)
+                ui_load.append(((cpu_seconds(b"streamlit") - before[0]) / elapsed,
+                                (cpu_seconds(b"chromium") - before[1]) / elapsed))
+                memory.append(rss)
+                time.sleep(1)
+            server_pid = next((int(p) for p in os.listdir("/proc") if p.isdigit() and _is_server(int(p), runs_dir)),
+                              None)
+            app_memory = peak_rss_mb(server_pid) if server_pid else float("nan")
+            browser.close()
     print(f"EfficientNet-Lite0, {config.size} px, batch {config.bs}, {config.epochs} epochs a run; training images/s")
     for label, k in (("whole run, the page loading during epoch 1", 0), ("after epoch 1, the page polling", 1)):
         alone, seen = (statistics.median(v[k] for v in values) for values in (headless, watched))

@@ -22,6 +22,16 @@ TINY_RUN_ARGS = ["--data", "builtin:digits", "--arch", "resnet18", "--no-pretrai
                  "--epochs", "1", "--seed", "0", "--lr", "2e-3"]
 
 
+def pytest_report_header(config) -> str:
+    """The suite writes run folders of ~135 MB under the temporary folder (a passed test's go at its teardown,
+    pytest.ini): with too little disk every training fails at once, so say how much there was."""
+    import tempfile
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    warning = " (under 3 GB: trainings may fail)" if free < 3 else ""
+    return f"free disk under {tempfile.gettempdir()}: {free:.1f} GB{warning}"
+
+
 _SESSION_DATA: list[str] = []  # the data folder this test session made for itself
 
 

@@ -228,6 +228,27 @@ def test_threads_writing_one_file_at_once_each_leave_a_whole_file(tmp_path):
     assert not failures and read_json(path)["i"] == 199 and os.listdir(tmp_path) == ["settings.json"]
 
 
+def test_the_best_checkpoint_shares_the_last_ones_bytes_until_the_last_is_replaced(tmp_path, monkeypatch):
+    """A run keeps best.pt beside last.pt (135 MB each for ResNet-18 with its optimizer): while they are one epoch's
+    weights they are one file on disk; replacing last.pt leaves best.pt as it was; without hard links, a copy."""
+    from core.atomic import copy_atomic, write_atomic
+
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    write_atomic(last, lambda f: f.write(b"epoch 1"))
+    copy_atomic(last, best)
+    assert os.stat(best).st_ino == os.stat(last).st_ino and best.read_bytes() == b"epoch 1"
+    write_atomic(last, lambda f: f.write(b"epoch 2"))
+    assert best.read_bytes() == b"epoch 1" and last.read_bytes() == b"epoch 2"
+
+    def no_links(*_):
+        raise OSError("hard links are not supported here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    copy_atomic(last, best)
+    assert best.read_bytes() == b"epoch 2" and os.stat(best).st_ino != os.stat(last).st_ino
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+
+
 def test_training_processes_spin_briefly_while_they_wait_unless_the_person_chose(tmp_path):
     """OpenMP's long spinning made a run 3.5-4.7x slower beside another training (bench/beside.py): the engine sets a
     short spin before torch loads, and the runs it starts inherit it."""

@@ -9,12 +9,11 @@ checkpoint).
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import time
 from typing import TYPE_CHECKING
 
-from core.atomic import write_atomic
+from core.atomic import copy_atomic
 from core.distributed import World
 from core.formats import format_seconds
 from core.runs.folder import RunFolder
@@ -162,8 +161,7 @@ class RunFolderWriter(Callback):
         save_checkpoint(self.folder.last_checkpoint, self.learner, self.class_names)
         if logs["accuracy"] > self.best_accuracy:
             self.best_accuracy = logs["accuracy"]
-            with open(self.folder.last_checkpoint, "rb") as last:
-                write_atomic(self.folder.best_checkpoint, lambda f: shutil.copyfileobj(last, f))
+            copy_atomic(self.folder.last_checkpoint, self.folder.best_checkpoint)
         now = time.perf_counter()
         logs["seconds"] = self.epoch_seconds()
         self.metrics.write({"kind": "epoch", "epoch": epoch, **logs})
