@@ -67,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     storage = absolute_storage(args.storage or f"sqlite:///{runs_dir / 'sweeps.db'}")
     name = args.study or time.strftime("sweep-%Y%m%d-%H%M%S")
     try:
-        study = open_study(name, storage, args.sampler_seed)
+        study, made = open_study(name, storage, args.sampler_seed)
     except Exception as error:  # a database that cannot be reached or read: a sentence, not a trace
         raise SystemExit(f"The study {name} could not be opened in {shown_storage(storage)}: {error}") from None
     print(f"Study {name} in {shown_storage(storage)}; searching {', '.join(space)}; runs in {runs_dir}", flush=True)
     record_worker(runs_dir, name, shown_storage(storage), args.trials)
     try:
         Worker(study, base, space, runs_dir, args.trials, args.budget_s, shown_storage(storage),
-               log=lambda line: print(line, flush=True), started=STARTED).run()
+               log=lambda line: print(line, flush=True), started=STARTED, first=made).run()
     finally:
         forget_worker(runs_dir)
     finished = [t for t in study.get_trials(deepcopy=False) if t.value is not None]

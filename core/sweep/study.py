@@ -5,8 +5,9 @@ import time
 
 
 def open_study(name: str, storage: str, sampler_seed: int | None):
-    """The study (made when it is new) with a TPE sampler that spreads parallel workers' trials apart (constant
-    liar: a running trial counts as a poor one) and the median pruner."""
+    """(the study, whether this call made it) with a TPE sampler that spreads parallel workers' trials apart
+    (constant liar: a running trial counts as a poor one) and the median pruner. Of workers started at once, exactly
+    one makes the study: that one alone puts the starting settings first (two did, and tried them twice)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker says what happens in its own words
@@ -16,8 +17,11 @@ def open_study(name: str, storage: str, sampler_seed: int | None):
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3)
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                       direction="maximize", load_if_exists=True)
+            try:
+                return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                           direction="maximize"), True
+            except optuna.exceptions.DuplicatedStudyError:
+                return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner), False
         except Exception:  # sqlalchemy's OperationalError or IntegrityError: see OPEN_ATTEMPTS
             if attempt == OPEN_ATTEMPTS - 1:
                 raise

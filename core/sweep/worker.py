@@ -27,6 +27,7 @@ SWEEP_FILE = "sweep.json"  # in a trial's run folder: its study, storage, trial 
 STOP_FILE = ".sweep-stop"  # in a worker's runs folder: the page's Stop for the sweep
 POLL_S = 0.5
 PRUNE_STEPS = 10  # a trial reports its accuracy at tenths of its schedule (schedule_step)
+FIRST_WAIT_S = 30.0  # a worker that did not make the study waits this long at most for its first trial
 FAILURES_IN_A_ROW = 3  # trials that failed one after another before the worker gives up (a dataset gone, no memory)
 
 
@@ -47,11 +48,17 @@ class Worker:
     storage_text: str = ""  # the storage as shown (no password)
     log: object = print
     started: float = field(default_factory=time.time)  # when the worker's process started, as near as known
+    first: bool = True  # put the starting settings first: the worker that made the study (study.open_study)
 
     def run(self) -> list:
         """Run trials until the study has `trials`, the budget is spent or the person stops; the trials it ran."""
         self.space = including(self.base, self.space)
-        self.study.enqueue_trial(first_params(self.base, self.space), skip_if_exists=True)
+        if self.first:
+            self.study.enqueue_trial(first_params(self.base, self.space), skip_if_exists=True)
+        else:  # the worker that made the study puts them first a moment after: wait, so they are trial 0
+            waited = time.time()
+            while not self.study.get_trials(deepcopy=False) and time.time() - waited < FIRST_WAIT_S:
+                time.sleep(0.2)
         _clear_stale_stop(self.runs_dir, self.started)
         ran, failures = [], 0
         in_main = threading.current_thread() is threading.main_thread()  # only there can a signal be handled
