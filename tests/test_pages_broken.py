@@ -90,7 +90,7 @@ def test_an_address_naming_a_folder_outside_the_runs_folder_shows_nothing_from_i
     assert sorted(p.name for p in outside.iterdir()) == sorted(p.name for p in trained_run.iterdir())
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(damages=st.lists(damage(), min_size=1, max_size=3))
 def test_whatever_happens_to_a_run_folders_files_every_page_still_renders(trained_run, tmp_path, damages):
     runs_dir = tmp_path / f"runs-{os.urandom(4).hex()}"

@@ -5,14 +5,11 @@ a frozen phase on cached features, then unfrozen epochs that cost ~100x more a s
 import time
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
 from core.runs import store
 from core.runs.folder import RunFolder
 from core.train.progress import Phase, TimeLeft, left_now
-from tests.conftest import ROOT
-from tests.waiting import RunWatch
 
 CONFIG = TrainConfig(size=32, freeze_epochs=2, epochs=3, seed=0)  # ~12 s on two CPU cores, a third of it loading
 RATIO = 1.5  # the bound on estimated / true time left, from a quarter of the run on
@@ -97,51 +94,3 @@ def test_time_left_and_speed_count_the_whole_work_of_a_cached_then_unfrozen_run(
     frozen_speeds = [beat["imgs_per_s"] for beat in beats if beat.get("phase") == "frozen" and "imgs_per_s" in beat]
     assert all(speed <= 1.25 * whole for speed in frozen_speeds), (frozen_speeds, whole)
     assert status["active_s"] == pytest.approx(status["finished"] - status["started"], abs=1.0)  # never stopped
-
-
-def progress_text(runs_dir, run_id, monkeypatch) -> str:
-    monkeypatch.setenv("STUDIO_RUNS_DIR", str(runs_dir))
-    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    app.query_params["run"] = run_id
-    app.run()
-    app.switch_page("pages/train.py").run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app.progress[0].text
-
-
-@pytest.mark.slow
-def test_stop_and_resume_agree_on_the_epoch_and_the_time_stopped_never_counts(tmp_path, monkeypatch):
-    config = TrainConfig(size=32, freeze_epochs=1, epochs=4, seed=0)
-    run_dir = store.create_run(config, tmp_path, "paused")
-    folder = RunFolder(run_dir)
-    process = store.launch(run_dir)
-    running = RunWatch(folder)
-    while running.status().get("step", 0) < 22 + 22 + 8:  # into the second unfrozen epoch
-        assert process.poll() is None, (run_dir / "log.txt").read_text()
-        time.sleep(0.1)
-    folder.request_stop()
-    assert process.wait(timeout=120) == 0
-    stopped = folder.status()
-    rows = folder.read_metrics().epochs
-    # the message, the bar and the table: the same epoch in progress, the table's last row's accuracy
-    assert stopped["state"] == "stopped" and stopped["epoch"] == len(rows) == rows[-1]["epoch"] >= 2
-    assert stopped["message"].startswith(f"Stopped at epoch {len(rows) + 1} of 5, step {stopped['step']} of 110;")
-    assert f"Last finished: epoch {len(rows)}, validation accuracy {rows[-1]['accuracy']:.1%}." in stopped["message"]
-    assert progress_text(tmp_path, "paused", monkeypatch).startswith(
-        f"stopped in epoch {len(rows) + 1}/5 · step {stopped['step']}/110")
-    time.sleep(4.0)  # stopped: this time never counts as running
-    resumed_at = time.time()
-    beats = watch(run_dir, store.launch(run_dir, resume=True))
-    done = folder.status()
-    assert done["state"] == "completed" and done["message"] == \
-        f"Epoch 5: validation accuracy {folder.read_metrics().epochs[-1]['accuracy']:.1%}."
-    assert stopped["active_s"] < done["active_s"] < stopped["active_s"] + done["finished"] - resumed_at
-    assert done["active_s"] < done["finished"] - done["started"] - 4.0
-    # the time left after a resume: measured from the resume, and within the bound from half of it on, where the
-    # step cost (the median of the last 20 steps) is all steps of this process. From a quarter on it failed about one
-    # run in seven here, once in the fresh-clone CI at 1.54x (11.1 s said, 7.2 s left, at an epoch's end 14 steps
-    # after the resume); the cause was not pinned down (the new process's first steps are in the window then)
-    assert assert_time_left_within_the_bound(beats, resumed_at, done["finished"], from_share=0.5) >= 2
-    # the epoch it stopped in counts its time before the stop and after the resume, not the gap
-    interrupted = folder.read_metrics().epochs[len(rows)]
-    assert stopped["epoch_s_at_stop"] < interrupted["seconds"] < done["finished"] - done["started"] - 4.0

@@ -74,7 +74,9 @@ def uninterrupted(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_shows_interrupted_keeps_its_metrics_and_resumes(tmp_path, uninterrupted):
+def test_a_run_killed_then_stopped_mid_epoch_resumes_each_time_where_it_was(tmp_path, uninterrupted):
+    """One run, two ends: killed mid-epoch (interrupted: resume from the last checkpoint), then, resumed as a
+    process, stopped mid-epoch by request (stopped: it checkpoints that very step), then resumed to the end."""
     run_dir = store.create_run(RESUME_CONFIG, tmp_path, "killed")
     process = store.launch(run_dir)
     wait_for(lambda: len(RunFolder(run_dir).read_metrics().steps) >= 30)  # well into the second epoch (22 steps each)
@@ -85,32 +87,25 @@ def test_a_run_killed_mid_epoch_shows_interrupted_keeps_its_metrics_and_resumes(
     assert len(before.steps) >= 30 and [row["epoch"] for row in before.epochs] == [1]
     # a checkpoint write cut short leaves only a temporary file, never a broken last.pt
     (run_dir / "checkpoints" / ".last.pt.tmp").write_bytes(b"half a checkpoint")
-    assert main(["--resume", str(run_dir)]) == 0
-    after = RunFolder(run_dir).read_metrics()
-    assert RunFolder(run_dir).status()["state"] == "completed"
-    assert [row["step"] for row in after.steps] == list(range(1, 67))  # every step once, none lost or doubled
-    assert [row["epoch"] for row in after.epochs] == [1, 2, 3]
-    assert abs(after.epochs[-1]["accuracy"] - uninterrupted["accuracy"]) <= 0.02
 
-
-@pytest.mark.slow
-def test_stop_ends_a_launched_run_cleanly_keeps_what_it_learned_and_resumes_mid_epoch(tmp_path, uninterrupted):
-    run_dir = store.create_run(RESUME_CONFIG, tmp_path, "stopped")
-    process = store.launch(run_dir)
-    wait_for(lambda: len(RunFolder(run_dir).read_metrics().steps) >= 27)
+    process = store.launch(run_dir, resume=True)
+    wait_for(lambda: len(RunFolder(run_dir).read_metrics().steps) >= 49)  # into the third epoch
     assert RunFolder(run_dir).status()["state"] == "running"
     RunFolder(run_dir).request_stop()
     assert process.wait(timeout=120) == 0
     status = RunFolder(run_dir).status()
     assert status["state"] == "stopped" and "Stopped at epoch" in status["message"]
-    assert 27 <= status["step"] < 66 == status["total_steps"]
+    assert 49 <= status["step"] < 66 == status["total_steps"]
     assert (run_dir / "checkpoints" / "last.pt").exists() and (run_dir / "predictions.npz").exists()
     assert "Stopped at epoch" in (run_dir / "log.txt").read_text()
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert checkpoint["step"] == status["step"] and checkpoint["batch_in_epoch"] == status["step"] - 22
-    assert run_training(run_dir, resume=True) == "completed"
+    assert checkpoint["step"] == status["step"] and checkpoint["batch_in_epoch"] == status["step"] - 44
+
+    assert main(["--resume", str(run_dir)]) == 0
     after = RunFolder(run_dir).read_metrics()
-    assert [row["step"] for row in after.steps] == list(range(1, 67))
+    assert RunFolder(run_dir).status()["state"] == "completed"
+    assert [row["step"] for row in after.steps] == list(range(1, 67))  # every step once, none lost or doubled
+    assert [row["epoch"] for row in after.epochs] == [1, 2, 3]
     assert abs(after.epochs[-1]["accuracy"] - uninterrupted["accuracy"]) <= 0.02
     # each epoch's training loss is over all its batches, the stopped one's before the stop too (full batches of 64)
     for row in after.epochs:
