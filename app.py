@@ -34,6 +34,7 @@ navigation = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
     st.Page("pages/fix.py", title="Fix", icon=":material/healing:"),
+    st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/interpret.py", title="Interpret", icon=":material/grid_on:"),
     st.Page("pages/layers.py", title="Layers", icon=":material/layers:"),

@@ -21,6 +21,7 @@ from core.data.collect import (
 from core.data.edits import relative_file
 from core.errors import DataError
 from pages._common import forget_dataset_caches
+from pages._plan import photograph_next
 from pages._review import edit_notice, review_grid
 from pages._text import md
 
@@ -93,8 +94,10 @@ def _add_images(folder, counts: dict[str, int]) -> None:
                                type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"],
                                max_upload_size=MAX_UPLOAD_BYTES >> 20,  # the box says the cap add_images applies
                                key=f"drop:{round_}")
-    photo = st.camera_input(f"Take a photo of {md(target)}", key=f"camera:{round_}") \
-        if st.toggle("Use the camera", key="made_camera") else None
+    camera = st.toggle("Use the camera", key="made_camera")
+    if camera and len(counts) >= 2 and not shortfall(counts):
+        photograph_next(str(folder))
+    photo = st.camera_input(f"Take a photo of {md(target)}", key=f"camera:{round_}") if camera else None
     files = [(f.name, f.getvalue()) for f in dropped or []] + ([("camera.jpg", photo.getvalue())] if photo else [])
     if files:
         refused = add_images(folder, target, files)

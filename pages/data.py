@@ -18,6 +18,7 @@ from core.errors import DataError
 from pages._collect import dataset_builder
 from pages._common import current_augment, dataset, health_report, route_through_app
 from pages._figures import image_grid, to_hwc
+from pages._plan import plan_section
 from pages._text import md, plot
 
 route_through_app()
@@ -136,6 +137,8 @@ for title, rows in [("Skipped files", [{"file": f, "reason": r} for f, r in repo
     if rows:
         with st.expander(f"{title} ({len(rows)})"):
             st.dataframe(rows, hide_index=True, width="stretch")
+
+plan_section(source, label_regex)
 
 st.subheader("What the network will see")
 resize = st.radio("Make images square by", RESIZE_METHODS, key="resize", persist_state="session", horizontal=True,

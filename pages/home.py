@@ -20,13 +20,14 @@ st.subheader("The path")
 steps = [  # every page, in the order a first project visits them
     ("pages/data.py", "1 · Data", ":material/photo_library:", "bring or make a dataset; see its classes and health"),
     ("pages/fix.py", "2 · Fix", ":material/healing:", "find images whose label looks wrong, and mend them"),
-    ("pages/train.py", "3 · Train", ":material/model_training:",
+    ("pages/map.py", "3 · Map", ":material/scatter_plot:", "see the whole dataset at once, and its odd images"),
+    ("pages/train.py", "4 · Train", ":material/model_training:",
      "pick a backbone, image and batch size; watch it learn"),
-    ("pages/interpret.py", "4 · Interpret", ":material/grid_on:",
+    ("pages/interpret.py", "5 · Interpret", ":material/grid_on:",
      "see which classes the model confuses, and how far to trust it"),
-    ("pages/layers.py", "5 · Layers", ":material/layers:", "look at filters, activations and attributions"),
-    ("pages/predict.py", "6 · Predict", ":material/image_search:", "try it on your own photos or the camera"),
-    ("pages/runs.py", "7 · Runs", ":material/history:", "compare runs, reproduce, export and serve one"),
+    ("pages/layers.py", "6 · Layers", ":material/layers:", "look at filters, activations and attributions"),
+    ("pages/predict.py", "7 · Predict", ":material/image_search:", "try it on your own photos or the camera"),
+    ("pages/runs.py", "8 · Runs", ":material/history:", "compare runs, reproduce, export and serve one"),
 ]
 for row in (steps[:4], steps[4:]):
     for column, (page, label, icon, what) in zip(st.columns(4), row):

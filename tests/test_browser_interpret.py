@@ -1,6 +1,7 @@
 """What only a browser shows on the Interpret page and in its HTML report: titles and toolbars that keep out of
 each other's way, a matrix that stays opaque after a click with the cell's images in view, and a report whose
-charts keep their axis values and row names when opened without the app."""
+charts keep their axis values and row names when opened without the app; on the Map page, a thumbnail under the
+pointer and a lasso that opens the images it drew around."""
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
@@ -91,6 +92,7 @@ def test_interpret_layout_and_the_report_read_clearly(browser_page, tmp_path):
         page.get_by_role("button", name="Download an HTML report").click()
     report = tmp_path / "report.html"
     download.value.save_as(report)
+    map_hover_and_lasso(page, url)
     page.goto(report.as_uri())
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4")
     for index in range(3):  # loss, learning rate, confusion matrix
@@ -104,3 +106,34 @@ def test_interpret_layout_and_the_report_read_clearly(browser_page, tmp_path):
     rows = page.locator(".js-plotly-plot").nth(2).locator(".ytick text").all_text_contents()
     assert sorted(rows) == [str(d) for d in range(10)]
     toolbar_clear_of_text(page, 2)
+
+
+POINT_AT = """() => { const chart = document.querySelector('.st-key-map_chart .js-plotly-plot');
+    const trace = chart._fullData.find(t => t.x.length > 0), xa = chart._fullLayout.xaxis;
+    const ya = chart._fullLayout.yaxis, box = chart.getBoundingClientRect();
+    return [box.left + xa._offset + xa.l2p(trace.x[0]), box.top + ya._offset + ya.l2p(trace.y[0]),
+            box.left + xa._offset, box.top + ya._offset, xa._length, ya._length]; }"""
+
+
+def map_hover_and_lasso(page, url: str) -> None:
+    """The Map page: the pointer on a point shows that image's thumbnail beside it; a lasso around the middle of
+    the map opens the images inside in the keep / remove / relabel review."""
+    page.goto(f"{url}/map?run=tiny")
+    page.get_by_text("Draw the map").click()
+    page.wait_for_function("""() => { const chart = document.querySelector('.st-key-map_chart .js-plotly-plot');
+        return chart && chart._fullData && chart._fullData.length > 0 }""")  # WebGL points: no SVG to wait for
+    page.wait_for_timeout(1000)  # the hover component binds to the chart within half a second
+    x, y, left, top, width, height = page.evaluate(POINT_AT)
+    page.mouse.move(x - 5, y - 5)
+    page.mouse.move(x, y)
+    thumbnail = page.get_by_test_id("hover-thumbnail")
+    expect(thumbnail).to_be_visible()
+    assert "data:image/jpeg" in thumbnail.evaluate("e => e.style.backgroundImage")
+    corners = [(0.2, 0.2), (0.8, 0.2), (0.8, 0.8), (0.2, 0.8), (0.2, 0.2)]  # a lasso around the middle
+    page.mouse.move(left + width * corners[0][0], top + height * corners[0][1])
+    page.mouse.down()
+    for fx, fy in corners[1:]:
+        page.mouse.move(left + width * fx, top + height * fy, steps=8)
+    page.mouse.up()
+    expect(page.get_by_text("Selected: ", exact=False)).to_be_visible()
+    expect(page.get_by_role("button", name="Record these decisions").first).to_be_visible()

@@ -5,6 +5,7 @@
     python -m core.data edit PATH EDITS.json                 # [{"file": ..., "label": NEW_LABEL or null}, ...]
     python -m core.data undo PATH                            # take back the last batch of edits
     python -m core.data export PATH OUT.zip                  # the mended dataset as a new zip
+    python -m core.data plan PATH [--json] [--add N] [--run RUN_DIR]   # which class needs more images
 Every refusal is one sentence and exit status 2.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from core.data.builtin import builtin_report
 from core.data.load import inspect_source
-from core.errors import DataError
+from core.errors import BrokenRun, DataError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,22 +26,27 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("inspect", "check a dataset before training"),
                        ("suspects", "rank the images whose label is probably wrong; list near-duplicates"),
                        ("edit", "record relabel/remove edits from a JSON file"), ("undo", "take back the last edits"),
-                       ("export", "write the mended dataset as a new zip")):
+                       ("export", "write the mended dataset as a new zip"),
+                       ("plan", "which classes to collect more images of, and the recall they would reach")):
         command = commands.add_parser(name, help=text)
         command.add_argument("source", help="a folder, a .zip, or builtin:NAME")
         command.add_argument("--label-regex", default=None, help="labels from file names: a regex with one group")
-        if name in ("inspect", "suspects"):
+        if name in ("inspect", "suspects", "plan"):
             command.add_argument("--json", action="store_true", help="print JSON")
         if name == "suspects":
             command.add_argument("--top", type=int, default=None, help="list the N most suspicious images, "
                                  "instead of those confident learning flags")
+        if name == "plan":
+            command.add_argument("--add", type=int, default=100, help="images a class would get (default 100)")
+            command.add_argument("--run", type=Path, default=None, help="a run folder trained on this dataset: "
+                                 "its split and its recall, instead of the probe's")
         if name in ("edit", "export"):
             command.add_argument("file", type=Path, help="EDITS.json" if name == "edit" else "OUT.zip (must not exist)")
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (DataError, OSError) as error:
-        message = str(error) if isinstance(error, DataError) else \
+    except (DataError, BrokenRun, OSError) as error:
+        message = str(error) if isinstance(error, DataError | BrokenRun) else \
             f"{error.filename or 'A file'} could not be used ({(error.strerror or str(error)).lower()})."
         print(json.dumps({"ok": False, "verdict": message}) if getattr(args, "json", False) else message)
         return 2
@@ -96,6 +102,21 @@ def suspects(args: argparse.Namespace) -> int:
     return 0
 
 
+def plan(args: argparse.Namespace) -> int:
+    from core.fix.mend import plan as collect_plan
+
+    if args.add < 1:
+        raise DataError("--add must be 1 or more images.")
+    found = collect_plan(args.source, args.label_regex, args.add, args.run)
+    if args.json:
+        print(json.dumps(found.to_json(), indent=1, ensure_ascii=False))
+        return 0
+    print(f"Recall on {found.measured_on} (from {found.recall_from}); the classes to collect first come first:")
+    for name in found.collect_next:
+        print(f"  {found.sentence(name)}")
+    return 0
+
+
 def edit(args: argparse.Namespace) -> int:
     from core.fix.mend import record_edits
 
@@ -128,7 +149,7 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": inspect, "suspects": suspects, "edit": edit, "undo": undo, "export": export}
+COMMANDS = {"plan": plan, "inspect": inspect, "suspects": suspects, "edit": edit, "undo": undo, "export": export}
 
 
 if __name__ == "__main__":

@@ -37,6 +37,38 @@ def review(source: str, label_regex: str | None = None, size: int = REVIEW_SIZE)
     return data, review_labels(data, size=size)
 
 
+def plan(source: str, label_regex: str | None = None, add: int = 100, run_dir: Path | None = None,
+         size: int = REVIEW_SIZE):
+    """core.fix.plan's CollectPlan for the dataset as its edits leave it; with a run, its split and its recall."""
+    from core.fix.plan import collect_plan, plan_folds
+    from core.fix.suspects import pretrained_features
+    from core.runs.folder import RunFolder
+
+    data = load_source(source, size, label_regex=label_regex)
+    config = RunFolder(run_dir).config() if run_dir else TrainConfig()
+    train, valid = split_indices(data, config.valid_pct, config.seed)
+    recall_now = run_recall(run_dir, data.class_names) if run_dir else None
+    return collect_plan(pretrained_features(data, size=size), data.labels, data.class_names,
+                        plan_folds(data.labels, train, valid), add=add, recall_now=recall_now,
+                        recall_from=f"run {run_dir.name}" if run_dir else "the probe")
+
+
+def run_recall(run_dir: Path, class_names: tuple[str, ...]) -> dict[str, float]:
+    """Each class's validation recall in a run's predictions; refused when the run knew other classes."""
+    import numpy as np
+
+    from core.runs.folder import RunFolder
+
+    folder = RunFolder(run_dir)
+    known = folder.class_names()
+    if not folder.has_predictions() or sorted(known) != sorted(class_names):
+        raise DataError(f"Run {run_dir.name} has no predictions for this dataset's classes; leave the run out and "
+                        "the plan measures recall itself.")
+    with np.load(folder.predictions_path) as saved:
+        targets, guesses = saved["targets"], saved["probs"].argmax(1)
+    return {name: float((guesses[targets == c] == c).mean()) for c, name in enumerate(known) if (targets == c).any()}
+
+
 def review_json(data: LabeledImages, result: LabelReview, top: int | None = None) -> dict:
     """The suspects (the flagged ones, or the `top` most suspicious) and the near-duplicates, by file name."""
     names, classes = data.item_names, data.class_names

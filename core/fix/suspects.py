@@ -35,6 +35,7 @@ DUPLICATE_SIMILARITY = 0.97  # cosine of the last features above which two image
 # bench/label_noise on the digits (noise seeds 1, 2) and one Fashion-MNIST sample (seed 1): the neighbours alone
 # found 0.939, 0.944 and 0.830 of the moved labels among the top N, both together 0.961, 0.972 and 0.875.
 PROBE_FOLDS, PROBE_WEIGHT_DECAY, PROBE_ITERATIONS = 5, 0.01, 100
+CHOOSE_ON = 5000  # images the depths are chosen on for pretrained_features: neighbours of all 70,000 cost minutes
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,13 @@ def probe_probs(features: torch.Tensor, labels: torch.Tensor, n_classes: int, *,
         train = fold != k
         if not train.any():  # a single image: nothing to fit on
             continue
-        weight, bias = _fit_probe(x[train], labels[train], n_classes, weight_decay)
+        weight, bias = fit_probe(x[train], labels[train], n_classes, weight_decay)
         probs[~train] = torch.softmax(x[~train] @ weight + bias, 1)
     return probs.numpy()
 
 
-def _fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay: float) -> tuple[torch.Tensor, ...]:
+def fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int,
+              weight_decay: float = PROBE_WEIGHT_DECAY) -> tuple[torch.Tensor, ...]:
     """(weight (F, C), bias (C,)) of a softmax regression fitted to (x, y) with L-BFGS and an L2 penalty."""
     weight = torch.zeros(x.shape[1], n_classes, requires_grad=True)
     bias = torch.zeros(n_classes, requires_grad=True)
@@ -141,6 +143,26 @@ def _fit_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay: f
     return weight.detach(), bias.detach()
 
 
+def pretrained_features(data: LabeledImages, *, arch: str = "efficientnet_lite0", size: int | None = None,
+                        device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """(N, F) L2-normalized features of every image from the pretrained body: the two depths whose neighbours
+    agree best with the labels (review_labels' choice, judged on up to CHOOSE_ON images), side by side."""
+    body = build_classifier(arch, 2, pretrained=True, size=size or data.images.shape[-1]).body.to(device)
+    by_layer = layer_features(body, data.images, device)
+    some = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:CHOOSE_ON].sort().values
+    best, _ = telling_layers({name: f[some] for name, f in by_layer.items()}, data.labels[some],
+                             len(data.class_names))
+    return F.normalize(torch.cat([by_layer[name] for name in best], 1), dim=1)
+
+
+def telling_layers(by_layer: dict[str, torch.Tensor], labels: torch.Tensor,
+                   n_classes: int) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+    """(the two layers whose neighbours' votes agree best with the labels, each layer's votes (N, C))."""
+    votes = {name: neighbour_probs(features, labels, n_classes) for name, features in by_layer.items()}
+    agreement = {name: float((probs.argmax(1) == labels.numpy()).mean()) for name, probs in votes.items()}
+    return tuple(sorted(votes, key=lambda name: -agreement[name])[:2]), votes
+
+
 def review_labels(data: LabeledImages, *, arch: str = "efficientnet_lite0", size: int | None = None,
                   device: torch.device = torch.device("cpu")) -> LabelReview:
     """Rank every image of `data` by how strongly its neighbours contradict its label."""
@@ -151,9 +173,7 @@ def review_labels(data: LabeledImages, *, arch: str = "efficientnet_lite0", size
     body = build_classifier(arch, 2, pretrained=True, size=size).body.to(device)
     by_layer = layer_features(body, data.images, device)
     labels, n_classes = data.labels, len(data.class_names)
-    votes = {name: neighbour_probs(features, labels, n_classes) for name, features in by_layer.items()}
-    agreement = {name: float((probs.argmax(1) == labels.numpy()).mean()) for name, probs in votes.items()}
-    best = tuple(sorted(votes, key=lambda name: -agreement[name])[:2])
+    best, votes = telling_layers(by_layer, labels, n_classes)
     neighbours = np.mean([votes[name] for name in best], axis=0)
     probe = probe_probs(torch.cat([by_layer[name] for name in best], 1), labels, n_classes)
     probs = (neighbours + probe) / 2
