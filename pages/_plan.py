@@ -12,11 +12,20 @@ from pages._common import edits_stamp
 from pages._text import md
 
 
-@st.cache_data(show_spinner="Measuring each class's learning curve…", max_entries=8)
-def _plan(source: str, label_regex: str, stamp: str, add: int, run_dir: str | None):
-    from core.fix.mend import plan
+@st.cache_data(show_spinner="Reading every image's features…", max_entries=4)
+def _inputs(source: str, label_regex: str, stamp: str, run_dir: str | None):
+    from core.fix.mend import plan_inputs
 
-    return plan(source, label_regex or None, add, None if run_dir is None else store.runs_root() / run_dir)
+    return plan_inputs(source, label_regex or None, None if run_dir is None else store.runs_root() / run_dir)
+
+
+@st.cache_data(show_spinner="Measuring each class's learning curve…", max_entries=16)
+def _plan(source: str, label_regex: str, stamp: str, add: int, run_dir: str | None):
+    """The plan; its inputs (the features) are kept apart, so another number of images takes a second."""
+    from core.fix.plan import collect_plan
+
+    features, labels, class_names, folds, recall = _inputs(source, label_regex, stamp, run_dir)
+    return collect_plan(features, labels, class_names, folds, add=add, **recall)
 
 
 def collect_plan(source: str, label_regex: str, add: int):

@@ -40,17 +40,27 @@ def review(source: str, label_regex: str | None = None, size: int = REVIEW_SIZE)
 def plan(source: str, label_regex: str | None = None, add: int = 100, run_dir: Path | None = None,
          size: int = REVIEW_SIZE):
     """core.fix.plan's CollectPlan for the dataset as its edits leave it; with a run, its split and its recall."""
-    from core.fix.plan import collect_plan, plan_folds
+    from core.fix.plan import collect_plan
+
+    features, labels, class_names, folds, recall = plan_inputs(source, label_regex, run_dir, size)
+    return collect_plan(features, labels, class_names, folds, add=add, **recall)
+
+
+def plan_inputs(source: str, label_regex: str | None = None, run_dir: Path | None = None,
+                size: int = REVIEW_SIZE) -> tuple:
+    """What a plan is made from, whatever N: (features, labels, class names, folds, keyword arguments: the run's
+    recall and its name). The Data page keeps it while a person moves the number of images."""
+    from core.fix.plan import plan_folds
     from core.fix.suspects import pretrained_features
     from core.runs.folder import RunFolder
 
     data = load_source(source, size, label_regex=label_regex)
     config = RunFolder(run_dir).config() if run_dir else TrainConfig()
     train, valid = split_indices(data, config.valid_pct, config.seed)
-    recall_now = run_recall(run_dir, data.class_names) if run_dir else None
-    return collect_plan(pretrained_features(data, size=size), data.labels, data.class_names,
-                        plan_folds(data.labels, train, valid), add=add, recall_now=recall_now,
-                        recall_from=f"run {run_dir.name}" if run_dir else "the probe")
+    recall = {"recall_now": run_recall(run_dir, data.class_names) if run_dir else None,
+              "recall_from": f"run {run_dir.name}" if run_dir else "the probe"}
+    return pretrained_features(data, size=size), data.labels, data.class_names, plan_folds(data.labels, train, valid), \
+        recall
 
 
 def run_recall(run_dir: Path, class_names: tuple[str, ...]) -> dict[str, float]:
