@@ -12,6 +12,7 @@ from core.fix.outliers import find_outliers, nearest
 from core.fix.plan import collect_plan, plan_folds
 from core.fix.suspects import pretrained_features
 from core.inspect.embedding import data_map
+from tests.conftest import write_image_folder
 from tests.test_pages import by_label, open_page
 
 
@@ -85,6 +86,16 @@ def test_the_plan_names_a_starved_class_first_and_projects_a_gain(digits_feature
     assert plan.sentence("8").startswith("8: 6 training images, recall ")
     # too few validation images a class: cross-validation over every image instead
     assert len(plan_folds(labels, train, valid[:12])) == 5 and plan_folds(labels, train, valid) == [(train, valid)]
+
+
+def test_a_small_dataset_made_in_the_app_is_planned_by_cross_validation(tmp_path):
+    from core.fix.mend import plan
+
+    folder = write_image_folder(tmp_path / "made", {"red": 10, "green": 10, "blue": 8}, size=48)
+    found = plan(str(folder), add=10)
+    assert found.measured_on == "5-fold cross-validation"  # 2 validation images a class in the run's split
+    assert all(c.recall >= 0.8 for c in found.classes), found.classes  # plain colours: the probe sees them
+    assert found.collect_next[0] in ("red", "green", "blue") and found.sentence(found.collect_next[0])
 
 
 def test_the_plan_command_prints_json_for_a_folder(tmp_path, capsys):
