@@ -20,9 +20,8 @@ from sklearn.metrics import silhouette_score
 
 from bench.fashion import CLASS_NAMES, download
 from core.data.images import LabeledImages, resize_uint8
-from core.fix.outliers import find_outliers
 from core.fix.suspects import pretrained_features
-from core.inspect.embedding import LAYOUT_LIMIT, data_map, feature_size
+from core.inspect.embedding import LAYOUT_LIMIT, data_map, feature_size, map_dataset
 
 
 def timed(label: str, work):
@@ -49,12 +48,12 @@ def main() -> None:
                          tuple(f"#{i}" for i in keep))
     print(f"{len(data)} images at {size} px", flush=True)
     features, features_s = timed("pretrained features", lambda: pretrained_features(data))
-    _, outliers_s = timed("neighbours and outliers", lambda: find_outliers(features, data.labels))
-    positions, layout_s = timed(f"layout as the app makes it (UMAP on {min(LAYOUT_LIMIT, len(data))})",
-                                lambda: data_map(features, data.labels))
+    found, layout_s = timed(f"neighbours, outliers and layout as the app makes them (map_dataset; UMAP on "
+                            f"{min(LAYOUT_LIMIT, len(data))})", lambda: map_dataset(features, data.labels))
+    positions = found.positions
     judge = np.sort(np.random.default_rng(1).permutation(len(data))[:5000])
     score = silhouette_score(positions[judge], data.labels.numpy()[judge])
-    print(f"the app's map: {features_s + outliers_s + layout_s:.1f} s in all; silhouette by label {score:.3f}")
+    print(f"the app's map: {features_s + layout_s:.1f} s in all; silhouette by label {score:.3f}")
     if args.full_umap:
         full, full_s = timed("UMAP on every image", lambda: data_map(features, data.labels, limit=len(data)))
         full_score = silhouette_score(full[judge], data.labels.numpy()[judge])

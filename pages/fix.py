@@ -9,23 +9,12 @@ from core.data.load import edit_log_for
 from core.data.sources import source_label
 from core.errors import DataError
 from core.fix.mend import mended_zip
-from pages._common import current_config, dataset, edits_stamp, route_through_app
+from pages._common import current_config, dataset, label_review, route_through_app
 from pages._figures import to_hwc
 from pages._review import edit_notice, retrain_button, review_grid
 from pages._text import md
 
 route_through_app()
-
-
-@st.cache_data(show_spinner="Looking for label errors: features of every image, then its neighbours' votes…",
-               max_entries=4)
-def find_problems(source: str, label_regex: str, stamp: str) -> dict:
-    """core.fix.mend's review of the dataset as its edits leave it (recomputed when they change)."""
-    from core.fix.mend import review, review_json
-
-    data, result = review(source, label_regex or None)
-    return review_json(data, result)
-
 
 st.title("Fix")
 config = current_config()
@@ -46,7 +35,7 @@ st.caption("Every image is compared with the images most like it (features of th
            "point to another label, confident learning (cleanlab) flags it. Most suspicious first.")
 if st.toggle("Look for label errors", key="find_suspects", help="Takes seconds at 64 px on a CPU."):
     try:
-        found = find_problems(source, config.label_regex, edits_stamp(source))
+        found = label_review(source, config.label_regex)
     except DataError as error:
         st.error(md(error))
         st.stop()

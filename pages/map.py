@@ -15,6 +15,7 @@ from pages._common import (
     current_config,
     dataset,
     edits_stamp,
+    label_review,
     model_key,
     route_through_app,
     run_images,
@@ -45,15 +46,6 @@ def pretrained_map(source: str, label_regex: str, resize: str, stamp: str):
     size = feature_size(len(data))
     seen = data if size == 64 else dataclasses.replace(data, images=resize_uint8(data.images, size))
     return map_dataset(pretrained_features(seen), data.labels), valid_mask(data).numpy()
-
-
-@st.cache_data(show_spinner="Looking for label errors…", max_entries=4)
-def suspect_scores(source: str, label_regex: str, stamp: str) -> np.ndarray:
-    """(N,) how much of the evidence is against each image's label (the Fix page's review)."""
-    from core.fix.mend import review
-
-    data, result = review(source, label_regex or None)
-    return 1 - result.probs[np.arange(len(data)), data.labels.numpy()]
 
 
 @st.cache_data(show_spinner="Running the run's model over its images, then UMAP…", max_entries=4)
@@ -138,7 +130,7 @@ if colouring == "prediction":
 elif colouring == "right or wrong":
     colour = np.where(predicted == labels, "right", "wrong").tolist()
 elif colouring.startswith("suspect"):
-    colour = suspect_scores(source, config.label_regex, edits_stamp(source)).astype(np.float32)
+    colour = np.asarray(label_review(source, config.label_regex)["against"], dtype=np.float32)
 hover = [html.escape(f"{name} · label {label}" + (f" · predicted {class_names[p]}" if predicted is not None else ""))
          for name, label, p in zip(names, label_names, predicted if predicted is not None else labels)]
 event = st.plotly_chart(scatter(found.positions, colour, hover, colouring), key="map_chart", on_select="rerun",

@@ -79,11 +79,14 @@ def nearest(features: torch.Tensor, k: int, chunk: int = 2048) -> tuple[torch.Te
     return torch.cat(values), torch.cat(indices)
 
 
-def find_outliers(features: torch.Tensor, labels: torch.Tensor, k: int = NEIGHBOURS) -> OutlierReview:
-    """Every image ranked by how unlike its nearest neighbours it is; `features` (N, F), labels (N,)."""
+def find_outliers(features: torch.Tensor, labels: torch.Tensor, k: int = NEIGHBOURS,
+                  neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> OutlierReview:
+    """Every image ranked by how unlike its nearest neighbours it is; `features` (N, F), labels (N,).
+    `neighbours`: nearest(project(features), k or more), when the caller found them already (the map does)."""
     if len(features) < 3:
         return OutlierReview([], 0, 1.0)
-    similarity, index = nearest(project(features), k)
+    similarity, index = neighbours if neighbours is not None else nearest(project(features), k)
+    similarity, index = similarity[:, :k], index[:, :k]
     score = (1 - similarity.mean(1)).numpy()
     votes = labels[index]  # (N, k)
     majority = torch.mode(votes, dim=1).values

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.fix.outliers import NEIGHBOURS as OUTLIER_NEIGHBOURS
 from core.fix.outliers import OutlierReview, find_outliers, nearest, project
 
 NEIGHBOURS = 15  # UMAP's default
 SMALL_FEATURES_PAST = 20_000  # images past which features are read at 32 px, not 64: a quarter of the work
 LAYOUT_LIMIT = 15_000  # images UMAP lays out itself; the rest are placed beside their nearest laid-out images
-COMPONENTS = 64
 
 
 def feature_size(n_images: int) -> int:
@@ -34,12 +34,17 @@ def feature_size(n_images: int) -> int:
 def data_map(features: torch.Tensor, labels: torch.Tensor | None = None, seed: int = 0,
              limit: int = LAYOUT_LIMIT) -> np.ndarray:
     """(N, 2) float32 positions for features (N, F); `labels` (N,) make the sample stratified past `limit`."""
-    n = len(features)
+    return _layout(project(features), labels, seed, limit)
+
+
+def _layout(x: torch.Tensor, labels: torch.Tensor | None, seed: int, limit: int,
+            neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+    """data_map on projected features x (N, D); `neighbours`: nearest(x, NEIGHBOURS or more), if found already."""
+    n = len(x)
     if n < 4:  # UMAP needs a few neighbours; a line keeps the order
         return np.stack([np.arange(n, dtype=np.float32), np.zeros(n, dtype=np.float32)], 1)
-    x = project(features, COMPONENTS)
     if n <= limit:
-        return _umap(x, seed)
+        return _umap(x, seed, neighbours)
     sample = _stratified_sample(labels if labels is not None else torch.zeros(n, dtype=torch.long), limit, seed)
     positions = np.zeros((n, 2), dtype=np.float32)
     positions[sample] = _umap(x[sample], seed)
@@ -52,11 +57,12 @@ def data_map(features: torch.Tensor, labels: torch.Tensor | None = None, seed: i
     return positions
 
 
-def _umap(x: torch.Tensor, seed: int) -> np.ndarray:
+def _umap(x: torch.Tensor, seed: int, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
     import umap  # numba compiles on first use: imported only when a map is drawn
 
     k = min(NEIGHBOURS, len(x) - 1)
-    similarity, index = nearest(x, k)
+    similarity, index = neighbours if neighbours is not None else nearest(x, k)
+    similarity, index = similarity[:, :k], index[:, :k]
     own = torch.arange(len(x))[:, None]  # UMAP wants each image as its own first neighbour, at distance 0
     indices = torch.cat([own, index], 1).numpy()
     distances = torch.cat([torch.zeros(len(x), 1), (1 - similarity).clamp_min(0)], 1).numpy()
@@ -91,6 +97,11 @@ class DatasetMap:
         return scores
 
 
-def map_dataset(features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> DatasetMap:
-    """The map and the outliers of images with features (N, F) and labels (N,)."""
-    return DatasetMap(data_map(features, labels, seed), find_outliers(features, labels))
+def map_dataset(features: torch.Tensor, labels: torch.Tensor, seed: int = 0,
+                limit: int = LAYOUT_LIMIT) -> DatasetMap:
+    """The map and the outliers of images with features (N, F) and labels (N,): the features projected once, and
+    each image's nearest images found once for both (UMAP's graph and the outlier scores)."""
+    x = project(features)
+    neighbours = nearest(x, max(NEIGHBOURS, OUTLIER_NEIGHBOURS)) if len(x) >= 3 else None
+    positions = _layout(x, labels, seed, limit, neighbours if len(x) <= limit else None)
+    return DatasetMap(positions, find_outliers(features, labels, neighbours=neighbours))
