@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.errors import DataError
 from core.runs import store
-from pages._common import select_run
+from pages._common import edits_stamp, select_run
 from pages._text import md
 
 NO_CHANGE, KEEP, REMOVE, RELABEL = "no change", "keep: the label is right", "remove from the dataset", "relabel as "
@@ -93,3 +93,22 @@ def retrain_button(config, key: str) -> None:
     store.launch(run_dir)
     select_run(run_dir.name)
     st.switch_page("pages/train.py")
+
+
+@st.cache_data(show_spinner="Looking for label errors: features of every image, then its neighbours' votes…",
+               max_entries=4)
+def _label_review(source: str, label_regex: str, stamp: str) -> dict:
+    import numpy as np
+
+    from core.fix.mend import review, review_json
+
+    data, result = review(source, label_regex or None)
+    return {**review_json(data, result),
+            "against": 1 - result.probs[np.arange(len(data)), data.labels.numpy()]}  # (N,) in dataset order
+
+
+def label_review(source: str, label_regex: str = "") -> dict:
+    """core.fix.mend's review of the dataset as its edits leave it, once for the Fix and Map pages (recomputed when
+    the edits change): its suspects and near-duplicates (review_json), and "against", how much of the evidence is
+    against each image's label."""
+    return _label_review(source, label_regex, edits_stamp(source))

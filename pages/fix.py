@@ -9,9 +9,9 @@ from core.data.load import edit_log_for
 from core.data.sources import source_label
 from core.errors import DataError
 from core.fix.mend import mended_zip
-from pages._common import current_config, dataset, label_review, route_through_app
+from pages._common import current_config, dataset, route_through_app
 from pages._figures import to_hwc
-from pages._review import edit_notice, retrain_button, review_grid
+from pages._review import edit_notice, label_review, retrain_button, review_grid
 from pages._text import md
 
 route_through_app()

@@ -15,7 +15,6 @@ from pages._common import (
     current_config,
     dataset,
     edits_stamp,
-    label_review,
     model_key,
     route_through_app,
     run_images,
@@ -24,7 +23,7 @@ from pages._common import (
 )
 from pages._figures import to_hwc
 from pages._hover import hover_thumbnails
-from pages._review import edit_notice, review_grid
+from pages._review import edit_notice, label_review, review_grid
 from pages._text import md
 
 route_through_app()
