@@ -8,9 +8,9 @@ trouser (easy). For each sample (seed):
 2. add `--add` held-back images of one starved class, train with the defaults again, and read that class's recall;
    once for each starved class.
 The plan must name shirt first; its projected recall should be within 0.08 of the recall measured in step 2.
-Tuned on seed 0; report on the others.
+core.fix.plan's LEARNING was chosen on seeds 0-3; report on others (the default: 4-7, about 9 minutes).
 
-    .venv/bin/python -m bench.collect_plan [--seeds 1 2] [--add 100]
+    .venv/bin/python -m bench.collect_plan [--seeds 4 5 6 7] [--add 100]
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def one_sample(classes: list[np.ndarray], seed: int, add: int, folder: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[4, 5, 6, 7])
     parser.add_argument("--add", type=int, default=100)
     args = parser.parse_args()
     classes = download()
@@ -113,7 +113,7 @@ def main() -> None:
     for name in STARVED:
         errors = [r["projected"] - r["real"] for r in rows if r["class"] == name]
         print(f"{name}: projected - real recall {' '.join(f'{e:+.3f}' for e in errors)}; largest miss "
-              f"{max(map(abs, errors)):.3f}")
+              f"{max(map(abs, errors)):.3f}; within 0.08 in {sum(abs(e) <= 0.08 for e in errors)} of {len(errors)}")
 
 
 if __name__ == "__main__":

@@ -143,3 +143,20 @@ def test_the_data_page_plans_what_to_collect(runs_env):
     sentences = [t.value for t in app.text if "more would bring it to about" in t.value]
     assert len(sentences) == 3
     assert any("now from run tiny" in c.value or "now from the probe" in c.value for c in app.caption)
+
+
+def test_a_plan_with_a_run_starts_from_that_models_recall(trained_run):
+    from core.fix.mend import plan, run_predictions, run_recall
+    from core.runs.folder import RunFolder
+
+    config = RunFolder(trained_run).config()
+    found = plan(config.data, run_dir=trained_run, add=50, size=32)
+    recall = run_recall(trained_run, tuple(c.name for c in found.classes))
+    assert found.recall_from == "run tiny" and {c.name: c.recall for c in found.classes} == pytest.approx(recall)
+    assert all(c.recall <= c.projected_recall <= 1 for c in found.classes) and any(c.gain > 0 for c in found.classes)
+    # the run's columns follow the order the dataset's classes are asked in
+    backwards = tuple(reversed(RunFolder(trained_run).class_names()))
+    probs, targets = run_predictions(trained_run, backwards)
+    assert run_recall(trained_run, backwards) == pytest.approx(recall)
+    assert np.array_equal(probs.argmax(1) == targets, np.load(RunFolder(trained_run).predictions_path)["probs"]
+                          .argmax(1) == np.load(RunFolder(trained_run).predictions_path)["targets"])

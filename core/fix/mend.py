@@ -57,14 +57,15 @@ def plan_inputs(source: str, label_regex: str | None = None, run_dir: Path | Non
     data = load_source(source, size, label_regex=label_regex)
     config = RunFolder(run_dir).config() if run_dir else TrainConfig()
     train, valid = split_indices(data, config.valid_pct, config.seed)
-    recall = {"recall_now": run_recall(run_dir, data.class_names) if run_dir else None,
+    recall = {"run": run_predictions(run_dir, data.class_names) if run_dir else None,
               "recall_from": f"run {run_dir.name}" if run_dir else "the probe"}
     return pretrained_features(data, size=size), data.labels, data.class_names, plan_folds(data.labels, train, valid), \
         recall
 
 
-def run_recall(run_dir: Path, class_names: tuple[str, ...]) -> dict[str, float]:
-    """Each class's validation recall in a run's predictions; refused when the run knew other classes."""
+def run_predictions(run_dir: Path, class_names: tuple[str, ...]):
+    """(calibrated probabilities (V, C) of the run's validation images, columns in class_names' order; their labels
+    (V,) as indices into class_names); refused when the run knew other classes."""
     import numpy as np
 
     from core.runs.folder import RunFolder
@@ -75,8 +76,17 @@ def run_recall(run_dir: Path, class_names: tuple[str, ...]) -> dict[str, float]:
         raise DataError(f"Run {run_dir.name} has no predictions for this dataset's classes; leave the run out and "
                         "the plan measures recall itself.")
     with np.load(folder.predictions_path) as saved:
-        targets, guesses = saved["targets"], saved["probs"].argmax(1)
-    return {name: float((guesses[targets == c] == c).mean()) for c, name in enumerate(known) if (targets == c).any()}
+        targets, probs = saved["targets"], saved["probs"]
+    order = [list(known).index(name) for name in class_names]  # the dataset's class c is the run's order[c]
+    return probs[:, order], np.argsort(order)[targets]
+
+
+def run_recall(run_dir: Path, class_names: tuple[str, ...]) -> dict[str, float]:
+    """Each class's validation recall in a run's predictions; refused when the run knew other classes."""
+    probs, targets = run_predictions(run_dir, class_names)
+    guesses = probs.argmax(1)
+    return {name: float((guesses[targets == c] == c).mean()) for c, name in enumerate(class_names)
+            if (targets == c).any()}
 
 
 def review_json(data: LabeledImages, result: LabelReview, top: int | None = None) -> dict:
