@@ -10,3 +10,5 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
 # setuptools comes with the requirements (torch needs it), so the editable install builds without a download.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
+# onnxruntime-web (pinned, checked) for the exported web page; the app runs without it.
+.venv/bin/python -m core.ship.web vendor || true

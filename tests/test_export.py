@@ -18,6 +18,7 @@ from core.inspect.trust import load_trusted_model
 from core.runs.folder import RunFolder
 from core.ship.export import (
     EXPORT_FILES,
+    FORMATS,
     ExportError,
     describe,
     main,
@@ -87,13 +88,18 @@ def test_verification_covers_the_whole_validation_set_and_agrees_fully(exported)
     verification = json.loads((folder / "verification.json").read_text())
     assert set(verification) == {"n", "onnx_top1_agreement", "torchscript_top1_agreement", "unknown_agreement",
                                  "unknown_ties", "max_probability_difference", "max_unknown_score_difference",
-                                 "accuracy", "checkpoint"}
+                                 "accuracy", "checkpoint", "int8", "sizes"}
     assert verification["n"] == n == 359
     assert verification["onnx_top1_agreement"] == verification["torchscript_top1_agreement"] == 1.0
     assert verification["unknown_agreement"] == {"onnx": 1.0, "torchscript": 1.0}
     assert max(verification["max_probability_difference"].values()) < 1e-4
     # the run's own accuracy: the temperature never changes which class wins
     assert len(set(verification["accuracy"].values())) == 1
+    # the int8 file: a third of the bytes, its agreement and accuracy measured beside the full one
+    int8, sizes = verification["int8"]["onnx"], verification["sizes"]
+    assert sizes["model.int8.onnx"] < 0.35 * sizes["model.onnx"] and int8["top1_agreement"] >= 0.99
+    assert abs(int8["accuracy"] - verification["accuracy"]["app"]) <= 0.01
+    assert set(sizes) == {*EXPORT_FILES, *(f for files in FORMATS.values() for f in files)} - {"verification.json"}
     assert verification["accuracy"]["app"] == pytest.approx(RunFolder(run_dir).status()["final_accuracy"], abs=1e-6)
     assert read_verification(run_dir) == verification
     summary = describe(verification)
@@ -102,7 +108,7 @@ def test_verification_covers_the_whole_validation_set_and_agrees_fully(exported)
     zip_path = folder / "tiny.zip"
     assert printed.splitlines() == [str(zip_path), summary]
     with zipfile.ZipFile(zip_path) as archive:
-        assert sorted(archive.namelist()) == sorted(f"tiny/{name}" for name in EXPORT_FILES)
+        assert sorted(archive.namelist()) == sorted(f"tiny/{name}" for name in [*sizes, "verification.json"])
         assert json.loads(archive.read("tiny/classes.json")) == class_names
     with zipfile.ZipFile(io.BytesIO(zip_export(run_dir))) as archive:
         assert json.loads(archive.read("tiny/verification.json")) == verification
@@ -195,8 +201,9 @@ def test_an_export_checked_against_a_changed_model_fails_with_a_sentence(exporte
         verify_export(run_dir)
     assert str(refused.value) == (
         "The export does not predict like the app: model.onnx chose another class than the app for 359 of 359 and "
-        "model.torchscript.pt chose another class than the app for 359 of 359 validation images. Do not use these "
-        "files; export again, and if it fails again, train the run again.")
+        "model.torchscript.pt chose another class than the app for 359 of 359 and model.int8.onnx chose another "
+        "class than the app for 359 of 359 validation images. Do not use these files; export again, and if it fails "
+        "again, train the run again.")
     assert not (RunFolder(run_dir).export_folder / "verification.json").exists() and read_verification(run_dir) is None
 
 
@@ -235,3 +242,15 @@ def test_the_runs_page_shows_the_verification_beside_the_download(exported, tmp_
     next(b for b in app.button if b.label == "Export and verify").click().run()
     assert not app.exception and "has no calibration (trust.npz)" in app.error[0].value
     assert not app.get("download_button")
+
+
+def test_a_verification_whose_files_have_gone_is_not_shown_and_an_unknown_format_is_refused(exported, tmp_path,
+                                                                                            capsys):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(exported[0], run_dir)
+    assert read_verification(run_dir) is not None
+    (RunFolder(run_dir).export_folder / "web" / "index.html").unlink()  # measured, then removed by hand
+    assert read_verification(run_dir) is None
+    assert main([str(run_dir), "--formats", "web,gif"]) == 2
+    assert capsys.readouterr().err.strip() == ("There is no export format 'gif'; the formats are "
+                                               f"{', '.join(FORMATS)}.")

@@ -10,9 +10,13 @@ The run's export/ folder (and the zip) holds:
   preprocessing.json   how to make `pixels` from an image file with PIL, exactly as the app does (`steps`)
   classes.json         class names, in the order of the probabilities
   weights.safetensors  the plain classifier's weights, for people who fine-tune further
-  verification.json    both model files run over the run's validation set beside the app (`verify_export`)
+  verification.json    every model file run over the run's validation set beside the app (core.ship.verify)
+and, as asked (FORMATS; all by default):
+  model.int8.onnx      int8 weights and activations (core.ship.quantize): about half the size, its agreement measured
+  web/index.html       a page that runs model.onnx in the browser from file://, no server, no network (core.ship.web)
 
-    python -m core.ship.export RUN_DIR   # prints the zip's path and the verification; a refusal is one sentence, exit 2
+    python -m core.ship.export RUN_DIR [--formats onnx-int8,web|none]
+    # prints the zip's path and the verification; a refusal is one sentence, exit 2
 """
 from __future__ import annotations
 
@@ -23,7 +27,6 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,17 +35,16 @@ from core.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import BrokenRun, DataError
 from core.inspect.trust import TrustedModel, load_trusted_model
 from core.runs.folder import RunFolder
+from core.ship.verify import INPUT_NAME, LABELS, MODEL_FILES, ExportError, export_sizes, verify_export
 
-INPUT_NAME = "pixels"
+__all__ = ["ExportError", "ExportedModel", "export_run", "verify_export", "read_verification", "describe",
+           "zip_export", "FORMATS"]
+
 OUTPUT_NAMES = ("probabilities", "unknown_score", "unknown")
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
-EXPORT_FILES = (*MODEL_FILES.values(), "weights.safetensors", "classes.json", "preprocessing.json",
-                "verification.json")
-MIN_AGREEMENT = 0.999  # of top classes and unknown verdicts, per file; below it the export fails
-# An image whose app score lies this close to the threshold is a tie: the files' float rounding (about 1e-6 on the
-# digits run) may put it on either side. One validation image always sits there: the threshold is one of their scores.
-AT_THRESHOLD = 1e-4
-BATCH_SIZE = 256  # images per call while verifying
+EXPORT_FILES = ("model.onnx", "model.torchscript.pt", "weights.safetensors", "classes.json", "preprocessing.json",
+                "verification.json")  # always; the formats below add theirs
+# What each optional format adds, and what makes it. The command line and the Runs page make them all by default.
+FORMATS = {"onnx-int8": ("model.int8.onnx",), "web": ("web/index.html",)}
 
 # What core.data.images.fit_square does, as a caller writes it with PIL (`size` is preprocessing.json's "size").
 RESIZE_STEPS = {
@@ -50,10 +52,6 @@ RESIZE_STEPS = {
     "crop": "image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)",
     "pad": "image = ImageOps.pad(image, (size, size), Image.Resampling.BILINEAR, color=(0, 0, 0))",
 }
-
-
-class ExportError(ValueError):
-    """An export that cannot be made or does not predict like the app, with a sentence a person can act on."""
 
 
 class ExportedModel(nn.Module):
@@ -143,92 +141,35 @@ def write_exports(trusted: TrustedModel, class_names: list[str], config, folder:
         config, trusted.threshold, float(trusted.temperature), len(class_names)))
 
 
-def _in_batches(predict, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(probabilities (N, C), unknown scores (N,), unknown (N,)) of `predict` over N uint8 images."""
-    parts = [predict(images[start:start + BATCH_SIZE]) for start in range(0, len(images), BATCH_SIZE)]
-    return tuple(np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(3))
-
-
-def _run_exported(folder: Path, pixels: torch.Tensor) -> dict[str, list[np.ndarray]]:
-    """{"onnx": [probabilities, unknown_score, unknown], "torchscript": [...]}: each exported file (onnxruntime,
-    torch.jit) run over pixels (N, S, S, 3) uint8, in batches."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(folder / MODEL_FILES["onnx"]), providers=["CPUExecutionProvider"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
-        scripted = torch.jit.load(str(folder / MODEL_FILES["torchscript"]), map_location="cpu")
-    with torch.no_grad():
-        return {"onnx": _in_batches(lambda x: session.run(None, {INPUT_NAME: x.numpy()}), pixels),
-                "torchscript": _in_batches(lambda x: [t.numpy() for t in scripted(x)], pixels)}
-
-
-def verify_export(run_dir: Path) -> dict:
-    """Run model.onnx (onnxruntime) and model.torchscript.pt (torch.jit) of the run's export folder over the run's
-    validation set, beside the app's own TrustedModel; write verification.json and return it:
-        {"n", "onnx_top1_agreement", "torchscript_top1_agreement", "unknown_agreement": {"onnx", "torchscript"},
-         "unknown_ties": {...}, "max_probability_difference": {...}, "max_unknown_score_difference": {...},
-         "accuracy": {"app", "onnx", "torchscript"}, "checkpoint"}
-    ExportError (a sentence) when a file disagrees with the app on the top class, or on "none of these" away from
-    the threshold, for more than 1 - MIN_AGREEMENT of the images."""
-    from core.data.load import Split, load_source
-
-    run_dir = Path(run_dir)
-    folder = RunFolder(run_dir).export_folder
-    (folder / "verification.json").unlink(missing_ok=True)  # a failed or cut-off check leaves no old verdict behind
-    trusted, class_names, config = load_trusted_model(run_dir)
-    data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize,
-                       edits_upto=RunFolder(run_dir).edits_upto(config))  # the data the run had, not today's
-    split = Split.from_dataset(data, config.valid_pct, config.seed)
-    images, labels = split.valid_images, split.valid_labels.numpy()  # (N, 3, S, S) uint8, (N,)
-    pixels, n = images.permute(0, 2, 3, 1).contiguous(), len(labels)  # (N, S, S, 3): the exported files' input
-    if n == 0:
-        raise ExportError("The run has no validation images to check its export on.")
-
-    def app(batch: torch.Tensor) -> list[np.ndarray]:  # (B, 3, S, S), as core.ship.predict.Predictor predicts
-        probabilities, scores = trusted(batch)
-        return [probabilities.numpy(), scores.numpy(), scores.numpy() > trusted.threshold]
-
-    with torch.no_grad():
-        expected = _in_batches(app, images)
-    outputs = _run_exported(folder, pixels)
-    top = expected[0].argmax(1)
-    at_threshold = np.abs(expected[1] - trusted.threshold) <= AT_THRESHOLD
-    result = {"n": n, **{f"{name}_top1_agreement": float((probabilities.argmax(1) == top).mean())
-                         for name, (probabilities, _, _) in outputs.items()},
-              "unknown_agreement": {}, "unknown_ties": {}, "max_probability_difference": {},
-              "max_unknown_score_difference": {}, "accuracy": {"app": float((top == labels).mean())},
-              "checkpoint": RunFolder(run_dir).model_checkpoint().name}
-    problems = []
-    for name, (probabilities, scores, unknown) in outputs.items():
-        differs = unknown.astype(bool) != expected[2]
-        # A verdict that differs only at the threshold (a tie, see AT_THRESHOLD) counts as agreeing, and is counted.
-        result["unknown_agreement"][name] = float(1 - (differs & ~at_threshold).mean())
-        result["unknown_ties"][name] = int((differs & at_threshold).sum())
-        result["max_probability_difference"][name] = float(np.abs(probabilities - expected[0]).max())
-        result["max_unknown_score_difference"][name] = float(np.abs(scores - expected[1]).max())
-        result["accuracy"][name] = float((probabilities.argmax(1) == labels).mean())
-        top_off, verdict_off = int((probabilities.argmax(1) != top).sum()), int((differs & ~at_threshold).sum())
-        if top_off > (1 - MIN_AGREEMENT) * n:
-            problems.append(f"{MODEL_FILES[name]} chose another class than the app for {top_off} of {n}")
-        elif verdict_off > (1 - MIN_AGREEMENT) * n:
-            problems.append(f"{MODEL_FILES[name]} said \"none of these\" differently from the app for "
-                            f"{verdict_off} of {n}")
-    if problems:
-        raise ExportError(f"The export does not predict like the app: {' and '.join(problems)} validation images. "
-                          "Do not use these files; export again, and if it fails again, train the run again.")
-    write_json_atomic(folder / "verification.json", result)
-    return result
-
-
-def export_run(run_dir: Path) -> Path:
+def export_run(run_dir: Path, formats: tuple[str, ...] = tuple(FORMATS)) -> Path:
     """Write every export of the run's model (the checkpoint that counts, with its calibration) into its export
-    folder and verify them (verify_export); returns the folder. BrokenRun, DataError or ExportError: a sentence."""
-    trusted, class_names, config = load_trusted_model(Path(run_dir))
+    folder: ONNX, TorchScript and the weights always, and the optional `formats` (FORMATS); verify them all
+    (core.ship.verify); returns the folder. BrokenRun, DataError or ExportError: a sentence."""
+    from core.ship.web import write_page
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ExportError(f"There is no export format {unknown[0]!r}; the formats are {', '.join(FORMATS)}.")
+    run_dir = Path(run_dir)
+    trusted, class_names, config = load_trusted_model(run_dir)
     folder = RunFolder(run_dir).export_folder
     folder.mkdir(exist_ok=True)
     (folder / "verification.json").unlink(missing_ok=True)
+    for files in FORMATS.values():  # an earlier export's optional files belong to an older model
+        for name in files:
+            (folder / name).unlink(missing_ok=True)
     write_exports(trusted, class_names, config, folder)
+    if "onnx-int8" in formats:
+        from core.ship.quantize import calibration_pixels, quantize_onnx
+
+        quantize_onnx(folder, calibration_pixels(run_dir))
+    if "web" in formats:
+        from core.ship.web import WebPageError
+
+        try:
+            write_page(folder, class_names, config.size, config.resize, f"{run_dir.resolve().name}: what is it?")
+        except WebPageError as error:
+            raise ExportError(str(error)) from error
     verify_export(run_dir)
     return folder
 
@@ -242,11 +183,13 @@ def read_verification(run_dir: Path) -> dict | None:
     try:
         if not all((folder / name).is_file() for name in EXPORT_FILES) or checkpoint is None:
             return None
+        verification = read_json(path)
+        if set(verification.get("sizes", {})) - set(export_sizes(folder)):  # a file it measured has gone
+            return None
         if path.stat().st_mtime < max(checkpoint.stat().st_mtime, run.trust_path.stat().st_mtime):
             return None
-    except OSError:
+    except (OSError, AttributeError):
         return None
-    verification = read_json(path)
     try:
         describe(verification)
     except (KeyError, TypeError, ValueError):  # not as this app writes it
@@ -256,9 +199,15 @@ def read_verification(run_dir: Path) -> dict | None:
 
 def describe(verification: dict) -> str:
     """One sentence: 'Verified on 360 validation images: ONNX agrees 100.0%, TorchScript 100.0%; accuracy 96.9%.'"""
-    return (f"Verified on {verification['n']} validation images: ONNX agrees "
-            f"{verification['onnx_top1_agreement']:.1%}, TorchScript {verification['torchscript_top1_agreement']:.1%}; "
-            f"accuracy {verification['accuracy']['app']:.1%}.")
+    agree = [f"{label} {verification[f'{name}_top1_agreement']:.1%}" for name, label in LABELS.items()
+             if f"{name}_top1_agreement" in verification]
+    return (f"Verified on {verification['n']} validation images: {agree[0].replace(' ', ' agrees ', 1)}"
+            f"{''.join(', ' + a for a in agree[1:])}; accuracy {verification['accuracy']['app']:.1%}.")
+
+
+def exported_files(folder: Path) -> list[Path]:
+    """Every file of the export folder that goes into the zip."""
+    return [path for path in sorted(folder.rglob("*")) if path.is_file() and path.suffix != ".zip"]
 
 
 def zip_export(run_dir: Path) -> bytes:
@@ -266,26 +215,31 @@ def zip_export(run_dir: Path) -> bytes:
     folder = RunFolder(run_dir).export_folder
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in EXPORT_FILES:  # each file rw-r--r-- whatever its mode here (safetensors writes weights 600)
-            entry = zipfile.ZipInfo.from_file(folder / name, f"{Path(run_dir).name}/{name}")
+        for path in exported_files(folder):  # each file rw-r--r-- whatever its mode here (safetensors writes 600)
+            name = f"{Path(run_dir).name}/{path.relative_to(folder).as_posix()}"
+            entry = zipfile.ZipInfo.from_file(path, name)
             entry.external_attr, entry.compress_type = (0o100644 << 16), zipfile.ZIP_DEFLATED
-            archive.writestr(entry, (folder / name).read_bytes())
+            archive.writestr(entry, path.read_bytes())
     return buffer.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m core.ship.export RUN_DIR", file=sys.stderr)
-        return 2
-    run_dir = Path(args[0])
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m core.ship.export", description="Export a run's model and "
+                                     "verify every file against the app; prints the zip's path and the verification.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--formats", default=",".join(FORMATS), help="optional formats besides ONNX and "
+                        f"TorchScript, comma-separated, or none (default: {','.join(FORMATS)})")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    formats = tuple(name for name in args.formats.split(",") if name and name != "none")
     try:
-        folder = export_run(run_dir)
+        folder = export_run(args.run_dir, formats)
     except (ExportError, BrokenRun, DataError, FileNotFoundError) as error:
         print(error, file=sys.stderr)
         return 2
-    target = folder / f"{run_dir.resolve().name}.zip"
-    target.write_bytes(zip_export(run_dir))
+    target = folder / f"{args.run_dir.resolve().name}.zip"
+    target.write_bytes(zip_export(args.run_dir))
     print(target)
     print(describe(read_json(folder / "verification.json")))
     return 0

@@ -1,0 +1,161 @@
+"""Prove that an export's model files predict as the app does: each file present is run over the run's validation
+set beside the app's own TrustedModel, and verification.json says what was found.
+
+Full-precision files (ONNX, TorchScript, TFLite) must agree with the app on the top class and on "none of these"
+for MIN_AGREEMENT of the images, or the export fails with a sentence. Smaller int8 files (core.ship.quantize) give
+up a little of that by design: their agreement, accuracy and size are recorded beside the full ones so a person can
+choose, and the export fails only below INT8_FLOOR.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.atomic import write_json_atomic
+
+INPUT_NAME = "pixels"
+MIN_AGREEMENT = 0.999  # of top classes and unknown verdicts, per full-precision file; below it the export fails
+INT8_FLOOR = 0.9  # an int8 file that agrees with the app on fewer top classes than this is not kept
+# An image whose app score lies this close to the threshold is a tie: the files' float rounding (about 1e-6 on the
+# digits run) may put it on either side. One validation image always sits there: the threshold is one of their scores.
+AT_THRESHOLD = 1e-4
+BATCH_SIZE = 256  # images per call while verifying
+# name in verification.json: (file in the export folder, how it is run, full precision)
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "tflite": "model.tflite"}
+INT8_FILES = {"onnx": "model.int8.onnx", "tflite": "model.int8.tflite"}
+LABELS = {"onnx": "ONNX", "torchscript": "TorchScript", "tflite": "TFLite"}
+
+
+class ExportError(ValueError):
+    """An export that cannot be made or does not predict like the app, with a sentence a person can act on."""
+
+
+def in_batches(predict, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probabilities (N, C), unknown scores (N,), unknown (N,)) of `predict` over N images, in batches."""
+    parts = [predict(images[start:start + BATCH_SIZE]) for start in range(0, len(images), BATCH_SIZE)]
+    return tuple(np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(3))
+
+
+def runner(path: Path):
+    """A function from pixels (B, S, S, 3) uint8 to the file's three outputs, for an ONNX, TorchScript or TFLite
+    file."""
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {INPUT_NAME: x.numpy()})
+    if path.suffix == ".tflite":
+        from core.ship.mobile import tflite_runner
+
+        return tflite_runner(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+        scripted = torch.jit.load(str(path), map_location="cpu")
+
+    def run(x: torch.Tensor) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [t.numpy() for t in scripted(x)]
+    return run
+
+
+def verify_export(run_dir: Path) -> dict:
+    """Run every model file of the run's export folder over the run's validation set, beside the app's own
+    TrustedModel; write verification.json and return it:
+        {"n", "<name>_top1_agreement" for each full-precision file, "unknown_agreement": {name: ...},
+         "unknown_ties", "max_probability_difference", "max_unknown_score_difference", "accuracy": {"app", name...},
+         "checkpoint", "sizes": {file: bytes}, "int8": {name: {"top1_agreement", "unknown_agreement", "accuracy"}}}
+    ExportError (a sentence) when a full-precision file disagrees with the app on the top class, or on "none of
+    these" away from the threshold, for more than 1 - MIN_AGREEMENT of the images, or an int8 file's top classes
+    agree on fewer than INT8_FLOOR."""
+    from core.data.load import Split, load_source
+    from core.inspect.trust import load_trusted_model
+    from core.runs.folder import RunFolder
+
+    run_dir = Path(run_dir)
+    folder = RunFolder(run_dir).export_folder
+    (folder / "verification.json").unlink(missing_ok=True)  # a failed or cut-off check leaves no old verdict behind
+    trusted, _, config = load_trusted_model(run_dir)
+    data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize,
+                       edits_upto=RunFolder(run_dir).edits_upto(config))  # the data the run had, not today's
+    split = Split.from_dataset(data, config.valid_pct, config.seed)
+    images, labels = split.valid_images, split.valid_labels.numpy()  # (N, 3, S, S) uint8, (N,)
+    pixels, n = images.permute(0, 2, 3, 1).contiguous(), len(labels)  # (N, S, S, 3): the exported files' input
+    if n == 0:
+        raise ExportError("The run has no validation images to check its export on.")
+
+    def app(batch: torch.Tensor) -> list[np.ndarray]:  # (B, 3, S, S), as core.ship.predict.Predictor predicts
+        probabilities, scores = trusted(batch)
+        return [probabilities.numpy(), scores.numpy(), scores.numpy() > trusted.threshold]
+
+    with torch.no_grad():
+        expected = _Expected(*in_batches(app, images), labels, trusted.threshold)
+    full = {name: in_batches(runner(folder / file), pixels) for name, file in MODEL_FILES.items()
+            if (folder / file).is_file()}
+    result = {"n": n, **{f"{name}_top1_agreement": expected.agreement(out) for name, out in full.items()},
+              "unknown_agreement": {}, "unknown_ties": {}, "max_probability_difference": {},
+              "max_unknown_score_difference": {}, "accuracy": {"app": expected.accuracy(expected.outputs)},
+              "checkpoint": RunFolder(run_dir).model_checkpoint().name}
+    problems = []
+    for name, outputs in full.items():
+        differs, ties = expected.verdicts(outputs)
+        result["unknown_agreement"][name] = float(1 - differs.mean())
+        result["unknown_ties"][name] = int(ties)
+        result["max_probability_difference"][name] = float(np.abs(outputs[0] - expected.outputs[0]).max())
+        result["max_unknown_score_difference"][name] = float(np.abs(outputs[1] - expected.outputs[1]).max())
+        result["accuracy"][name] = expected.accuracy(outputs)
+        top_off, verdict_off = int((outputs[0].argmax(1) != expected.top).sum()), int(differs.sum())
+        if top_off > (1 - MIN_AGREEMENT) * n:
+            problems.append(f"{MODEL_FILES[name]} chose another class than the app for {top_off} of {n}")
+        elif verdict_off > (1 - MIN_AGREEMENT) * n:
+            problems.append(f"{MODEL_FILES[name]} said \"none of these\" differently from the app for "
+                            f"{verdict_off} of {n}")
+    result["int8"] = {}
+    for name, file in INT8_FILES.items():
+        if (folder / file).is_file():
+            outputs = in_batches(runner(folder / file), pixels)
+            result["int8"][name] = {"top1_agreement": expected.agreement(outputs),
+                                    "accuracy": expected.accuracy(outputs),
+                                    "unknown_agreement": float(1 - expected.verdicts(outputs)[0].mean())}
+            if result["int8"][name]["top1_agreement"] < INT8_FLOOR:
+                off = int((outputs[0].argmax(1) != expected.top).sum())
+                problems.append(f"{file} chose another class than the app for {off} of {n}")
+    if problems:
+        raise ExportError(f"The export does not predict like the app: {' and '.join(problems)} validation images. "
+                          "Do not use these files; export again, and if it fails again, train the run again.")
+    result["sizes"] = export_sizes(folder)
+    write_json_atomic(folder / "verification.json", result)
+    return result
+
+
+class _Expected:
+    """The app's outputs over the validation images, and how a file's outputs compare with them."""
+
+    def __init__(self, probabilities, scores, unknown, labels, threshold):
+        self.outputs, self.labels, self.top = (probabilities, scores, unknown), labels, probabilities.argmax(1)
+        self.at_threshold = np.abs(scores - threshold) <= AT_THRESHOLD
+
+    def agreement(self, outputs) -> float:
+        return float((outputs[0].argmax(1) == self.top).mean())
+
+    def accuracy(self, outputs) -> float:
+        return float((outputs[0].argmax(1) == self.labels).mean())
+
+    def verdicts(self, outputs) -> tuple[np.ndarray, int]:
+        """(which images' "none of these" differs away from the threshold, how many differ only at it: a tie)."""
+        differs = outputs[2].astype(bool) != self.outputs[2]
+        return differs & ~self.at_threshold, int((differs & self.at_threshold).sum())
+
+
+def export_sizes(folder: Path) -> dict[str, int]:
+    """{file: bytes} of the export's files (web/index.html as one; a Core ML .mlpackage folder as one)."""
+    sizes = {}
+    for path in sorted(folder.rglob("*")):
+        inside = path.relative_to(folder)
+        package = next((part for part in inside.parents if part.suffix == ".mlpackage"), None)
+        if path.is_file() and path.name != "verification.json" and path.suffix != ".zip":
+            key = (package or inside).as_posix()
+            sizes[key] = sizes.get(key, 0) + path.stat().st_size
+    return sizes
