@@ -4,40 +4,17 @@ import time
 
 import streamlit as st
 
-from core.errors import BrokenRun, DataError
 from core.formats import format_seconds
 from core.runs import compare, store
 from core.runs.folder import RunFolder
-from core.ship.export import ExportError, describe, export_run, read_verification, zip_export
 from pages._common import route_through_app, select_run
 from pages._compare import show_curves, show_data_differences
+from pages._export import show_export
 from pages._study import show_studies
 from pages._text import md
 
 route_through_app()
 DELETED = "runs_deleted"  # session key: the run just deleted; nothing is shown picked until the user picks again
-
-
-def show_export(run: store.RunSummary) -> None:
-    """Export and verify on a click (seconds on a GPU, up to a few minutes on a CPU), then the zip to download with
-    what the verification found; a run exported before shows its verification and zip at once."""
-    if st.button("Export and verify", key=f"export:{run.run_id}", icon=":material/verified:",
-                 help="Writes TorchScript and ONNX files that take plain RGB pixels, runs both over every validation "
-                 "image and checks they predict exactly like the app."):
-        with st.spinner("Exporting, then checking both files on every validation image…"):
-            try:
-                export_run(run.path)
-            except (ExportError, BrokenRun, DataError, FileNotFoundError) as error:
-                st.error(md(error))
-    verification = read_verification(run.path)
-    if verification:
-        st.caption(md(describe(verification)))
-        st.download_button("Download the export (TorchScript, ONNX, weights, classes)",
-                           lambda run_dir=run.path: zip_export(run_dir), file_name=f"{run.run_id}-export.zip",
-                           mime="application/zip", on_click="ignore", icon=":material/download:",
-                           key=f"download:{run.run_id}", help="A zip with model.onnx, model.torchscript.pt, "
-                           "weights.safetensors, classes.json, preprocessing.json and verification.json; the README "
-                           "shows how to use it.")
 
 
 def table_key(prefix: str, shown: list[store.RunSummary]) -> str:

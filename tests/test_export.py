@@ -219,6 +219,7 @@ def test_the_command_line_refuses_a_run_without_calibration_in_one_sentence(expo
 def test_the_runs_page_shows_the_verification_beside_the_download(exported, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
+    from pages._export import USES
     from pages._text import md
 
     runs_dir = tmp_path / "runs"
@@ -237,6 +238,10 @@ def test_the_runs_page_shows_the_verification_beside_the_download(exported, tmp_
     app = runs_page("tiny")
     assert md(describe(read_verification(runs_dir / "tiny"))) in [c.value for c in app.caption]
     assert app.get("download_button")
+    [formats] = [frame.value for frame in app.dataframe if "file" in frame.value.columns]  # each file, its size
+    assert list(formats["file"]) == ["model.onnx", "model.torchscript.pt", "model.int8.onnx", "web/index.html"]
+    assert all(size.endswith(" MB") for size in formats["size"]) and formats["precision"][2] == "int8"
+    assert [e.label for e in app.expander][-4:] == [title for _, title, _, _ in USES]  # and the lines that use it
     app = runs_page("old")  # never exported, and too old to export: a click says why in a sentence
     assert not app.get("download_button")
     next(b for b in app.button if b.label == "Export and verify").click().run()
