@@ -10,7 +10,9 @@ from core.ship.verify import INT8_FILES, MODEL_FILES
 from pages._text import md
 
 # what each optional format is called on the page
-CHOICES = {"onnx-int8": "int8 ONNX (smaller)", "web": "web page (offline, no server)"}
+CHOICES = {"onnx-int8": "int8 ONNX (smaller)", "web": "web page (offline, no server)",
+           "tflite": "LiteRT / TFLite (Android, iOS)", "tflite-int8": "int8 LiteRT (smaller)",
+           "coreml": "Core ML (Apple devices only)"}
 
 # (file, format, how it is used: language, the lines), in the order shown
 USES = [
@@ -27,6 +29,18 @@ probabilities, unknown_score, unknown = model(torch.from_numpy(pixels))"""),
     ("web/index.html", "Web page: any browser, offline, no server", "text", """\
 Unzip, then double-click web/index.html: choose or drop an image, or start the camera.
 To put it on a website, upload that one file; it asks the network for nothing."""),
+    ("model.tflite", "LiteRT: Android (Kotlin), iOS, embedded; model.int8.tflite the same, a quarter of the size",
+     "kotlin", """\
+val interpreter = Interpreter(FileUtil.loadMappedFile(context, "model.tflite"))  // com.google.ai.edge.litert
+val outputs = mapOf("probabilities" to Array(1) { FloatArray(classes.size) },
+                    "unknown_score" to FloatArray(1), "unknown" to BooleanArray(1))
+interpreter.runSignature(mapOf("pixels" to pixels), outputs, "serving_default")  // pixels: 1×S×S×3 RGB bytes"""),
+    ("model.mlpackage", "Core ML: iPhone, iPad, Mac (Swift; runs only on Apple systems)", "swift", """\
+let model = try MLModel(contentsOf: MLModel.compileModel(at: packageURL))  // or drag it into Xcode
+let image = try MLFeatureValue(cgImage: photo, pixelsWide: S, pixelsHigh: S,
+                               pixelFormatType: kCVPixelFormatType_32ARGB)  // photo: made square as the app does
+let out = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: ["image": image]))
+print(out.featureValue(for: "classLabel")!.stringValue, out.featureValue(for: "unknown")!)  // unknown 1: none"""),
 ]
 
 
@@ -66,11 +80,14 @@ def format_table(verification: dict) -> pd.DataFrame:
             if f"{name}_top1_agreement" in verification]
     rows += [(INT8_FILES[name], verification["sizes"].get(INT8_FILES[name]), measured["top1_agreement"],
               measured["accuracy"], "int8") for name, measured in verification.get("int8", {}).items()]
+    if "coreml" in verification:
+        rows.append(("model.mlpackage", verification["sizes"].get("model.mlpackage"), None, None,
+                     "full; runs only on Apple systems: its inputs, outputs and classes were checked"))
     if "web/index.html" in verification["sizes"]:
         rows.append(("web/index.html", verification["sizes"]["web/index.html"], verification["onnx_top1_agreement"],
                      verification["accuracy"]["onnx"], "full (runs model.onnx)"))
     table = pd.DataFrame(rows, columns=["file", "size", "agrees with the app", "accuracy", "precision"])
     table["size"] = [f"{size / 1e6:.1f} MB" if size else "" for size in table["size"]]
     for column in ("agrees with the app", "accuracy"):
-        table[column] = [f"{value:.1%}" for value in table[column]]
+        table[column] = ["" if pd.isna(value) else f"{value:.1%}" for value in table[column]]
     return table

@@ -46,14 +46,18 @@ print("none of these" if unknown[0] else classes[probabilities[0].argmax()], f"{
 
 
 def run_outputs(run_dir: Path, pixels: np.ndarray) -> dict[str, list[np.ndarray]]:
-    """Both exported files' (probabilities, unknown_score, unknown) for pixels (B, S, S, 3) uint8."""
+    """Each full-precision exported file's (probabilities, unknown_score, unknown) for pixels (B, S, S, 3) uint8:
+    onnxruntime, torch.jit, the LiteRT interpreter."""
     import onnxruntime
+
+    from core.ship.mobile import tflite_runner
 
     folder = RunFolder(run_dir).export_folder
     session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         scripted = [t.numpy() for t in torch.jit.load(str(folder / "model.torchscript.pt"))(torch.from_numpy(pixels))]
-    return {"onnx": session.run(None, {"pixels": pixels}), "torchscript": scripted}
+    return {"onnx": session.run(None, {"pixels": pixels}), "torchscript": scripted,
+            "tflite": tflite_runner(folder / "model.tflite")(pixels)}
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -66,7 +70,7 @@ def test_onnx_and_torchscript_give_the_apps_probabilities_and_unknown_scores_for
     with torch.no_grad():
         probabilities, scores = trusted(images)
     pixels = images.permute(0, 2, 3, 1).numpy().copy()  # (50, 32, 32, 3): what PIL and numpy give
-    for batch in (pixels, pixels[:1]):  # any batch size
+    for batch in (pixels, pixels[:1]):  # any batch size (LiteRT's file takes one image a call; its runner loops)
         for name, (p, s, unknown) in run_outputs(run_dir, batch).items():
             assert p.dtype == np.float32 and p.shape == (len(batch), len(class_names)), name
             assert s.dtype == np.float32 and unknown.dtype == np.bool_ and s.shape == unknown.shape == (len(batch),)
@@ -88,27 +92,37 @@ def test_verification_covers_the_whole_validation_set_and_agrees_fully(exported)
     verification = json.loads((folder / "verification.json").read_text())
     assert set(verification) == {"n", "onnx_top1_agreement", "torchscript_top1_agreement", "unknown_agreement",
                                  "unknown_ties", "max_probability_difference", "max_unknown_score_difference",
-                                 "accuracy", "checkpoint", "int8", "sizes"}
+                                 "accuracy", "checkpoint", "int8", "sizes", "tflite_top1_agreement", "coreml"}
     assert verification["n"] == n == 359
     assert verification["onnx_top1_agreement"] == verification["torchscript_top1_agreement"] == 1.0
-    assert verification["unknown_agreement"] == {"onnx": 1.0, "torchscript": 1.0}
+    assert verification["tflite_top1_agreement"] == 1.0
+    assert verification["unknown_agreement"] == {"onnx": 1.0, "torchscript": 1.0, "tflite": 1.0}
+    # Core ML runs only on Apple systems: its converted program carries the interface, the classes and threshold
+    assert verification["coreml"] == {
+        "inputs": [["image", "imageType"]], "class_labels": class_names, "threshold": trusted.threshold,
+        "outputs": [["classLabel", "stringType"], ["classLabelProbs", "dictionaryType"],
+                    ["unknown_score", "multiArrayType"], ["unknown", "multiArrayType"]]}
     assert max(verification["max_probability_difference"].values()) < 1e-4
     # the run's own accuracy: the temperature never changes which class wins
     assert len(set(verification["accuracy"].values())) == 1
     # the int8 file: a third of the bytes, its agreement and accuracy measured beside the full one
-    int8, sizes = verification["int8"]["onnx"], verification["sizes"]
-    assert sizes["model.int8.onnx"] < 0.35 * sizes["model.onnx"] and int8["top1_agreement"] >= 0.99
-    assert abs(int8["accuracy"] - verification["accuracy"]["app"]) <= 0.01
+    sizes = verification["sizes"]
+    for name, file in (("onnx", "model.onnx"), ("tflite", "model.tflite")):
+        int8 = verification["int8"][name]
+        assert sizes[file.replace("model.", "model.int8.")] < 0.35 * sizes[file] and int8["top1_agreement"] >= 0.99
+        assert abs(int8["accuracy"] - verification["accuracy"]["app"]) <= 0.01
     assert set(sizes) == {*EXPORT_FILES, *(f for files in FORMATS.values() for f in files)} - {"verification.json"}
     assert verification["accuracy"]["app"] == pytest.approx(RunFolder(run_dir).status()["final_accuracy"], abs=1e-6)
     assert read_verification(run_dir) == verification
     summary = describe(verification)
-    assert summary == f"Verified on 359 validation images: ONNX agrees 100.0%, TorchScript 100.0%; accuracy " \
-                      f"{verification['accuracy']['app']:.1%}."
+    assert summary == f"Verified on 359 validation images: ONNX agrees 100.0%, TorchScript 100.0%, TFLite 100.0%; " \
+                      f"accuracy {verification['accuracy']['app']:.1%}."
     zip_path = folder / "tiny.zip"
     assert printed.splitlines() == [str(zip_path), summary]
     with zipfile.ZipFile(zip_path) as archive:
-        assert sorted(archive.namelist()) == sorted(f"tiny/{name}" for name in [*sizes, "verification.json"])
+        packaged = {name.split(".mlpackage/")[0] + ".mlpackage" if ".mlpackage/" in name else name
+                    for name in archive.namelist()}  # Core ML's package is a folder of files
+        assert packaged == {f"tiny/{name}" for name in [*sizes, "verification.json"]}
         assert json.loads(archive.read("tiny/classes.json")) == class_names
     with zipfile.ZipFile(io.BytesIO(zip_export(run_dir))) as archive:
         assert json.loads(archive.read("tiny/verification.json")) == verification
@@ -201,9 +215,10 @@ def test_an_export_checked_against_a_changed_model_fails_with_a_sentence(exporte
         verify_export(run_dir)
     assert str(refused.value) == (
         "The export does not predict like the app: model.onnx chose another class than the app for 359 of 359 and "
-        "model.torchscript.pt chose another class than the app for 359 of 359 and model.int8.onnx chose another "
-        "class than the app for 359 of 359 validation images. Do not use these files; export again, and if it fails "
-        "again, train the run again.")
+        "model.torchscript.pt chose another class than the app for 359 of 359 and model.tflite chose another class "
+        "than the app for 359 of 359 and model.int8.onnx chose another class than the app for 359 of 359 and "
+        "model.int8.tflite chose another class than the app for 359 of 359 validation images. Do not use these "
+        "files; export again, and if it fails again, train the run again.")
     assert not (RunFolder(run_dir).export_folder / "verification.json").exists() and read_verification(run_dir) is None
 
 
@@ -239,9 +254,10 @@ def test_the_runs_page_shows_the_verification_beside_the_download(exported, tmp_
     assert md(describe(read_verification(runs_dir / "tiny"))) in [c.value for c in app.caption]
     assert app.get("download_button")
     [formats] = [frame.value for frame in app.dataframe if "file" in frame.value.columns]  # each file, its size
-    assert list(formats["file"]) == ["model.onnx", "model.torchscript.pt", "model.int8.onnx", "web/index.html"]
-    assert all(size.endswith(" MB") for size in formats["size"]) and formats["precision"][2] == "int8"
-    assert [e.label for e in app.expander][-4:] == [title for _, title, _, _ in USES]  # and the lines that use it
+    assert list(formats["file"]) == ["model.onnx", "model.torchscript.pt", "model.tflite", "model.int8.onnx",
+                                     "model.int8.tflite", "model.mlpackage", "web/index.html"]
+    assert all(size.endswith(" MB") for size in formats["size"]) and formats["precision"][3] == "int8"
+    assert [e.label for e in app.expander][-len(USES):] == [title for _, title, _, _ in USES]  # how each is used
     app = runs_page("old")  # never exported, and too old to export: a click says why in a sentence
     assert not app.get("download_button")
     next(b for b in app.button if b.label == "Export and verify").click().run()

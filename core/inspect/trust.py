@@ -150,10 +150,13 @@ def trust_figures(path: Path, raw_probs: np.ndarray | None, probs: np.ndarray, t
     return TrustFigures(trust, before, after, flagged)
 
 
-def knn_scores(features: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
-    """(N,) cosine distance of each L2-normalised feature row (N, D) to its k-th nearest row of bank (M, D)."""
+def knn_scores(features: torch.Tensor, bank: torch.Tensor, k: int, topk=None) -> torch.Tensor:
+    """(N,) cosine distance of each L2-normalised feature row (N, D) to its k-th nearest row of bank (M, D).
+    `topk(x, k)` -> (values, indices), descending along dim 1: torch.topk, or a converter's own op (core.ship.mobile).
+    The k-th is taken at k - 1, not -1: one converter's decomposition turned -1 into an empty slice."""
     similarity = features @ bank.T  # (N, M)
-    return 1 - similarity.topk(k, dim=1).values[:, -1]
+    values = similarity.topk(k, dim=1).values if topk is None else topk(similarity, k)[0]
+    return 1 - values[:, k - 1]
 
 
 class TrustedModel(nn.Module):

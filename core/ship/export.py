@@ -14,14 +14,17 @@ The run's export/ folder (and the zip) holds:
 and, as asked (FORMATS; all by default):
   model.int8.onnx      int8 weights and activations (core.ship.quantize): about half the size, its agreement measured
   web/index.html       a page that runs model.onnx in the browser from file://, no server, no network (core.ship.web)
+  model.tflite         LiteRT (TensorFlow Lite) for Android and iOS, batch 1; model.int8.tflite its int8 variant
+  model.mlpackage      Core ML for Apple devices, preprocessing and class labels inside (core.ship.mobile)
 
-    python -m core.ship.export RUN_DIR [--formats onnx-int8,web|none]
+    python -m core.ship.export RUN_DIR [--formats onnx-int8,web,tflite,tflite-int8,coreml|none]
     # prints the zip's path and the verification; a refusal is one sentence, exit 2
 """
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import sys
 import warnings
 import zipfile
@@ -44,7 +47,8 @@ OUTPUT_NAMES = ("probabilities", "unknown_score", "unknown")
 EXPORT_FILES = ("model.onnx", "model.torchscript.pt", "weights.safetensors", "classes.json", "preprocessing.json",
                 "verification.json")  # always; the formats below add theirs
 # What each optional format adds, and what makes it. The command line and the Runs page make them all by default.
-FORMATS = {"onnx-int8": ("model.int8.onnx",), "web": ("web/index.html",)}
+FORMATS = {"onnx-int8": ("model.int8.onnx",), "web": ("web/index.html",), "tflite": ("model.tflite",),
+           "tflite-int8": ("model.int8.tflite",), "coreml": ("model.mlpackage",)}
 
 # What core.data.images.fit_square does, as a caller writes it with PIL (`size` is preprocessing.json's "size").
 RESIZE_STEPS = {
@@ -157,8 +161,9 @@ def export_run(run_dir: Path, formats: tuple[str, ...] = tuple(FORMATS)) -> Path
     (folder / "verification.json").unlink(missing_ok=True)
     for files in FORMATS.values():  # an earlier export's optional files belong to an older model
         for name in files:
-            (folder / name).unlink(missing_ok=True)
+            shutil.rmtree(folder / name) if (folder / name).is_dir() else (folder / name).unlink(missing_ok=True)
     write_exports(trusted, class_names, config, folder)
+    write_mobile(ExportedModel(trusted), class_names, config.size, folder, formats)
     if "onnx-int8" in formats:
         from core.ship.quantize import calibration_pixels, quantize_onnx
 
@@ -172,6 +177,26 @@ def export_run(run_dir: Path, formats: tuple[str, ...] = tuple(FORMATS)) -> Path
             raise ExportError(str(error)) from error
     verify_export(run_dir)
     return folder
+
+
+def write_mobile(exported: ExportedModel, class_names: list[str], size: int, folder: Path,
+                 formats: tuple[str, ...]) -> None:
+    """The LiteRT and Core ML files asked for (core.ship.mobile); the int8 LiteRT file comes from the full one."""
+    from core.ship import mobile
+
+    try:
+        if "tflite" in formats or "tflite-int8" in formats:
+            mobile.convert_tflite(exported, size, folder)
+        if "tflite-int8" in formats:
+            mobile.quantize_tflite(folder)
+            if "tflite" not in formats:
+                (folder / mobile.TFLITE).unlink()
+        if "coreml" in formats:
+            mobile.convert_coreml(exported, size, class_names, folder)
+    except (RuntimeError, ValueError, AssertionError, NotImplementedError) as error:
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ExportError(f"This model could not be converted for phones ({reason}). ONNX, TorchScript and the "
+                          "web page work without it: export again without LiteRT and Core ML.") from error
 
 
 def read_verification(run_dir: Path) -> dict | None:

@@ -66,7 +66,8 @@ def verify_export(run_dir: Path) -> dict:
     TrustedModel; write verification.json and return it:
         {"n", "<name>_top1_agreement" for each full-precision file, "unknown_agreement": {name: ...},
          "unknown_ties", "max_probability_difference", "max_unknown_score_difference", "accuracy": {"app", name...},
-         "checkpoint", "sizes": {file: bytes}, "int8": {name: {"top1_agreement", "unknown_agreement", "accuracy"}}}
+         "checkpoint", "sizes": {file: bytes}, "int8": {name: {"top1_agreement", "unknown_agreement", "accuracy"}},
+         "coreml": {"inputs", "outputs", "class_labels", "threshold"} when there is a Core ML file}
     ExportError (a sentence) when a full-precision file disagrees with the app on the top class, or on "none of
     these" away from the threshold, for more than 1 - MIN_AGREEMENT of the images, or an int8 file's top classes
     agree on fewer than INT8_FLOOR."""
@@ -77,7 +78,7 @@ def verify_export(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir).export_folder
     (folder / "verification.json").unlink(missing_ok=True)  # a failed or cut-off check leaves no old verdict behind
-    trusted, _, config = load_trusted_model(run_dir)
+    trusted, class_names, config = load_trusted_model(run_dir)
     data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize,
                        edits_upto=RunFolder(run_dir).edits_upto(config))  # the data the run had, not today's
     split = Split.from_dataset(data, config.valid_pct, config.seed)
@@ -122,6 +123,12 @@ def verify_export(run_dir: Path) -> dict:
             if result["int8"][name]["top1_agreement"] < INT8_FLOOR:
                 off = int((outputs[0].argmax(1) != expected.top).sum())
                 problems.append(f"{file} chose another class than the app for {off} of {n}")
+    if (folder / "model.mlpackage").is_dir():  # Core ML runs only on Apple systems: its program is checked
+        from core.ship.mobile import describe_coreml
+
+        result["coreml"] = described = describe_coreml(folder / "model.mlpackage")
+        if described["class_labels"] != class_names or described["threshold"] != trusted.threshold:
+            problems.append("model.mlpackage does not carry the run's classes and threshold for")
     if problems:
         raise ExportError(f"The export does not predict like the app: {' and '.join(problems)} validation images. "
                           "Do not use these files; export again, and if it fails again, train the run again.")
