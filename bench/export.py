@@ -87,15 +87,18 @@ def main() -> None:
         valid = Split.from_dataset(load_source(config.data, config.size), config.valid_pct, config.seed).valid_images
         pixels = valid.permute(0, 2, 3, 1).contiguous()
         rates = {}
-        print(f"{'file':24} {'size':>9} {'agrees':>7} {'accuracy':>8} {'images/s':>9} {'vs ONNX':>7}")
+        print(f"{'file':24} {'size':>9} {'agrees':>7} {'accuracy':>8} {'images/s':>9} {'vs ONNX':>7} "
+              f"{'batch 1':>8} {'vs ONNX':>7}")
         for name, file in [*MODEL_FILES.items(), *((f"{n} int8", f) for n, f in INT8_FILES.items())]:
             if not (export / file).is_file():
                 continue
             rates[file] = images_per_second(export / file, pixels, args.batch, args.repeats)
+            rates[f"{file} 1"] = images_per_second(export / file, pixels[:64], 1, args.repeats)
             measured = verification["int8"][name.split()[0]] if name.endswith("int8") else {
                 "top1_agreement": verification[f"{name}_top1_agreement"], "accuracy": verification["accuracy"][name]}
             print(f"{file:24} {verification['sizes'][file] / 1e6:7.1f} MB {measured['top1_agreement']:7.1%} "
-                  f"{measured['accuracy']:8.1%} {rates[file]:9.0f} {rates[file] / rates['model.onnx']:6.2f}×")
+                  f"{measured['accuracy']:8.1%} {rates[file]:9.0f} {rates[file] / rates['model.onnx']:6.2f}× "
+                  f"{rates[f'{file} 1']:8.0f} {rates[f'{file} 1'] / rates['model.onnx 1']:6.2f}×")
         with zipfile.ZipFile(io.BytesIO(zip_export(run_dir))) as archive:
             archive.extractall(folder / "unzipped")
         image = folder / "digit.png"
@@ -104,7 +107,8 @@ def main() -> None:
         print(f"web/index.html ({verification['sizes']['web/index.html'] / 1e6:.1f} MB): first answer "
               f"{statistics.median(seconds):.2f} s after opening it (median of {len(seconds)}: "
               f"{' '.join(f'{s:.2f}' for s in seconds)})")
-        print(f"{len(pixels)} validation images at {config.size} px, batches of {args.batch}, torch threads "
+        print(f"{len(pixels)} validation images at {config.size} px, batches of {args.batch} (LiteRT's file takes "
+              f"one image a call), and 64 of them one by one; torch threads "
               f"{torch.get_num_threads()}; median of {args.repeats} passes; agreement and accuracy from "
               "verification.json")
 

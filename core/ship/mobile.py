@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import shutil
 import warnings
@@ -60,7 +61,7 @@ def convert_tflite(exported, size: int, folder: Path) -> Path:
     import litert_torch
 
     example = torch.zeros(1, size, size, 3, dtype=torch.uint8)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # progress, notes
         warnings.simplefilter("ignore")
         edge = litert_torch.convert(_LiteRTModel(exported), sample_kwargs={"pixels": example})
     edge.export(str(folder / TFLITE))
@@ -71,8 +72,9 @@ def quantize_tflite(folder: Path) -> Path:
     """folder/model.int8.tflite from folder/model.tflite: int8 weights, activations quantized as it runs."""
     from ai_edge_quantizer import quantizer, recipe
 
-    quantized = quantizer.Quantizer(str(folder / TFLITE), recipe.dynamic_wi8_afp32()).quantize(
-        None, enable_progress_report=False)
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
+        quantized = quantizer.Quantizer(str(folder / TFLITE), recipe.dynamic_wi8_afp32()).quantize(
+            None, enable_progress_report=False)
     (folder / TFLITE_INT8).unlink(missing_ok=True)
     quantized.export_model(str(folder / TFLITE_INT8), overwrite=True)
     return folder / TFLITE_INT8
@@ -136,6 +138,7 @@ DESCRIPTIONS = {"image": "RGB image, made square at the run's size as preprocess
 
 def convert_coreml(exported, size: int, class_names: list[str], folder: Path) -> Path:
     """folder/model.mlpackage of an ExportedModel (an ML program for iOS 16 / macOS 13 and later)."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)  # that its runtime is Apple's only, on import
     import coremltools as ct
 
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # its progress bars
