@@ -141,7 +141,9 @@ class MLflowLogger(Tracker):
         self.client.log_metric(self.run_id, "final_accuracy", float(logs["accuracy"]), step=self.learner.epoch)
         if logs.get("state") == "completed":
             self.learner.announce("Exporting the model for MLflow")
-            self.client.log_artifacts(self.run_id, str(export_run(self.folder.path)), "model")
+            # ONNX and TorchScript: the other formats (half a minute more on a CPU) come from the Runs page or
+            # python -m core.ship.export
+            self.client.log_artifacts(self.run_id, str(export_run(self.folder.path, formats=())), "model")
 
     def release(self, state: str) -> None:
         if getattr(self, "run_id", None):
