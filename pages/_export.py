@@ -47,8 +47,13 @@ print(out.featureValue(for: "classLabel")!.stringValue, out.featureValue(for: "u
 def show_export(run: store.RunSummary) -> None:
     """Export and verify on a click (seconds on a GPU, up to a few minutes on a CPU), then the formats, what the
     verification found and the zip; a run exported before shows them at once."""
-    chosen = st.multiselect("Besides ONNX and TorchScript", list(FORMATS), default=list(FORMATS),
-                            format_func=CHOICES.get, key=f"formats:{run.run_id}")
+    from core.ship.web import available
+
+    offered = [name for name in FORMATS if name != "web" or available()]  # onnxruntime-web comes with setup.sh
+    chosen = st.multiselect("Besides ONNX and TorchScript", offered, default=offered, format_func=CHOICES.get,
+                            key=f"formats:{run.run_id}")
+    if "web" not in offered:
+        st.caption("The web page needs onnxruntime-web: run `scripts/setup.sh` once with a network to fetch it.")
     if st.button("Export and verify", key=f"export:{run.run_id}", icon=":material/verified:",
                  help="Writes the model files (each takes plain RGB pixels), runs every one over every validation "
                  "image and checks it predicts like the app."):

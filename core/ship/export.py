@@ -172,7 +172,7 @@ def export_run(run_dir: Path, formats: tuple[str, ...] = tuple(FORMATS)) -> Path
         from core.ship.web import WebPageError
 
         try:
-            write_page(folder, class_names, config.size, config.resize, f"{run_dir.resolve().name}: what is it?")
+            write_page(folder, class_names, config.size, config.resize, f"{run_dir.resolve().name}: image classifier")
         except WebPageError as error:
             raise ExportError(str(error)) from error
     verify_export(run_dir)

@@ -63,6 +63,11 @@ def vendor(target: Path = VENDOR) -> Path:
     return target
 
 
+def available(folder: Path = VENDOR) -> bool:
+    """Whether onnxruntime-web is here to make a page with."""
+    return all((folder / name).is_file() for name in (BUNDLE, WASM))
+
+
 def _ort_script(folder: Path) -> str:
     """The bundle as an inline module script that sets globalThis.ort instead of exporting."""
     bundle = (folder / BUNDLE).read_text(encoding="utf-8")
@@ -89,7 +94,7 @@ def _data_block(name: str, data: bytes) -> str:
 def build_page(onnx_model: bytes, class_names: list[str], size: int, resize: str, title: str,
                ort_folder: Path = VENDOR) -> str:
     """The page's text, with everything inside it."""
-    if not all((ort_folder / name).is_file() for name in (BUNDLE, WASM)):
+    if not available(ort_folder):
         raise WebPageError(f"onnxruntime-web {ORT_WEB_VERSION} is not in {ort_folder}: run "
                            "`.venv/bin/python -m core.ship.web vendor` (or scripts/setup.sh) once with a network, "
                            "then export again.")
