@@ -27,7 +27,7 @@ from core.ship.export import (
     verify_export,
     zip_export,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, linked_copy
 
 pytestmark = pytest.mark.slow  # ./test.sh -m "not slow" leaves these out
 
@@ -267,8 +267,7 @@ def test_the_runs_page_shows_the_verification_beside_the_download(exported, tmp_
 
 def test_a_verification_whose_files_have_gone_is_not_shown_and_an_unknown_format_is_refused(exported, tmp_path,
                                                                                             capsys):
-    run_dir = tmp_path / "copy"
-    shutil.copytree(exported[0], run_dir)
+    run_dir = linked_copy(exported[0], tmp_path / "copy")
     assert read_verification(run_dir) is not None
     (RunFolder(run_dir).export_folder / "web" / "index.html").unlink()  # measured, then removed by hand
     assert read_verification(run_dir) is None

@@ -230,6 +230,9 @@ def describe(verification: dict) -> str:
             f"{''.join(', ' + a for a in agree[1:])}; accuracy {verification['accuracy']['app']:.1%}.")
 
 
+WEIGHTS = (".onnx", ".pt", ".tflite", ".safetensors", ".bin")  # stored in the zip, not compressed
+
+
 def exported_files(folder: Path) -> list[Path]:
     """Every file of the export folder that goes into the zip."""
     return [path for path in sorted(folder.rglob("*")) if path.is_file() and path.suffix != ".zip"]
@@ -243,7 +246,9 @@ def zip_export(run_dir: Path) -> bytes:
         for path in exported_files(folder):  # each file rw-r--r-- whatever its mode here (safetensors writes 600)
             name = f"{Path(run_dir).name}/{path.relative_to(folder).as_posix()}"
             entry = zipfile.ZipInfo.from_file(path, name)
-            entry.external_attr, entry.compress_type = (0o100644 << 16), zipfile.ZIP_DEFLATED
+            # weights are near-random floats: deflate saved 8% of them at 30x the time of storing them as they are
+            entry.external_attr = 0o100644 << 16
+            entry.compress_type = zipfile.ZIP_STORED if path.suffix in WEIGHTS else zipfile.ZIP_DEFLATED
             archive.writestr(entry, path.read_bytes())
     return buffer.getvalue()
 
