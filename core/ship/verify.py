@@ -71,21 +71,13 @@ def verify_export(run_dir: Path) -> dict:
     ExportError (a sentence) when a full-precision file disagrees with the app on the top class, or on "none of
     these" away from the threshold, for more than 1 - MIN_AGREEMENT of the images, or an int8 file's top classes
     agree on fewer than INT8_FLOOR."""
-    from core.data.load import Split, load_source
-    from core.inspect.trust import load_trusted_model
     from core.runs.folder import RunFolder
 
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir).export_folder
     (folder / "verification.json").unlink(missing_ok=True)  # a failed or cut-off check leaves no old verdict behind
-    trusted, class_names, config = load_trusted_model(run_dir)
-    data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize,
-                       edits_upto=RunFolder(run_dir).edits_upto(config))  # the data the run had, not today's
-    split = Split.from_dataset(data, config.valid_pct, config.seed)
-    images, labels = split.valid_images, split.valid_labels.numpy()  # (N, 3, S, S) uint8, (N,)
+    trusted, class_names, images, labels = _validation_set(run_dir)
     pixels, n = images.permute(0, 2, 3, 1).contiguous(), len(labels)  # (N, S, S, 3): the exported files' input
-    if n == 0:
-        raise ExportError("The run has no validation images to check its export on.")
 
     def app(batch: torch.Tensor) -> list[np.ndarray]:  # (B, 3, S, S), as core.ship.predict.Predictor predicts
         probabilities, scores = trusted(batch)
@@ -93,15 +85,50 @@ def verify_export(run_dir: Path) -> dict:
 
     with torch.no_grad():
         expected = _Expected(*in_batches(app, images), labels, trusted.threshold)
-    full = {name: in_batches(runner(folder / file), pixels) for name, file in MODEL_FILES.items()
-            if (folder / file).is_file()}
-    result = {"n": n, **{f"{name}_top1_agreement": expected.agreement(out) for name, out in full.items()},
-              "unknown_agreement": {}, "unknown_ties": {}, "max_probability_difference": {},
+    result = {"n": n, "unknown_agreement": {}, "unknown_ties": {}, "max_probability_difference": {},
               "max_unknown_score_difference": {}, "accuracy": {"app": expected.accuracy(expected.outputs)},
-              "checkpoint": RunFolder(run_dir).model_checkpoint().name}
-    problems = []
-    for name, outputs in full.items():
+              "checkpoint": RunFolder(run_dir).model_checkpoint().name, "int8": {}}
+    problems = _check_full(folder, pixels, expected, result) + _check_int8(folder, pixels, expected, result)
+    if problems:
+        raise ExportError(f"The export does not predict like the app: {' and '.join(problems)} validation images. "
+                          "Do not use these files; export again, and if it fails again, train the run again.")
+    if (folder / "model.mlpackage").is_dir():  # Core ML runs only on Apple systems: its program is checked
+        from core.ship.mobile import describe_coreml
+
+        result["coreml"] = described = describe_coreml(folder / "model.mlpackage")
+        if described["class_labels"] != class_names or described["threshold"] != trusted.threshold:
+            raise ExportError("model.mlpackage does not carry the run's classes and threshold: do not use it; "
+                              "export again.")
+    result["sizes"] = export_sizes(folder)
+    write_json_atomic(folder / "verification.json", result)
+    return result
+
+
+def _validation_set(run_dir: Path) -> tuple:
+    """(the run's TrustedModel, its class names, validation images (N, 3, S, S) uint8, their labels (N,)): the data
+    the run had, not today's."""
+    from core.data.load import Split, load_source
+    from core.inspect.trust import load_trusted_model
+    from core.runs.folder import RunFolder
+
+    trusted, class_names, config = load_trusted_model(run_dir)
+    data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize,
+                       edits_upto=RunFolder(run_dir).edits_upto(config))
+    split = Split.from_dataset(data, config.valid_pct, config.seed)
+    if len(split.valid_labels) == 0:
+        raise ExportError("The run has no validation images to check its export on.")
+    return trusted, class_names, split.valid_images, split.valid_labels.numpy()
+
+
+def _check_full(folder: Path, pixels: torch.Tensor, expected: _Expected, result: dict) -> list[str]:
+    """Each full-precision file's figures into `result`; what fails MIN_AGREEMENT, in words."""
+    problems, n = [], len(pixels)
+    for name, file in MODEL_FILES.items():
+        if not (folder / file).is_file():
+            continue
+        outputs = in_batches(runner(folder / file), pixels)
         differs, ties = expected.verdicts(outputs)
+        result[f"{name}_top1_agreement"] = expected.agreement(outputs)
         result["unknown_agreement"][name] = float(1 - differs.mean())
         result["unknown_ties"][name] = int(ties)
         result["max_probability_difference"][name] = float(np.abs(outputs[0] - expected.outputs[0]).max())
@@ -109,32 +136,25 @@ def verify_export(run_dir: Path) -> dict:
         result["accuracy"][name] = expected.accuracy(outputs)
         top_off, verdict_off = int((outputs[0].argmax(1) != expected.top).sum()), int(differs.sum())
         if top_off > (1 - MIN_AGREEMENT) * n:
-            problems.append(f"{MODEL_FILES[name]} chose another class than the app for {top_off} of {n}")
+            problems.append(f"{file} chose another class than the app for {top_off} of {n}")
         elif verdict_off > (1 - MIN_AGREEMENT) * n:
-            problems.append(f"{MODEL_FILES[name]} said \"none of these\" differently from the app for "
-                            f"{verdict_off} of {n}")
-    result["int8"] = {}
-    for name, file in INT8_FILES.items():
-        if (folder / file).is_file():
-            outputs = in_batches(runner(folder / file), pixels)
-            result["int8"][name] = {"top1_agreement": expected.agreement(outputs),
-                                    "accuracy": expected.accuracy(outputs),
-                                    "unknown_agreement": float(1 - expected.verdicts(outputs)[0].mean())}
-            if result["int8"][name]["top1_agreement"] < INT8_FLOOR:
-                off = int((outputs[0].argmax(1) != expected.top).sum())
-                problems.append(f"{file} chose another class than the app for {off} of {n}")
-    if (folder / "model.mlpackage").is_dir():  # Core ML runs only on Apple systems: its program is checked
-        from core.ship.mobile import describe_coreml
+            problems.append(f"{file} said \"none of these\" differently from the app for {verdict_off} of {n}")
+    return problems
 
-        result["coreml"] = described = describe_coreml(folder / "model.mlpackage")
-        if described["class_labels"] != class_names or described["threshold"] != trusted.threshold:
-            problems.append("model.mlpackage does not carry the run's classes and threshold for")
-    if problems:
-        raise ExportError(f"The export does not predict like the app: {' and '.join(problems)} validation images. "
-                          "Do not use these files; export again, and if it fails again, train the run again.")
-    result["sizes"] = export_sizes(folder)
-    write_json_atomic(folder / "verification.json", result)
-    return result
+
+def _check_int8(folder: Path, pixels: torch.Tensor, expected: _Expected, result: dict) -> list[str]:
+    """Each int8 file's agreement, accuracy and verdicts into result["int8"]; what fails INT8_FLOOR, in words."""
+    problems = []
+    for name, file in INT8_FILES.items():
+        if not (folder / file).is_file():
+            continue
+        outputs = in_batches(runner(folder / file), pixels)
+        result["int8"][name] = {"top1_agreement": expected.agreement(outputs), "accuracy": expected.accuracy(outputs),
+                                "unknown_agreement": float(1 - expected.verdicts(outputs)[0].mean())}
+        if result["int8"][name]["top1_agreement"] < INT8_FLOOR:
+            off = int((outputs[0].argmax(1) != expected.top).sum())
+            problems.append(f"{file} chose another class than the app for {off} of {len(pixels)}")
+    return problems
 
 
 class _Expected:
