@@ -269,6 +269,13 @@ def test_a_verification_whose_files_have_gone_is_not_shown_and_an_unknown_format
                                                                                             capsys):
     run_dir = linked_copy(exported[0], tmp_path / "copy")
     assert read_verification(run_dir) is not None
+    written = RunFolder(run_dir).export_folder / "verification.json"
+    verification = written.read_text()
+    written.unlink()  # a hard link: replaced, not written through
+    written.write_text(json.dumps({k: v for k, v in json.loads(verification).items() if k != "sizes"}))
+    assert read_verification(run_dir) is None  # as the app wrote it before it measured sizes: export again
+    written.write_text(verification)
+    assert read_verification(run_dir) is not None
     (RunFolder(run_dir).export_folder / "web" / "index.html").unlink()  # measured, then removed by hand
     assert read_verification(run_dir) is None
     assert main([str(run_dir), "--formats", "web,gif"]) == 2

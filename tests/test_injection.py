@@ -282,3 +282,15 @@ def test_a_browser_draws_hostile_names_as_literal_text_and_fetches_nothing(hosti
         assert fetched == []
         expect(page.get_by_test_id("stException")).to_have_count(0)
         browser.close()
+
+
+def test_the_exported_web_page_carries_hostile_class_and_run_names_as_data():
+    from core.ship.web import available, build_page
+
+    assert available(), "onnxruntime-web: scripts/setup.sh fetches it"
+    classes = [*HOSTILE, "</script><script>alert(1)</script>", "__APP__"]
+    page = build_page(b"not a model", classes, 32, "squish", "run __ORT__ </title><b>x")
+    assert page.count("globalThis.ort={") == 1 and page.count("const CFG = JSON.parse") == 1  # nothing pasted twice
+    assert "<title>run __ORT__ &lt;/title&gt;&lt;b&gt;x</title>" in page
+    config = re.search(r'<script type="application/json" id="config">(.*?)</script>', page, re.S).group(1)
+    assert "<" not in config and json.loads(config)["classes"] == classes  # the page reads them back exactly

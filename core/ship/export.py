@@ -209,11 +209,11 @@ def read_verification(run_dir: Path) -> dict | None:
         if not all((folder / name).is_file() for name in EXPORT_FILES) or checkpoint is None:
             return None
         verification = read_json(path)
-        if set(verification.get("sizes", {})) - set(export_sizes(folder)):  # a file it measured has gone
+        if set(verification["sizes"]) - set(export_sizes(folder)):  # a file it measured has gone
             return None
         if path.stat().st_mtime < max(checkpoint.stat().st_mtime, run.trust_path.stat().st_mtime):
             return None
-    except (OSError, AttributeError):
+    except (OSError, KeyError, TypeError):  # an older app's verification (no sizes) or not as this app writes it
         return None
     try:
         describe(verification)

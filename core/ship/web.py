@@ -108,10 +108,10 @@ def build_page(onnx_model: bytes, class_names: list[str], size: int, resize: str
               + _data_block("model", packed if zipped else onnx_model))
     app = (ROOT / "assets" / "web" / "app.js").read_text(encoding="utf-8")
     page = (ROOT / "assets" / "web" / "page.html").read_text(encoding="utf-8")
-    for marker, text in (("__TITLE__", html.escape(title)), ("__CONFIG__", config_json), ("__BLOBS__", blocks),
-                         ("__APP__", app), ("__ORT__", _ort_script(ort_folder))):  # the bundle last: not scanned
-        page = page.replace(marker, text)
-    return page
+    parts = {"TITLE": html.escape(title), "CONFIG": config_json, "BLOBS": blocks, "APP": app,
+             "ORT": _ort_script(ort_folder)}
+    # one pass: what goes in (a run named __APP__, the bundle's own text) is never read for markers again
+    return re.sub(r"__(TITLE|CONFIG|BLOBS|APP|ORT)__", lambda found: parts[found.group(1)], page)
 
 
 def write_page(export_folder: Path, class_names: list[str], size: int, resize: str, title: str) -> Path:
