@@ -21,7 +21,7 @@ import json, numpy as np, onnxruntime   # pixels: (1, S, S, 3) uint8, made as pr
 session = onnxruntime.InferenceSession("model.onnx")
 probabilities, unknown_score, unknown = session.run(None, {"pixels": pixels})
 print("none of these" if unknown[0] else json.load(open("classes.json"))[probabilities[0].argmax()])"""),
-    ("model.int8.onnx", "int8 ONNX: the same interface, a third of the size", "python", """\
+    ("model.int8.onnx", "int8 ONNX: the same interface, about half the size", "python", """\
 session = onnxruntime.InferenceSession("model.int8.onnx")   # then as model.onnx"""),
     ("model.torchscript.pt", "TorchScript: PyTorch and LibTorch (C++)", "python", """\
 model = torch.jit.load("model.torchscript.pt")
@@ -87,7 +87,7 @@ def format_table(verification: dict) -> pd.DataFrame:
               measured["accuracy"], "int8") for name, measured in verification.get("int8", {}).items()]
     if "coreml" in verification:
         rows.append(("model.mlpackage", verification["sizes"].get("model.mlpackage"), None, None,
-                     "full; runs only on Apple systems: its inputs, outputs and classes were checked"))
+                     "full; Apple systems only (its interface and classes checked)"))
     if "web/index.html" in verification["sizes"]:
         rows.append(("web/index.html", verification["sizes"]["web/index.html"], verification["onnx_top1_agreement"],
                      verification["accuracy"]["onnx"], "full (runs model.onnx)"))
