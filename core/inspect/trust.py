@@ -183,10 +183,11 @@ class TrustedModel(nn.Module):
         """(B, F) penultimate features of RGB pixels 0..255."""
         return self.pool(self.body((pixels.float() - self.mean) / self.std))
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor, topk=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`topk`: knn_scores' (a converter's own op, core.ship.mobile)."""
         features = self.features(pixels)
         probs = (self.classifier(features) / self.temperature).softmax(1)
-        return probs, knn_scores(F.normalize(features, dim=1), self.bank, self.k)
+        return probs, knn_scores(F.normalize(features, dim=1), self.bank, self.k, topk)
 
 
 def features_and_logits(model: nn.Sequential, images: torch.Tensor, batch_size: int = 256,

@@ -38,12 +38,11 @@ from core.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import BrokenRun, DataError
 from core.inspect.trust import TrustedModel, load_trusted_model
 from core.runs.folder import RunFolder
-from core.ship.verify import INPUT_NAME, LABELS, MODEL_FILES, ExportError, export_sizes, verify_export
+from core.ship.verify import INPUT_NAME, LABELS, MODEL_FILES, OUTPUT_NAMES, ExportError, export_sizes, verify_export
 
 __all__ = ["ExportError", "ExportedModel", "export_run", "verify_export", "read_verification", "describe",
            "zip_export", "FORMATS"]
 
-OUTPUT_NAMES = ("probabilities", "unknown_score", "unknown")
 EXPORT_FILES = ("model.onnx", "model.torchscript.pt", "weights.safetensors", "classes.json", "preprocessing.json",
                 "verification.json")  # always; the formats below add theirs
 # What each optional format adds, and what makes it. The command line and the Runs page make them all by default.

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.inspect.trust import knn_scores
+from core.ship.verify import OUTPUT_NAMES
 
 TFLITE, TFLITE_INT8, COREML = "model.tflite", "model.int8.tflite", "model.mlpackage"
 SIGNATURE = "serving_default"  # litert-torch's signature
-OUTPUTS = ("probabilities", "unknown_score", "unknown")
 
 
 class _LiteRTModel(nn.Module):
@@ -48,11 +48,8 @@ class _LiteRTModel(nn.Module):
         self.eval()
 
     def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.trusted.features(pixels.permute(0, 3, 1, 2))
-        probabilities = (self.trusted.classifier(features) / self.trusted.temperature).softmax(1)
-        scores = knn_scores(F.normalize(features, dim=1), self.trusted.bank, self.trusted.k,
-                            topk=torch.ops.tfl.topk_v2)
-        return {"probabilities": probabilities, "unknown_score": scores, "unknown": scores > self.threshold}
+        probabilities, scores = self.trusted(pixels.permute(0, 3, 1, 2), topk=torch.ops.tfl.topk_v2)
+        return dict(zip(OUTPUT_NAMES, (probabilities, scores, scores > self.threshold)))
 
 
 def convert_tflite(exported, size: int, folder: Path) -> Path:
@@ -91,7 +88,8 @@ def tflite_runner(path: Path, num_threads: int | None = None):
     batch, named = int(given["shape"][0]), {d["name"]: d for d in interpreter.get_output_details()}
     # serving_default_<name>_output: the signature's tensors (read directly: the signature runner of a quantized
     # file can name a tensor that holds no data)
-    outputs = [next(d for key, d in named.items() if key.startswith(f"{SIGNATURE}_{name}_output")) for name in OUTPUTS]
+    outputs = [next(d for key, d in named.items() if key.startswith(f"{SIGNATURE}_{name}_output"))
+               for name in OUTPUT_NAMES]
 
     def read(detail) -> np.ndarray:
         value = interpreter.get_tensor(detail["index"])
