@@ -38,7 +38,8 @@ from core.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import BrokenRun, DataError
 from core.inspect.trust import TrustedModel, load_trusted_model
 from core.runs.folder import RunFolder
-from core.ship.verify import INPUT_NAME, LABELS, MODEL_FILES, OUTPUT_NAMES, ExportError, export_sizes, verify_export
+from core.ship import INPUT_NAME, OUTPUT_NAMES
+from core.ship.verify import LABELS, MODEL_FILES, ExportError, export_sizes, verify_export
 
 __all__ = ["ExportError", "ExportedModel", "export_run", "verify_export", "read_verification", "describe",
            "zip_export", "FORMATS"]

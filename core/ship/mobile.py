@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.inspect.trust import knn_scores
-from core.ship.verify import OUTPUT_NAMES
+from core.ship import OUTPUT_NAMES
 
 TFLITE, TFLITE_INT8, COREML = "model.tflite", "model.int8.tflite", "model.mlpackage"
 SIGNATURE = "serving_default"  # litert-torch's signature

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 
 from core.atomic import write_json_atomic
+from core.ship import INPUT_NAME
 
-INPUT_NAME = "pixels"
-OUTPUT_NAMES = ("probabilities", "unknown_score", "unknown")  # every model file's, in this order
 MIN_AGREEMENT = 0.999  # of top classes and unknown verdicts, per full-precision file; below it the export fails
 INT8_FLOOR = 0.9  # an int8 file that agrees with the app on fewer top classes than this is not kept
 # An image whose app score lies this close to the threshold is a tie: the files' float rounding (about 1e-6 on the
