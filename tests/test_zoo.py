@@ -73,14 +73,41 @@ def test_a_timm_backbone_sees_images_normalized_as_its_weights_were_trained(tmp_
 
 
 def test_a_weights_file_of_another_model_or_a_damaged_one_is_a_sentence(tmp_path):
-    with pytest.raises(WeightsUnavailable, match="could not be loaded into"):
+    with pytest.raises(WeightsUnavailable, match=f"{VIT}.safetensors (does not fit|could not be loaded into)"):
         build_classifier(f"timm:{CNN}", 3, pretrained=True, size=32, weights=weights_file(tmp_path, VIT))
+    headless_vit = tmp_path / "vit_features.safetensors"  # without its classifier, still another model
+    save_file(timm.create_model(VIT, pretrained=False, num_classes=0).state_dict(), str(headless_vit))
+    for arch in (f"timm:{CNN}", "resnet18"):
+        with pytest.raises(WeightsUnavailable, match="does not fit this backbone .*missing"):
+            build_classifier(arch, 3, pretrained=True, size=32, weights=str(headless_vit))
     damaged = tmp_path / "damaged.safetensors"
     damaged.write_bytes(b"not a tensor file")
     with pytest.raises(WeightsUnavailable, match="damaged.safetensors"):
         build_classifier(f"timm:{CNN}", 3, pretrained=True, size=32, weights=str(damaged))
     with pytest.raises(WeightsUnavailable, match="could not be loaded"):  # the built-in backbones read files too
         build_classifier("resnet18", 3, pretrained=True, size=32, weights=str(damaged))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "timm:resnet18", f"timm:{CNN}", f"timm:{VIT}"])
+@pytest.mark.parametrize("head", ["none", "another task's"])
+def test_a_backbone_saved_without_its_classifier_loads_into_the_body(tmp_path, arch, head):
+    """A feature extractor's weights (timm's num_classes=0 state dict), or a model fine-tuned for other classes: the
+    body takes every weight, the new head is the run's own. Such files were refused ("Missing key(s) ... fc.weight")."""
+    name = {"resnet18": "resnet18"}.get(arch, arch.removeprefix("timm:"))
+    torch.manual_seed(1)
+    saved = timm.create_model(name, pretrained=False, num_classes=0 if head == "none" else 7).state_dict()
+    path = tmp_path / "backbone.safetensors"
+    save_file(saved, str(path))
+    classifier = build_classifier(arch, 3, pretrained=True, size=32, weights=str(path))
+    body = classifier.body.state_dict()
+    prefix = "net." if arch.startswith("timm:") else ""
+    weights = {key: value for key, value in saved.items()  # a ViT's position embeddings are resampled to 32 px
+               if not key.startswith(("fc.", "head.", "classifier.")) and key != "pos_embed"}
+    if arch == "resnet18":  # torchvision's layers in a Sequential: conv1 is 0, bn1 1, layer1 4, …
+        renamed = dict(zip(["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"], range(8)))
+        weights = {f"{renamed[key.split('.')[0]]}.{key.split('.', 1)[1]}": value for key, value in weights.items()}
+    assert weights and all(torch.equal(body[prefix + key], value) for key, value in weights.items())
+    assert classifier.model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
 
 
 def test_without_a_network_a_timm_backbone_says_what_to_do(monkeypatch):

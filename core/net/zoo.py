@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from core.config import TIMM_PREFIX, arch_known
-from core.net.arch import Arch, Backbone, WeightsUnavailable
+from core.net.arch import Arch, Backbone, WeightsUnavailable, check_fit, classifier_keys, read_weights
 
 # The Train page's list: today's backbones that fine-tune well on a CPU or a GPU (timm name with its weights tag).
 TIMM_BACKBONES: dict[str, str] = {
@@ -136,18 +136,48 @@ def _create(name: str, pretrained: bool, size: int, weights: str) -> nn.Module:
     if pretrained and not weights and not _cached(name) and not _hub_reachable():
         raise _no_weights(name, "huggingface.co cannot be reached from this machine")
     options = dict(pretrained=pretrained or bool(weights))
+    headless = None
     if weights:
         options["pretrained_cfg_overlay"] = dict(file=weights)
+        headless = _headless_file(name, weights)
+        if headless is not None:  # timm leaves the classifier out of the load, and builds none
+            options["num_classes"] = 0
     try:
         try:  # transformers are built for the image size (their position embeddings resampled to it)
-            return timm.create_model(name, img_size=size, **options)
+            net = timm.create_model(name, img_size=size, **options)
         except TypeError:  # a CNN: takes any size, and no img_size
-            return timm.create_model(name, **options)
+            net = timm.create_model(name, **options)
     except Exception as error:  # no network, a hub error, a damaged or mismatched file
         if weights:
             raise WeightsUnavailable(f"The weights file {weights} could not be loaded into {name} ({error}). It must "
                                      "be a safetensors file or a weights-only state dict of that model.") from error
         raise _no_weights(name, f"{type(error).__name__}: {error}") from error
+    if headless is not None:  # timm loaded it leniently (strict=False): every key must have had its place
+        check_fit(weights, headless, set(net.state_dict()), "/".join(_classifiers(name)))
+    return net
+
+
+def _classifiers(name: str) -> tuple[str, ...]:
+    """The module names of the ImageNet classifier(s) of timm's `name` ("fc", "head", "head.fc", …)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    names = getattr(cfg, "classifier", None) or "fc"
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def _headless_file(name: str, weights: str) -> set[str] | None:
+    """Where the weights file holds no ImageNet classifier for `name` (timm's num_classes=0 state dict, a feature
+    extractor, or another task's classifier), the keys of the rest; None where it holds the classifier."""
+    import timm
+
+    state = read_weights(weights)
+    cfg = timm.models.get_pretrained_cfg(name)
+    n_classes = getattr(cfg, "num_classes", None) or 1000
+    if all(classifier_keys(state, head, n_classes) for head in _classifiers(name)):
+        return None
+    heads = {f"{head}.{part}" for head in _classifiers(name) for part in ("weight", "bias")}
+    return set(state) - heads
 
 
 def _groups(net: nn.Module) -> list[list[nn.Parameter]]:
