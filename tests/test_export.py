@@ -1,6 +1,7 @@
 """Exports that predict exactly like the app: ONNX and TorchScript of a real digits run, checked image by image."""
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -213,12 +214,13 @@ def test_an_export_checked_against_a_changed_model_fails_with_a_sentence(exporte
     torch.save(state, checkpoint)
     with pytest.raises(ExportError) as refused:
         verify_export(run_dir)
-    assert str(refused.value) == (
-        "The export does not predict like the app: model.onnx chose another class than the app for 359 of 359 and "
-        "model.torchscript.pt chose another class than the app for 359 of 359 and model.tflite chose another class "
-        "than the app for 359 of 359 and model.int8.onnx chose another class than the app for 359 of 359 and "
-        "model.int8.tflite chose another class than the app for 359 of 359 validation images. Do not use these "
-        "files; export again, and if it fails again, train the run again.")
+    # The int8 files disagree with the float model on a few images anyway: one of those may land on the rolled class.
+    assert re.fullmatch(
+        r"The export does not predict like the app: model\.onnx chose another class than the app for 359 of 359 and "
+        r"model\.torchscript\.pt chose another class than the app for 359 of 359 and model\.tflite chose another "
+        r"class than the app for 359 of 359 and model\.int8\.onnx chose another class than the app for 3[45]\d of 359 "
+        r"and model\.int8\.tflite chose another class than the app for 3[45]\d of 359 validation images\. Do not use "
+        r"these files; export again, and if it fails again, train the run again\.", str(refused.value)), refused.value
     assert not (RunFolder(run_dir).export_folder / "verification.json").exists() and read_verification(run_dir) is None
 
 
