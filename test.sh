@@ -11,4 +11,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest "$@"
+# Two workers, a test file each at a time (pytest-xdist): a lone pytest kept the two cores two-thirds busy (browser
+# tests wait on servers, subprocesses start alone). -n 0: one process.
+exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"

@@ -5,9 +5,14 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-import pytest
-from hypothesis import settings
+# test.sh runs two pytest-xdist workers, each training with both cores' threads: OpenMP's threads then spin only
+# briefly before they sleep (core/__init__.py, which sets this too, but some test modules load torch first), so two
+# trainings share the cores instead of taking them from each other (bench.beside). Set before numpy and torch load.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 # Property tests run the full count of examples under CI (CI=true, or HYPOTHESIS_PROFILE=ci) and a fifth of it day
 # to day; neither has a deadline, since an example's time depends on how busy the machine is.
@@ -53,53 +58,77 @@ def _default_settings():
         settings_path().unlink(missing_ok=True)
 
 
+def made_once(tmp_path_factory, name: str, make) -> tuple[Path, str]:
+    """(a folder, what `make` said) for a session fixture: `make(folder)` fills the folder and returns a text. Under
+    pytest-xdist the first worker to need it makes it under a lock in the folder the workers share, and the others
+    read it there (the pattern pytest-xdist documents), so no reference run is trained twice."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        return folder, make(folder)
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, above every worker's own
+    folder, said = shared / f"made-{name}", shared / f"made-{name}.txt"
+    with FileLock(str(shared / f"made-{name}.lock")):
+        if not said.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker whose making failed left
+            folder.mkdir()
+            said.write_text(make(folder))
+    return folder, said.read_text()
+
+
+def _train(args: list[str]) -> str:
+    from core.train.__main__ import main
+
+    assert main(args) == 0
+    return ""
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A completed run folder made by the real command line entry."""
-    from core.train.__main__ import main
-
-    runs_dir = tmp_path_factory.mktemp("runs")
-    assert main([*TINY_RUN_ARGS, "--runs-dir", str(runs_dir), "--name", "tiny"]) == 0
+    runs_dir, _ = made_once(tmp_path_factory, "runs", lambda runs_dir: _train(
+        [*TINY_RUN_ARGS, "--runs-dir", str(runs_dir), "--name", "tiny"]))
     return runs_dir / "tiny"
 
 
 @pytest.fixture(scope="session")
 def warm_run(tmp_path_factory) -> Path:
     """A completed pretrained run of the digits at 32 px: 2 frozen epochs on cached features, then 1 unfrozen."""
-    from core.train.__main__ import main
-
-    runs_dir = tmp_path_factory.mktemp("warm")
-    assert main(["--data", "builtin:digits", "--size", "32", "--epochs", "1", "--freeze-epochs", "2", "--seed", "0",
-                 "--runs-dir", str(runs_dir), "--name", "warm"]) == 0
+    runs_dir, _ = made_once(tmp_path_factory, "warm", lambda runs_dir: _train(
+        ["--data", "builtin:digits", "--size", "32", "--epochs", "1", "--freeze-epochs", "2", "--seed", "0",
+         "--runs-dir", str(runs_dir), "--name", "warm"]))
     return runs_dir / "warm"
 
 
 @pytest.fixture(scope="session")
 def sweep_run(tmp_path_factory) -> Path:
     """A completed learning-rate sweep (--lr-find) of ResNet-18 from scratch on the digits at 16 px."""
-    from core.train.__main__ import main
-
     sweep_args = [a for a in TINY_RUN_ARGS if a not in ("--epochs", "1")]
-    runs_dir = tmp_path_factory.mktemp("sweep")
-    assert main([*sweep_args, "--size", "16", "--lr-find", "--runs-dir", str(runs_dir), "--name", "sweep"]) == 0
+    runs_dir, _ = made_once(tmp_path_factory, "sweep", lambda runs_dir: _train(
+        [*sweep_args, "--size", "16", "--lr-find", "--runs-dir", str(runs_dir), "--name", "sweep"]))
     return runs_dir / "sweep"
+
+
+def _export(trained_run: Path, folder: Path) -> str:
+    import contextlib
+    import io
+
+    from core.ship.export import main
+
+    shutil.copytree(trained_run, folder / "tiny")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([str(folder / "tiny")]) == 0
+    return printed.getvalue()
 
 
 @pytest.fixture(scope="session")
 def exported(trained_run, tmp_path_factory) -> tuple[Path, str]:
     """(a copy of the shared digits run exported once by the command line, what the command printed): an export
     writes into its run folder, so the shared run itself stays as it was trained."""
-    import contextlib
-    import io
-
-    from core.ship.export import main
-
-    run_dir = tmp_path_factory.mktemp("export") / "tiny"
-    shutil.copytree(trained_run, run_dir)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main([str(run_dir)]) == 0
-    return run_dir, printed.getvalue()
+    folder, printed = made_once(tmp_path_factory, "export", lambda folder: _export(trained_run, folder))
+    return folder / "tiny", printed
 
 
 def linked_copy(run_dir: Path, to: Path) -> Path:
