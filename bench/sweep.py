@@ -15,6 +15,7 @@ on data the search never saw (issue 25).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import time
 
@@ -26,6 +27,9 @@ from core.sweep.space import with_params
 
 SEARCH = "lr,epochs,wd,label_smoothing"
 EPOCHS = "epochs=1:6"  # at most twice the default's unfrozen epochs: a trial costs at most about twice a run
+# Two workers on one machine each take half its cores (docs/training.md): two torch jobs of all the cores each
+# oversubscribe them (5-12x slower here).
+HALF = str(max(1, (os.cpu_count() or 2) // 2))
 
 
 def main() -> None:
@@ -46,7 +50,9 @@ def main() -> None:
         workers = [subprocess.Popen([python(), "-m", "core.sweep", *base.cli_args(), "--trials", str(args.trials),
                                      "--study", "bench", "--storage", storage, "--search", SEARCH, "--range", EPOCHS,
                                      "--runs-dir", str(folder / f"worker{n}")], cwd=ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True) for n in (1, 2)]
+                                    stderr=subprocess.STDOUT, text=True,
+                                    env={**os.environ, "OMP_NUM_THREADS": HALF, "MKL_NUM_THREADS": HALF})
+                   for n in (1, 2)]
         outputs = [worker.communicate()[0] for worker in workers]
         sweep_s = time.perf_counter() - started
         if any(worker.returncode for worker in workers):
