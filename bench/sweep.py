@@ -27,8 +27,7 @@ from core.sweep.space import with_params
 
 SEARCH = "lr,epochs,wd,label_smoothing"
 EPOCHS = "epochs=1:6"  # at most twice the default's unfrozen epochs: a trial costs at most about twice a run
-# Two workers on one machine each take half its cores (docs/training.md): two torch jobs of all the cores each
-# oversubscribe them (5-12x slower here).
+# Two workers on one machine each take half its cores (docs/training.md).
 HALF = str(max(1, (os.cpu_count() or 2) // 2))
 
 
