@@ -98,6 +98,7 @@ def show_studies(runs: list[store.RunSummary]) -> None:
     best = max(finished, key=lambda t: t["accuracy"])
     run = next((r for r in studies[(study, storage)] if _name(best["run"]) == r.run_id), None)
     st.success(f"Best so far: trial {best['trial']}, validation accuracy {best['accuracy']:.2%}.")
+    st.caption(md(how_sure(best, finished, studies[(study, storage)])))
     if run is not None:
         st.code(run.command or "", language="bash")
         if st.button("Train with these settings", icon=":material/model_training:", key="study_train_with",
@@ -112,6 +113,28 @@ def show_studies(runs: list[store.RunSummary]) -> None:
             st.caption(md(figure))
         else:
             st.plotly_chart(figure, key=f"study:{title}")
+
+
+def how_sure(best: dict, finished: list[dict], runs: list[store.RunSummary]) -> str:
+    """The best trial's lead over trial 0 (the starting settings) against what the validation set can tell apart:
+    the best of many trials on one validation set is partly luck, and the bench (bench/sweep.py) saw a lead of 1.6
+    points on the searched photos turn into 0.8 points behind on another sample of them."""
+    import math
+
+    from core.atomic import read_json
+
+    sizes = [read_json(run.path / "data.json").get("n_valid") for run in runs]
+    n_valid = next((n for n in sizes if isinstance(n, int) and n > 0), None)
+    first = next((t["accuracy"] for t in finished if t["trial"] == 0), None)
+    lead = f" Trial 0, the starting settings: {first:.2%} ({(best['accuracy'] - first) * 100:+.1f} points)." \
+        if first is not None and best["trial"] != 0 else ""
+    if n_valid is None:
+        return lead.strip()
+    p = best["accuracy"]
+    margin = 2 * math.sqrt(max(p * (1 - p), 1e-12) / n_valid)
+    return (f"{lead.strip()} On {n_valid:,} validation images an accuracy is known to about ±{margin:.1%} (two "
+            "standard errors), and the best of several trials is partly luck: a lead smaller than that may not hold "
+            "on other images. Try the best settings on data the search did not see.").strip()
 
 
 def _name(path: str) -> str:

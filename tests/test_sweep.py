@@ -143,6 +143,7 @@ def test_the_runs_page_shows_the_study_its_figures_and_trains_with_the_best_sett
     assert sorted(table["trial"]) == [t.number for t in trials] and set(table["state"]) <= {"complete", "pruned"}
     best = max(trials, key=lambda t: t.value)
     assert any(s.value.startswith(f"Best so far: trial {best.number}, ") for s in app.success)
+    assert any("validation images an accuracy is known to about ±" in c.value for c in app.caption)
     assert len(app.get("plotly_chart")) >= 2 + 2  # the runs' curves, then history and coordinates (and importances)
     mine = {sweep_record(r.path)["trial"]: r for r in store.list_runs(folder / "runs1")}
     if best.number in mine:  # the best trial ran in this runs folder: its settings go to the Train page
