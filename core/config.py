@@ -51,7 +51,8 @@ class TrainConfig:
     arch: str = _setting("efficientnet_lite0", f"backbone: {', '.join(BUILTIN_ARCHS)}, or any model of the timm "
                                                "zoo as timm:NAME (e.g. timm:convnext_nano)")
     weights: str = _setting("", "a file of the backbone's pretrained weights (safetensors or a weights-only state "
-                                "dict) in place of a download, for machines without a network")
+                                "dict, with or without its classifier) in place of a download, for machines without "
+                                "a network")
     pretrained: bool = _setting(True, "start from ImageNet weights (--no-pretrained: every layer from random "
                                       "weights, no frozen phase)")
     size: int = _setting(64, "square side in pixels of the images the network sees (small is fast on a CPU)")

@@ -2,7 +2,6 @@
 import time
 from pathlib import Path
 
-import numpy as np
 import plotly.express as px
 import streamlit as st
 
@@ -18,6 +17,7 @@ from core.errors import DataError
 from pages._collect import dataset_builder
 from pages._common import current_augment, dataset, health_report, route_through_app
 from pages._figures import image_grid, to_hwc
+from pages._labelsets import label_sets_section, sample_picks
 from pages._plan import plan_section
 from pages._text import md, plot
 
@@ -106,18 +106,19 @@ if not report.ok:
     st.stop()
 state["data"], state["label_regex"] = source, label_regex
 
-counts = report.class_counts
+counts, kind = report.class_counts, "label" if report.multi_label else "class"
 left, middle, right = st.columns(3)
 left.metric("Images", f"{report.n_images:,}")
-middle.metric("Classes", len(counts))
+middle.metric("Labels" if report.multi_label else "Classes", len(counts))
 right.metric("Skipped files", len(report.skipped))
 split = "its own train/validation split" if report.own_split else \
-    "a random 20% of each class held out for validation"
+    "a random 20% of the images held out for validation, every label on two or more images in both parts" \
+    if report.multi_label else "a random 20% of each class held out for validation"
 st.caption(f"Layout: {md(report.layout)}. Validation: {split}.")
 
-st.subheader("Images per class")
+st.subheader(f"Images per {kind}")
 figure = px.bar(x=[plot(name) for name in counts], y=list(counts.values()),
-                labels={"x": "class", "y": "images", "color": ""},
+                labels={"x": kind, "y": "images", "color": ""},
                 color=["much smaller than the largest" if c in report.imbalanced else "balanced" for c in counts],
                 color_discrete_map={"balanced": "#1f4e79", "much smaller than the largest": "#d62728"})
 figure.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0), xaxis_type="category", showlegend=bool(
@@ -133,12 +134,16 @@ if report.sizes.get("width"):
 for title, rows in [("Skipped files", [{"file": f, "reason": r} for f, r in report.skipped]),
                     ("Identical files", [{"files": ", ".join(g)} for g in report.duplicates]),
                     ("The same image under two labels", [{"files": ", ".join(g)} for g in report.conflicts]),
-                    ("Classes too small to split", [{"class": c} for c in report.too_small])]:
+                    (f"{kind.capitalize()}es too small to split" if kind == "class" else "Labels too small to split",
+                     [{kind: c} for c in report.too_small])]:
     if rows:
         with st.expander(f"{title} ({len(rows)})"):
             st.dataframe(rows, hide_index=True, width="stretch")
 
-plan_section(source, label_regex)
+if report.multi_label:
+    label_sets_section(report.label_sets)
+else:
+    plan_section(source, label_regex)
 
 st.subheader("What the network will see")
 resize = st.radio("Make images square by", RESIZE_METHODS, key="resize", persist_state="session", horizontal=True,
@@ -153,13 +158,8 @@ try:
 except DataError as error:
     st.error(md(error))
     st.stop()
-rng = np.random.default_rng(0)
-labels = data.labels.numpy()
-picks = [int(i) for label in range(len(data.class_names))
-         for i in rng.choice(np.flatnonzero(labels == label), size=min(2, int((labels == label).sum())), replace=False)]
-picks = picks[:20]
-st.plotly_chart(image_grid(to_hwc(data.images[picks].numpy()), [data.class_names[labels[i]] for i in picks],
-                           columns=10), key="samples")
+picks, captions = sample_picks(data)
+st.plotly_chart(image_grid(to_hwc(data.images[picks].numpy()), captions, columns=10), key="samples")
 st.caption(where_held(data.images))
 st.caption("Each image is then normalized with ImageNet's channel mean and standard deviation — the statistics the "
            "pretrained layers learned with — so the app does that for you.")
@@ -185,7 +185,7 @@ columns[3].slider("Lighting change up to", 0.0, 0.5, step=0.05, key="lighting", 
 augment = current_augment()
 if augment.active:
     shown = preview(augment, data.images[picks[:4]], copies=6)
-    st.plotly_chart(image_grid(to_hwc(shown.numpy()), [data.class_names[labels[i]] for i in picks[:4] for _ in
+    st.plotly_chart(image_grid(to_hwc(shown.numpy()), [caption for caption in captions[:4] for _ in
                                                        range(6)], columns=6), key="augmented")
     st.caption("Six random versions of each of four images, as the network will see them in training.")
 else:

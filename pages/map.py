@@ -37,11 +37,13 @@ def pretrained_map(source: str, label_regex: str, resize: str, stamp: str):
     import dataclasses
 
     from core.data.images import resize_uint8
+    from core.data.multilabel import one_label_per_image
     from core.fix.mend import valid_mask
     from core.fix.suspects import pretrained_features
     from core.inspect.embedding import feature_size, map_dataset
 
     data = dataset(source, 64, label_regex, resize)
+    one_label_per_image(data, "The map's colours and outliers")
     size = feature_size(len(data))
     seen = data if size == 64 else dataclasses.replace(data, images=resize_uint8(data.images, size))
     return map_dataset(pretrained_features(seen), data.labels), valid_mask(data).numpy()

@@ -61,10 +61,18 @@ def choose_preset() -> None:
 def not_ready() -> str:
     """Why the chosen dataset cannot be trained yet (a dataset made in the app with too few images), or ""."""
     from core.data.collect import MIN_IMAGES_PER_CLASS, made_root, shortfall
+    from core.data.multilabel import one_label_per_image
+    from core.errors import DataError
     from pages._common import health_report
 
     source = st.session_state["data"]
     if not source.startswith(str(made_root())):
+        try:
+            one_label_per_image(health_report(source, st.session_state["label_regex"]), "Training")
+        except DataError as error:
+            return str(error)
+        except Exception:  # a dataset that cannot be read: Start says why
+            return ""
         return ""
     report = health_report(source, st.session_state["label_regex"])
     needs = shortfall(report.class_counts)

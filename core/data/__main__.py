@@ -17,6 +17,7 @@ from pathlib import Path
 
 from core.data.builtin import builtin_report
 from core.data.load import inspect_source
+from core.data.multilabel import RARE_LABEL
 from core.errors import BrokenRun, DataError
 
 
@@ -78,10 +79,26 @@ def inspect(args: argparse.Namespace) -> int:
             print(f"the same image under different labels: {', '.join(group)}")
         if report.too_small:
             print(f"too few images to split: {', '.join(report.too_small)}")
+        print_label_sets(report.label_sets)
         print(report.verdict())
         for suggestion in report.suggestions:
             print(suggestion)
     return 0 if report.ok else 2
+
+
+def print_label_sets(summary: dict) -> None:
+    """A multi-label dataset's labels per image, pairs that go together, images with none, labels too rare."""
+    if not summary:
+        return
+    spread = summary["per_image"]
+    print(f"labels per image: {spread['min']}–{spread['max']} (median {spread['median']:g})")
+    for a, b, n in summary["co_occurrence"][:10]:
+        print(f"  together on {n} images: {a} + {b}")
+    if summary["no_label"]:
+        print(f"{len(summary['no_label'])} image(s) with no label: {', '.join(summary['no_label'][:5])}"
+              f"{' …' if len(summary['no_label']) > 5 else ''}")
+    if summary["rare"]:
+        print(f"too rare to learn well (fewer than {RARE_LABEL} images): {', '.join(summary['rare'])}")
 
 
 def suspects(args: argparse.Namespace) -> int:

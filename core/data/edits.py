@@ -8,7 +8,7 @@ that takes back the last batch still in force, so the log itself is never rewrit
 The log of a dataset lives under the data folder, never in the user's folder:
     <data folder>/edits/<folder name>-<hash of its absolute path>.jsonl   (a folder, or a zip's unpacked folder)
     <data folder>/edits/builtin-<name>.jsonl                              (a built-in dataset)
-one JSON object a line:
+(for a multi-label dataset a label is a label set, written "a;b"); one JSON object a line:
     {"batch": 3, "time": 1764400000.0, "view": "suspects", "edits": [{"file": "cat/7.jpg", "label": "dog",
      "was": "cat"}, {"file": "dog/2.jpg", "label": null, "was": "dog"}, {"file": "dog/5.jpg", "keep": true}]}
     {"undo": 3, "time": 1764400100.0}
@@ -29,6 +29,7 @@ import torch
 
 from core.data.images import LabeledImages
 from core.data.layouts import Scan
+from core.data.multilabel import joined, split_labels
 from core.errors import DataError
 
 MAX_LABEL_CHARS = 100
@@ -181,11 +182,14 @@ def apply_edits(scan: Scan, folder: Path, upto: int | None = None) -> tuple[Scan
         decision = decisions.get(relative_file(item.path, folder), {})
         if "label" in decision and decision["label"] is None:
             removed.append(relative_file(item.path, folder))
+        elif decision.get("label") is not None and scan.multi_label:  # a label set, written "a;b"
+            labels = split_labels(decision["label"], ";")
+            items.append(replace(item, label=joined(labels), labels=labels))
         elif decision.get("label") is not None:
             items.append(replace(item, label=decision["label"]))
         else:
             items.append(item)
-    return Scan(scan.root, scan.layout, items, list(scan.skipped)), removed
+    return Scan(scan.root, scan.layout, items, list(scan.skipped), scan.multi_label), removed
 
 
 def apply_edits_to_images(data: LabeledImages, source: str, upto: int | None = None) -> LabeledImages:

@@ -26,7 +26,7 @@ MAX_PIXELS = 40_000_000
 @dataclass(frozen=True)
 class LabeledImages:
     images: torch.Tensor  # (N, 3, S, S) uint8, RGB
-    labels: torch.Tensor  # (N,) int64 class indices
+    labels: torch.Tensor  # (N,) int64 class indices; multi-label: (N, C) bool, a row per image's label set
     class_names: tuple[str, ...]
     item_names: tuple[str, ...]  # where each image came from, for people (file name or "digits #12")
     valid_mask: torch.Tensor | None = None  # (N,) bool when the data brings its own validation split
@@ -34,9 +34,15 @@ class LabeledImages:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.dim() == 2
+
     def class_counts(self) -> dict[str, int]:
-        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
-        return dict(zip(self.class_names, counts))
+        """Each class's images (multi-label: each label's)."""
+        n = len(self.class_names)
+        counts = self.labels.sum(0) if self.multi_label else torch.bincount(self.labels, minlength=n)
+        return dict(zip(self.class_names, counts.tolist()))
 
     def fingerprint(self) -> str:
         """A short hash of pixels and labels: two runs with the same fingerprint saw the same data."""

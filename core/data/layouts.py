@@ -1,7 +1,7 @@
 """Finding the labelled images in a folder, whatever its layout.
 
 Layouts, tried in this order after looking through wrapping folders (`my_dataset/images/cat/...`):
-  CSV           a .csv of file,label at the top (paths relative to it)
+  CSV           a .csv of file,label at the top (paths relative to it); labels `a b`, `a;b`: multi-label
   train/valid   `train/` and `valid/` (or `val/`) folders, each one folder per class: their split is used
   class folders one sub-folder per class (torchvision's ImageFolder)
   file names    images directly in the folder, labels from a regex on the name (the Oxford pets layout)
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from core.data.multilabel import SEPARATORS, joined, label_rows, label_separator, split_labels
 from core.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -42,8 +43,9 @@ READ_ERRORS = {errno.EACCES: "cannot be read (permission denied)", errno.EPERM: 
 @dataclass(frozen=True)
 class Item:
     path: Path
-    label: str
+    label: str  # a multi-label item's label set, joined (core.data.multilabel.joined)
     valid: bool | None = None  # True/False when the layout says which part it belongs to
+    labels: tuple[str, ...] | None = None  # a multi-label item's label set (sorted; may be empty)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Scan:
     layout: str
     items: list[Item] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path relative to root, reason)
+    multi_label: bool = False  # a labels CSV with several labels per image (core.data.multilabel)
 
     def skip(self, path: Path, reason: str) -> None:
         self.skipped.append((shown(str(path.relative_to(self.root))), reason))
@@ -177,9 +180,12 @@ def _walk(folder: Path):
                 yield entry.path, unreadable(error)
 
 
-def _add_file(scan: Scan, path: Path, label: str, valid: bool | None = None) -> None:
+def _add_file(scan: Scan, path: Path, label: str, valid: bool | None = None,
+              labels: tuple[str, ...] | None = None) -> None:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         scan.skip(path, f"not an image file ({path.suffix or 'no extension'})")
+    elif labels is not None:  # a label set: each label NFC as below
+        scan.items.append(Item(path, joined(labels := tuple(sorted(set(map(label_text, labels))))), valid, labels))
     else:
         scan.items.append(Item(path, label_text(label), valid))
 
@@ -252,18 +258,17 @@ def _csv_target(folder: Path, root: Path, name: str) -> tuple[Path | None, str |
 
 def _scan_csv(root: Path, csv_path: Path) -> Scan:
     scan = Scan(root, "CSV of file,label")
-    rows = _read_csv(csv_path)
-    if rows and [c.strip().lower() for c in rows[0][:2]] in (["file", "label"], ["filename", "label"],
-                                                              ["image", "label"], ["path", "label"]):
-        rows = rows[1:]
+    rows = label_rows(_read_csv(csv_path))
+    separator = label_separator(label for _, _, label in rows)
+    if separator is not None:  # several labels per image: an empty cell is an image with none
+        scan.layout, scan.multi_label = f"CSV of file,labels (separated by {SEPARATORS[separator]})", True
     resolved_root = root.resolve()
-    for number, row in enumerate(rows, start=2):
-        if len(row) < 2 or not row[0].strip():
-            continue
-        name, label = row[0].strip(), row[1].strip()
+    for number, name, label in rows:
         path, problem = _csv_target(csv_path.parent, resolved_root, name)
         if problem:
             scan.skipped.append((name, f"row {number}: {problem}"))
+        elif separator is not None:
+            _add_file(scan, path, label, labels=split_labels(label, separator))
         elif not label:
             scan.skipped.append((name, f"row {number}: no label"))
         else:

@@ -77,7 +77,12 @@ def load_report(report, size: int, resize: str = "squish") -> LabeledImages:
     class_names = tuple(report.class_counts)
     index = {name: i for i, name in enumerate(class_names)}
     images = _decoded(report.accepted, size, resize)
-    labels = torch.tensor([index[item.label] for item in report.accepted], dtype=torch.long)
+    if report.multi_label:  # a row per image, True for each label it carries
+        labels = torch.zeros(len(report.accepted), len(class_names), dtype=torch.bool)
+        for row, item in enumerate(report.accepted):
+            labels[row, [index[label] for label in item.labels]] = True
+    else:
+        labels = torch.tensor([index[item.label] for item in report.accepted], dtype=torch.long)
     names = tuple(relative_file(item.path, Path(report.folder or report.root)) for item in report.accepted)
     valid = torch.tensor([bool(item.valid) for item in report.accepted]) if report.own_split else None
     return LabeledImages(images, labels, class_names, names, valid)
@@ -129,10 +134,28 @@ def stratified_split(labels: torch.Tensor, valid_pct: float, seed: int) -> tuple
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(valid, dtype=np.int64))
 
 
+def label_set_split(labels: torch.Tensor, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of multi-label items (labels (N, C) bool) into (train, valid): a random share (fastai's
+    RandomSplitter); then each label on two or more images that all fell in one part has one of them moved to the
+    other, so that it is learnt and judged (rarest labels last: a later move may undo an earlier one's)."""
+    rng = np.random.default_rng(seed)
+    sets = labels.numpy().astype(bool)
+    order = rng.permutation(len(sets))
+    in_valid = np.zeros(len(sets), dtype=bool)
+    in_valid[order[:int(round(len(sets) * valid_pct))]] = True
+    for label in np.argsort(-sets.sum(0), kind="stable"):  # the commonest first, the rarest last
+        carriers = order[sets[order, label]]  # in the seeded order
+        if len(carriers) >= 2 and (in_valid[carriers].all() or not in_valid[carriers].any()):
+            in_valid[carriers[0]] = not in_valid[carriers[0]]
+    return np.flatnonzero(~in_valid), np.flatnonzero(in_valid)
+
+
 def split_indices(data: LabeledImages, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, valid) item indices a run uses: the data's own split when it brings one, else a seeded one."""
     if data.valid_mask is not None:
         return np.flatnonzero(~data.valid_mask.numpy()), np.flatnonzero(data.valid_mask.numpy())
+    if data.multi_label:
+        return label_set_split(data.labels, valid_pct, seed)
     return stratified_split(data.labels, valid_pct, seed)
 
 

@@ -16,6 +16,7 @@ from core.config import TrainConfig
 from core.data.edits import relative_file
 from core.data.images import LabeledImages
 from core.data.load import edit_log_for, inspect_source, load_source, split_indices
+from core.data.multilabel import one_label_per_image
 from core.errors import DataError
 from core.fix.suspects import LabelReview, near_duplicates, review_labels
 
@@ -34,6 +35,7 @@ def valid_mask(data: LabeledImages, valid_pct: float = TrainConfig.valid_pct, se
 def review(source: str, label_regex: str | None = None, size: int = REVIEW_SIZE) -> tuple[LabeledImages, LabelReview]:
     """The dataset as its edits leave it, and the review of its labels."""
     data = load_source(source, size, label_regex=label_regex)
+    one_label_per_image(data, "Finding label errors")
     return data, review_labels(data, size=size)
 
 
@@ -55,6 +57,7 @@ def plan_inputs(source: str, label_regex: str | None = None, run_dir: Path | Non
     from core.runs.folder import RunFolder
 
     data = load_source(source, size, label_regex=label_regex)
+    one_label_per_image(data, "Planning what to collect")
     config = RunFolder(run_dir).config() if run_dir else TrainConfig()
     train, valid = split_indices(data, config.valid_pct, config.seed)
     recall = {"run": run_predictions(run_dir, data.class_names) if run_dir else None,

@@ -23,6 +23,7 @@ from core.config import TrainConfig
 from core.data.images import LabeledImages
 from core.data.load import Split, edit_log_for, load_source
 from core.data.mapped import where_held
+from core.data.multilabel import one_label_per_image
 from core.device import describe_device, inference_batch_size, memory_format_for, pick_device
 from core.distributed import World
 from core.errors import BrokenRun, DataError
@@ -128,6 +129,7 @@ def prepare(folder: RunFolder, config: TrainConfig, device: torch.device,
     upto = folder.edits_upto(config)  # a resume reads the edits its first start read, not those made since
     data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize,
                        edits_upto=upto)
+    one_label_per_image(data, "Training")
     split = Split.from_dataset(data, config.valid_pct, config.seed).placed(device)
     print(where_held(data.images), flush=True)
     folder.record_data(list(data.class_names), data.fingerprint(), len(split.train_labels), len(split.valid_labels),

@@ -1,0 +1,151 @@
+"""Several labels per image (issue 27), as far as it goes: a labels CSV of label sets is read, checked and described
+(command line, Data page), loaded as a row of yes/no per label and split so every label is learnt and judged; what
+reads one label per image (training, the Fix and Map pages) says so in a sentence. Real images: 2x2 mosaics of
+handwritten digits, labelled with the digits they show (fastai's planet format, labels separated by spaces)."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+from streamlit.testing.v1 import AppTest
+
+from core.data.edits import EditLog
+from core.data.load import inspect_source, load_source, split_indices
+from core.data.multilabel import label_separator, split_labels
+from core.errors import DataError
+from core.runs.folder import RunFolder
+from tests.conftest import ROOT
+
+DIGITS = ("zero", "one", "two", "three", "four")
+
+
+def write_mosaics(root: Path, n: int = 60, seed: int = 0, separator: str = " ") -> dict[str, tuple[str, ...]]:
+    """`n` 2x2 mosaics of digits 0-4 (each tile a digit or blank, at least one digit), three blank images with no
+    label, and `labels.csv` naming each image's digits; returns {file: label set}."""
+    rng = np.random.default_rng(seed)
+    digits = load_digits()
+    root.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for i in range(n + 3):
+        tiles, labels = [], set()
+        for _ in range(4):
+            digit = int(rng.integers(0, 6)) if i < n else 5  # 5: a blank tile
+            if digit < 5:
+                tile = digits.images[rng.choice(np.flatnonzero(digits.target == digit))] * 16
+                labels.add(DIGITS[digit])
+            else:
+                tile = np.zeros((8, 8))
+            tiles.append(tile)
+        if i < n and not labels:
+            tiles[0], labels = digits.images[0] * 16, {"zero"}
+        pixels = np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]]).clip(0, 255).astype(np.uint8)
+        name = f"images/m{i:03}.png"
+        (root / "images").mkdir(exist_ok=True)
+        Image.fromarray(pixels).convert("RGB").resize((32, 32)).save(root / name)
+        written[name] = tuple(sorted(labels))
+    with open(root / "labels.csv", "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["image_name", "tags"])
+        rows.writerows([name, separator.join(labels)] for name, labels in written.items())
+    return written
+
+
+def test_a_label_column_is_read_as_label_sets_only_where_it_holds_them():
+    planet = ["clear primary", "clear primary water", "haze primary", "clear primary road", "haze primary water",
+              "cloudy", "partly_cloudy primary", "clear primary road water", "partly_cloudy primary road"]
+    assert label_separator(planet) == " "  # 7 words in 9 different rows
+    assert label_separator(planet[:6]) is None  # 6 words in 6 rows: as many as class names could have
+    assert label_separator(["golden retriever", "great dane", "pug", "golden retriever"]) is None  # class names
+    assert label_separator(["red car", "blue car", "red bike", "blue bike"]) is None  # as many words as classes
+    assert label_separator(["cat", "dog", "cat"]) is None
+    assert label_separator(["sea;sky", "sky", "golden retriever;sky"]) == ";"
+    assert label_separator(["a|b", "b"]) == "|"
+    assert split_labels(" water  clear primary clear ", " ") == ("clear", "primary", "water")
+    assert split_labels("golden retriever; sky;;", ";") == ("golden retriever", "sky")
+    assert split_labels("", " ") == ()
+
+
+def test_the_health_report_describes_label_sets_and_the_command_line_says_so(tmp_path):
+    written = write_mosaics(tmp_path / "mosaics")
+    report = inspect_source(str(tmp_path / "mosaics"))
+    assert report.ok and report.multi_label and report.layout == "CSV of file,labels (separated by spaces)"
+    counts = {label: sum(label in labels for labels in written.values()) for label in DIGITS}
+    assert report.class_counts == dict(sorted(counts.items())) and report.n_images == 63
+    per_image = [len(labels) for labels in written.values()]
+    assert report.label_sets["per_image"] == {"min": 0, "median": float(np.median(per_image)), "max": 4}
+    assert report.label_sets["no_label"] == ["images/m060.png", "images/m061.png", "images/m062.png"]
+    pairs = report.label_sets["co_occurrence"]
+    top = max(((a, b) for a in DIGITS for b in DIGITS if a < b),
+              key=lambda p: (sum(set(p) <= set(labels) for labels in written.values()), (-ord(p[0][0]))))
+    assert pairs[0][2] == sum(set(top) <= set(labels) for labels in written.values())
+    assert report.verdict().startswith("Ready: 63 images with 5 labels, 0–4 per image (median ")
+    assert "3 image(s) with no label" in report.verdict() and not report.suggestions  # no sampler for label sets
+
+    printed = subprocess.run([sys.executable, "-m", "core.data", "inspect", str(tmp_path / "mosaics"), "--json"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr
+    said = json.loads(printed.stdout)
+    assert said["multi_label"] and said["class_counts"] == report.class_counts
+    assert said["label_sets"]["no_label"] == report.label_sets["no_label"]
+    text = subprocess.run([sys.executable, "-m", "core.data", "inspect", str(tmp_path / "mosaics")], cwd=ROOT,
+                          capture_output=True, text=True).stdout
+    assert "labels per image: 0–4" in text and "3 image(s) with no label" in text and "together on" in text
+
+
+def test_label_sets_load_as_rows_of_yes_or_no_and_every_label_is_in_both_parts_of_the_split(tmp_path):
+    written = write_mosaics(tmp_path / "mosaics", separator="|")
+    data = load_source(str(tmp_path / "mosaics"), 32)
+    assert data.multi_label and data.labels.shape == (63, 5) and data.labels.dtype == torch.bool
+    for name, row in zip(data.item_names, data.labels):
+        assert tuple(data.class_names[j] for j in torch.nonzero(row).flatten().tolist()) == written[name]
+    assert data.class_counts() == inspect_source(str(tmp_path / "mosaics")).class_counts
+    train, valid = split_indices(data, 0.2, seed=3)
+    assert sorted([*train, *valid]) == list(range(63)) and len(valid) == pytest.approx(63 * 0.2, abs=3)
+    assert data.labels[train].any(0).all() and data.labels[valid].any(0).all()
+    again = split_indices(data, 0.2, seed=3)
+    assert np.array_equal(again[1], valid) and not np.array_equal(split_indices(data, 0.2, seed=4)[1], valid)
+
+
+def test_a_relabel_sets_a_label_set_and_what_reads_one_label_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    folder = tmp_path / "mosaics"
+    write_mosaics(folder)
+    EditLog(folder).append([{"file": "images/m000.png", "label": "one;four"}], "fix")
+    data = load_source(str(folder), 32)
+    row = data.labels[data.item_names.index("images/m000.png")]
+    assert [data.class_names[j] for j in torch.nonzero(row).flatten().tolist()] == ["four", "one"]
+
+    from core.fix.mend import review
+    from core.train.__main__ import main
+
+    with pytest.raises(DataError, match="several labels per image .*Finding label errors needs one label"):
+        review(str(folder))
+    assert main(["--data", str(folder), "--arch", "resnet18", "--no-pretrained", "--size", "16", "--epochs", "1",
+                 "--runs-dir", str(tmp_path / "runs"), "--name", "ml"]) != 0
+    status = RunFolder(tmp_path / "runs" / "ml").status()
+    assert status["state"] == "failed" and "Training needs one label per image" in status["message"]
+
+
+def test_the_data_page_shows_label_sets_and_the_train_page_says_it_cannot_train_them_yet(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path / "runs"))
+    write_mosaics(tmp_path / "mosaics")
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    app.switch_page("pages/data.py").run()
+    next(r for r in app.radio if r.label == "Images from").set_value("A folder on this machine").run()
+    next(t for t in app.text_input if t.label == "Folder path").set_value(str(tmp_path / "mosaics")).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.success[0].value.startswith("Ready: 63 images with 5 labels")
+    assert {m.label: m.value for m in app.metric} == {"Images": "63", "Labels": "5", "Skipped files": "0"}
+    assert [s.value for s in app.subheader][:2] == ["Images per label", "Labels per image"]
+    expanders = [e.label for e in app.expander]
+    assert "Images with no label (3)" in expanders and any(e.startswith("Labels most often") for e in expanders)
+    assert len(app.get("plotly_chart")) == 2  # label counts and the samples, captioned with their label sets
+    app.switch_page("pages/train.py").run()
+    assert not app.exception and any("Training needs one label per image" in w.value for w in app.warning)
