@@ -3,9 +3,11 @@
 reads one label per image (training, the Fix and Map pages) says so in a sentence. Real images: 2x2 mosaics of
 handwritten digits, labelled with the digits they show (fastai's planet format, labels separated by spaces)."""
 import csv
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +123,14 @@ def test_a_relabel_sets_a_label_set_and_what_reads_one_label_says_so(tmp_path, m
     row = data.labels[data.item_names.index("images/m000.png")]
     assert [data.class_names[j] for j in torch.nonzero(row).flatten().tolist()] == ["four", "one"]
 
-    from core.fix.mend import review
+    from core.fix.mend import mended_zip, review
     from core.train.__main__ import main
+
+    with zipfile.ZipFile(io.BytesIO(mended_zip(str(folder)))) as archive:  # the mended set, read back the same
+        archive.extractall(tmp_path / "exported")
+    again = load_source(str(tmp_path / "exported"), 32)
+    assert again.class_names == data.class_names and again.item_names == data.item_names
+    assert torch.equal(again.labels, data.labels)
 
     with pytest.raises(DataError, match="several labels per image .*Finding label errors needs one label"):
         review(str(folder))

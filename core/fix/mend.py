@@ -132,18 +132,36 @@ def _item_names(source: str, label_regex: str | None) -> list[str]:
 
 def mended_zip(source: str, label_regex: str | None = None, size: int = 64) -> bytes:
     """The dataset as its edits leave it, as a zip of class folders (train/ and valid/ when it has its own
-    split). Folder datasets keep their original files; built-in ones are written as PNGs at `size`."""
+    split; a multi-label set: its files and a labels CSV, labels separated by ;). Folder datasets keep their
+    original files; built-in ones are written as PNGs at `size`."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         if source.startswith("builtin:"):
             _write_pngs(archive, load_source(source, size))
         else:
             report = inspect_source(source, label_regex)
-            for item in report.accepted:
-                part = "" if item.valid is None else ("valid/" if item.valid else "train/")
-                relative = relative_file(item.path, report.folder)
-                archive.write(item.path, f"{part}{item.label}/{relative}")
+            (_write_label_sets if report.multi_label else _write_class_folders)(archive, report)
     return buffer.getvalue()
+
+
+def _write_class_folders(archive: zipfile.ZipFile, report) -> None:
+    for item in report.accepted:
+        part = "" if item.valid is None else ("valid/" if item.valid else "train/")
+        archive.write(item.path, f"{part}{item.label}/{relative_file(item.path, report.folder)}")
+
+
+def _write_label_sets(archive: zipfile.ZipFile, report) -> None:
+    """A multi-label set: its files where they were, and their label sets in a CSV that reads back the same."""
+    import csv
+
+    rows = io.StringIO()
+    table = csv.writer(rows)
+    table.writerow(["file", "labels"])
+    for item in report.accepted:
+        relative = relative_file(item.path, report.folder)
+        archive.write(item.path, relative)
+        table.writerow([relative, ";".join(item.labels)])
+    archive.writestr("labels.csv", rows.getvalue())
 
 
 def _write_pngs(archive: zipfile.ZipFile, data: LabeledImages) -> None:
