@@ -9,6 +9,7 @@ from core.config import TrainConfig
 from core.runs import store
 from core.runs.folder import RunFolder
 from core.runs.metrics import MetricsTail
+from core.runs.process import process_start
 
 
 def test_metrics_tail_reads_only_new_complete_lines(tmp_path):
@@ -80,6 +81,9 @@ def test_a_run_ending_while_the_page_reads_its_status_is_never_shown_interrupted
         for attempt in range(3):
             run_dir = store.create_run(TrainConfig(), tmp_path, f"ending-{attempt}")
             process = subprocess.Popen([sys.executable, "-c", ENDING, str(run_dir)], cwd=ROOT)
+            # as store.launch does: until the process writes its own status it is known by its pid (without it, a
+            # start slower than the 0.3 s above read as a queued run whose start failed: seen once under load)
+            RunFolder(run_dir).update_status(pid=process.pid, pid_start=process_start(process.pid))
             seen = set()
             while process.poll() is None:  # read as the page's fragment does, as fast as it can
                 seen.add(RunFolder(run_dir).status().get("state"))
