@@ -31,9 +31,9 @@ def label_sets_section(summary: dict) -> None:
     st.subheader("Labels per image")
     spread = summary.get("per_image") or {}
     if spread:
-        st.caption(f"Each image carries {spread['min']}–{spread['max']} labels (median {spread['median']:g}). "
-                   "Training on label sets (a yes or no for every label) is not built yet: the Train, Fix and Map "
-                   "pages read one label per image.")
+        st.caption(f"Each image carries {spread['min']}–{spread['max']} labels (median {spread['median']:g}). A run "
+                   "learns a yes or no for every label; the Fix and Map pages, interpreting, predicting and exporting "
+                   "read one label per image so far.")
     for title, rows in [("Labels most often on one image together",
                          [{"label": a, "with": b, "images": n} for a, b, n in summary.get("co_occurrence", [])]),
                         ("Images with no label", [{"file": name} for name in summary.get("no_label", [])]),

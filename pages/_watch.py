@@ -19,13 +19,19 @@ PHASES = {  # what each phase name in the epoch table means, in a newcomer's wor
 }
 
 
+LABEL_SET_SCORES = ("f1_samples", "f1_macro", "map")  # a multi-label run's rows carry these too
+
+
 def epoch_table(tail: MetricsTail) -> list[dict]:
     """The epoch rows; a frozen phase that ended with an earlier epoch's head (core.train.recipe.KeepBestEpoch) says so
-    in its last row, whose validation figures are that head's."""
+    in its last row, whose validation figures are that head's. A multi-label run's accuracy is fastai's
+    accuracy_multi (each yes or no per label), followed by its F1 scores and mean average precision."""
     return [{"epoch": r["epoch"], "phase": md(r["phase"] + (f" (epoch {r['kept_epoch']}'s head kept)"
                                                            if "kept_epoch" in r else "")),
              "train_loss": round(r["train_loss"], 4), "valid_loss": round(r["valid_loss"], 4),
-             "accuracy": round(r["accuracy"], 4), "error_rate": round(r["error_rate"], 4),
+             **({"accuracy_multi": round(r["accuracy"], 4), **{k: round(r[k], 4) for k in LABEL_SET_SCORES}}
+                if all(isinstance(r.get(k), (int, float)) for k in LABEL_SET_SCORES) else
+                {"accuracy": round(r["accuracy"], 4), "error_rate": round(r["error_rate"], 4)}),
              "time": format_seconds(r["seconds"])} for r in tail.epochs]
 
 

@@ -59,20 +59,20 @@ def choose_preset() -> None:
 
 
 def not_ready() -> str:
-    """Why the chosen dataset cannot be trained yet (a dataset made in the app with too few images), or ""."""
+    """Why the chosen dataset cannot be trained yet (a dataset made in the app with too few images; label sets with
+    class balancing or label smoothing), or ""."""
     from core.data.collect import MIN_IMAGES_PER_CLASS, made_root, shortfall
-    from core.data.multilabel import one_label_per_image
-    from core.errors import DataError
     from pages._common import health_report
 
-    source = st.session_state["data"]
+    source, state = st.session_state["data"], st.session_state
     if not source.startswith(str(made_root())):
         try:
-            one_label_per_image(health_report(source, st.session_state["label_regex"]), "Training")
-        except DataError as error:
-            return str(error)
+            multi = health_report(source, state["label_regex"]).multi_label
         except Exception:  # a dataset that cannot be read: Start says why
             return ""
+        if multi and (state["balance"] != "none" or state["label_smoothing"]):
+            return ("This dataset has label sets (several labels per image): set Imbalanced classes to none and "
+                    "Label smoothing to 0 under More settings; they are for one label per image.")
         return ""
     report = health_report(source, st.session_state["label_regex"])
     needs = shortfall(report.class_counts)

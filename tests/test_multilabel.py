@@ -1,6 +1,7 @@
 """Several labels per image (issue 27), as far as it goes: a labels CSV of label sets is read, checked and described
-(command line, Data page), loaded as a row of yes/no per label and split so every label is learnt and judged; what
-reads one label per image (training, the Fix and Map pages) says so in a sentence. Real images: 2x2 mosaics of
+(command line, Data page), loaded as a row of yes/no per label, split so every label is learnt and judged, and
+trained on (sigmoid outputs, scores per epoch, a threshold per label); what reads one label per image (the Fix and
+Map pages, interpreting, predicting, exporting) says so in a sentence. Real images: 2x2 mosaics of
 handwritten digits, labelled with the digits they show (fastai's planet format, labels separated by spaces)."""
 import csv
 import io
@@ -20,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from core.data.edits import EditLog
 from core.data.load import inspect_source, load_source, split_indices
 from core.data.multilabel import label_separator, split_labels
-from core.errors import DataError
+from core.errors import BrokenRun, DataError
 from core.runs.folder import RunFolder
 from tests.conftest import ROOT
 
@@ -124,20 +125,72 @@ def test_a_relabel_sets_a_label_set_and_what_reads_one_label_says_so(tmp_path, m
     assert [data.class_names[j] for j in torch.nonzero(row).flatten().tolist()] == ["four", "one"]
 
     from core.fix.mend import mended_zip, review
-    from core.train.__main__ import main
 
     with zipfile.ZipFile(io.BytesIO(mended_zip(str(folder)))) as archive:  # the mended set, read back the same
         archive.extractall(tmp_path / "exported")
     again = load_source(str(tmp_path / "exported"), 32)
     assert again.class_names == data.class_names and again.item_names == data.item_names
     assert torch.equal(again.labels, data.labels)
-
     with pytest.raises(DataError, match="several labels per image .*Finding label errors needs one label"):
         review(str(folder))
-    assert main(["--data", str(folder), "--arch", "resnet18", "--no-pretrained", "--size", "16", "--epochs", "1",
-                 "--runs-dir", str(tmp_path / "runs"), "--name", "ml"]) != 0
+
+
+def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_per_label(tmp_path, monkeypatch):
+    """fastai's multi-label recipe on the one loop: sigmoid outputs, binary cross-entropy, the cached frozen phase and
+    the late stages; each epoch row carries accuracy_multi, F1 (samples, macro) and mean average precision."""
+    from core.inspect.interpret import load_predictions
+    from core.net import stages
+    from core.runs.checkpoint import load_model
+    from core.runs.labelsets import thresholds
+    from core.train.__main__ import main
+
+    monkeypatch.setattr(stages, "ALL_BUDGET_S", 0.0)  # the late stages on cached early outputs, as on a big dataset
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    written = write_mosaics(tmp_path / "mosaics", n=300, seed=1)
+    assert main(["--data", str(tmp_path / "mosaics"), "--size", "32", "--freeze-epochs", "2", "--epochs", "2",
+                 "--runs-dir", str(tmp_path / "runs"), "--name", "ml"]) == 0
+    folder = RunFolder(tmp_path / "runs" / "ml")
+    assert folder.status()["state"] == "completed"
+    rows = folder.read_metrics().epochs
+    assert [r["phase"] for r in rows] == ["frozen", "frozen", "late", "late"]  # the default recipe, cached
+    for row in rows:
+        assert {"accuracy_multi", "f1_samples", "f1_macro", "map"} <= set(row)
+        assert row["accuracy"] == row["accuracy_multi"] and 0 <= row["f1_macro"] <= 1
+    chance = np.mean([len(labels) for labels in written.values()]) / len(DIGITS)  # a label's share of images
+    assert rows[-1]["map"] > chance + 0.2, (rows[-1], chance)
+    with np.load(folder.predictions_path) as saved:
+        targets, probs = saved["targets"], saved["probs"]
+    assert targets.dtype == bool and targets.shape == probs.shape and targets.shape[1] == len(DIGITS)
+    assert ((probs >= 0) & (probs <= 1)).all() and not np.allclose(probs.sum(1), 1)  # sigmoids, not a softmax
+    chosen = thresholds(folder)
+    assert chosen is not None and len(chosen) == len(DIGITS) and all(0.05 <= t <= 0.95 for t in chosen)
+    for refused in (lambda: load_model(folder.path), lambda: load_predictions(folder.path)):
+        with pytest.raises(BrokenRun, match="learnt several labels per image .*does not read label sets yet"):
+            refused()
+
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path / "runs"))  # the Train page's table, and Interpret's sentence
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    app.query_params["run"] = "ml"
+    app.run()
+    app.switch_page("pages/train.py").run()
+    table = app.table[0].value
+    assert list(table.columns)[:8] == ["epoch", "phase", "train_loss", "valid_loss", "accuracy_multi", "f1_samples",
+                                       "f1_macro", "map"]
+    assert table["map"].tolist()[-1] == round(rows[-1]["map"], 4)
+    app.switch_page("pages/interpret.py").run()
+    assert not app.exception and any("learnt several labels per image" in e.value for e in app.error)
+
+
+def test_label_sets_refuse_class_balancing_and_label_smoothing_in_a_sentence(tmp_path, monkeypatch):
+    from core.train.__main__ import main
+
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    write_mosaics(tmp_path / "mosaics", n=20)
+    assert main(["--data", str(tmp_path / "mosaics"), "--arch", "resnet18", "--no-pretrained", "--size", "16",
+                 "--epochs", "1", "--balance", "sampler", "--runs-dir", str(tmp_path / "runs"), "--name", "ml"]) != 0
     status = RunFolder(tmp_path / "runs" / "ml").status()
-    assert status["state"] == "failed" and "Training needs one label per image" in status["message"]
+    assert status["state"] == "failed" and "Balancing classes and label smoothing are for one label" in \
+        status["message"]
 
 
 def test_the_data_page_shows_label_sets_and_the_train_page_says_it_cannot_train_them_yet(tmp_path, monkeypatch):
@@ -156,4 +209,7 @@ def test_the_data_page_shows_label_sets_and_the_train_page_says_it_cannot_train_
     assert "Images with no label (3)" in expanders and any(e.startswith("Labels most often") for e in expanders)
     assert len(app.get("plotly_chart")) == 2  # label counts and the samples, captioned with their label sets
     app.switch_page("pages/train.py").run()
-    assert not app.exception and any("Training needs one label per image" in w.value for w in app.warning)
+    assert not app.exception and not app.warning
+    app.session_state["label_smoothing"] = 0.1
+    app.run()
+    assert any("set Imbalanced classes to none and Label smoothing to 0" in w.value for w in app.warning)

@@ -10,6 +10,7 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from core.errors import BrokenRun
 from core.runs.folder import RunFolder
+from core.runs.labelsets import one_label_run
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Predictions:
 def load_predictions(run_dir: Path) -> Predictions:
     """A run's predictions.npz, checked against its class names; BrokenRun, a sentence, when it is damaged."""
     folder = RunFolder(run_dir)
+    one_label_run(folder, "Interpreting a run's predictions")
     n_classes = len(folder.class_names())
     broken = BrokenRun(f"Run {folder.run_id}'s predictions.npz is damaged or does not fit its {n_classes} classes.")
     try:

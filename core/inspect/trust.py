@@ -222,7 +222,9 @@ def fit_trust(model: nn.Sequential, train_images: torch.Tensor, valid_images: to
     valid_features, valid_logits = features_and_logits(model, valid_images, batch_size, device)
     k = min(K_NEIGHBOURS, len(bank))
     scores = knn_scores(F.normalize(valid_features, dim=1), bank, k).numpy()
-    temperature = fit_temperature(valid_logits.numpy(), valid_labels.numpy())
+    # label sets' sigmoids are each their own probability: no softmax temperature to fit (core.data.multilabel's
+    # per-label thresholds take its place)
+    temperature = fit_temperature(valid_logits.numpy(), valid_labels.numpy()) if valid_labels.dim() == 1 else 1.0
     threshold = float(np.quantile(scores, 1 - FLAG_RATE, method="higher")) if len(scores) else 1.0
     return Trust(temperature, threshold, bank.numpy(), k), valid_logits.numpy(), scores
 

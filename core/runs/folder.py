@@ -135,13 +135,13 @@ class RunFolder:
 
     # What the data turned out to be: data.json, written by the training process.
     def record_data(self, class_names: list[str], fingerprint: str, n_train: int, n_valid: int, edits: dict,
-                    items: list[tuple[str, str]]) -> None:
-        """What the data turned out to be: classes, fingerprint, sizes, the edits it was read with (core.data.edits'
-        summary), and every image with the label it trained with (data_items.json, to compare runs' data)."""
+                    items: list[tuple[str, str]], multi_label: bool = False) -> None:
+        """What the data turned out to be: classes, fingerprint, sizes, the edits read (core.data.edits' summary),
+        label sets or not, and every image with the label (set) it trained with (data_items.json, to compare runs)."""
         if self.writes:
             write_json_atomic(self.path / "data.json", {"class_names": list(class_names), "data_fingerprint":
                                                         fingerprint, "n_train": n_train, "n_valid": n_valid,
-                                                        "edits": edits})
+                                                        "edits": edits, "multi_label": multi_label})
             write_json_atomic(self.path / "data_items.json", [list(item) for item in items])
 
     def data_items_stamp(self) -> float:

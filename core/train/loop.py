@@ -25,6 +25,7 @@ from core.config import TrainConfig
 from core.data.augment import Augment
 from core.data.batches import iterate_batches
 from core.data.load import Split
+from core.data.multilabel import scores
 from core.device import autocast_for, in_layout, inference_batch_size, memory_format_for
 from core.distributed import World
 from core.net.backbones import Classifier
@@ -146,7 +147,7 @@ def fit(learner: Learner, epochs: int, param_groups: list[dict], *, schedule: Sc
         if validate:
             evaluation = evaluate(model, split.valid_images, split.valid_labels, batch_size=config.bs, device=device)
             logs |= {"valid_loss": evaluation.loss, "accuracy": evaluation.accuracy,
-                     "error_rate": 1 - evaluation.accuracy}
+                     "error_rate": 1 - evaluation.accuracy, **evaluation.scores}
         learner.epoch += 1
         learner.phase_epoch += 1
         learner.batch_in_epoch, learner.epoch_loss = 0, (0.0, 0)
@@ -239,6 +240,8 @@ def training_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: to
     the smoothing share by the other classes' weights: with weights that average 1 over the training items, a
     batch's mean is an unbiased estimate of the weighted loss over the whole training split.
     """
+    if targets.dim() == 2:  # label sets: a yes or no per label (fastai's BCEWithLogitsLossFlat)
+        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
     if class_weights is None:
         return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
     losses = F.cross_entropy(logits, targets, reduction="none", label_smoothing=label_smoothing)
@@ -285,17 +288,37 @@ class LossReports:
 @dataclass(frozen=True)
 class Evaluation:
     loss: float
-    accuracy: float
-    probs: np.ndarray  # (N, n_classes) softmax probabilities
-    losses: np.ndarray  # (N,) cross-entropy of each item
+    accuracy: float  # label sets: fastai's accuracy_multi
+    probs: np.ndarray  # (N, n_classes) softmax probabilities (label sets: each label's sigmoid)
+    losses: np.ndarray  # (N,) cross-entropy of each item (label sets: its mean binary cross-entropy)
+    scores: dict = field(default_factory=dict)  # label sets: core.data.multilabel.scores, for the epoch row
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> Evaluation:
-        """Loss, accuracy, probabilities and per-item losses from (N, C) float logits and (N,) labels."""
-        losses = F.cross_entropy(logits, labels, reduction="none")
-        probs = logits.softmax(1)
+        """Loss, accuracy, probabilities and per-item losses from (N, C) float logits and (N,) labels (or (N, C)
+        label sets)."""
+        return cls.of(probabilities(logits, labels), item_losses(logits, labels), labels)
+
+    @classmethod
+    def of(cls, probs: torch.Tensor, losses: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+        """From each item's probabilities and loss, against its label (or label set)."""
+        if labels.dim() == 2:
+            figures = scores(probs.numpy(), labels.numpy())
+            return cls(losses.mean().item(), figures["accuracy_multi"], probs.numpy(), losses.numpy(), figures)
         return cls(losses.mean().item(), (probs.argmax(1) == labels).float().mean().item(), probs.numpy(),
                    losses.numpy())
+
+
+def item_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each item's unweighted loss: cross-entropy, or for label sets the mean binary cross-entropy of its labels."""
+    if labels.dim() == 2:
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none").mean(1)
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def probabilities(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax over the classes, or each label's own sigmoid for label sets."""
+    return logits.sigmoid() if labels.dim() == 2 else logits.softmax(1)
 
 
 @torch.inference_mode()
@@ -312,9 +335,6 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
         logits = logits.float()
         # Never class-weighted (balance="weights" weights only the training loss): the validation loss is what a
         # person compares across runs, so it has to mean the same thing in every one.
-        losses.append(F.cross_entropy(logits, y, reduction="none").cpu())
-        probs.append(logits.softmax(1).cpu())
-    prob = torch.cat(probs)
-    item_losses = torch.cat(losses)
-    accuracy = (prob.argmax(1) == labels).float().mean().item()
-    return Evaluation(item_losses.mean().item(), accuracy, prob.numpy(), item_losses.numpy())
+        losses.append(item_losses(logits, y).cpu())
+        probs.append(probabilities(logits, y).cpu())
+    return Evaluation.of(torch.cat(probs), torch.cat(losses), labels)

@@ -23,7 +23,7 @@ from core.config import TrainConfig
 from core.data.images import LabeledImages
 from core.data.load import Split, edit_log_for, load_source
 from core.data.mapped import where_held
-from core.data.multilabel import one_label_per_image
+from core.data.multilabel import best_thresholds, item_labels
 from core.device import describe_device, inference_batch_size, memory_format_for, pick_device
 from core.distributed import World
 from core.errors import BrokenRun, DataError
@@ -33,6 +33,7 @@ from core.net.backbones import Classifier, build_classifier
 from core.net.stages import LateCut
 from core.runs.checkpoint import load_checkpoint, save_checkpoint
 from core.runs.folder import RunFolder
+from core.runs.labelsets import write_thresholds
 from core.runs.process import process_start
 from core.runs.store import DeviceBusy, TrainingLock
 from core.train.callbacks import (
@@ -129,12 +130,13 @@ def prepare(folder: RunFolder, config: TrainConfig, device: torch.device,
     upto = folder.edits_upto(config)  # a resume reads the edits its first start read, not those made since
     data = load_source(config.data, config.size, label_regex=config.label_regex or None, resize=config.resize,
                        edits_upto=upto)
-    one_label_per_image(data, "Training")
+    if data.multi_label and (config.balance != "none" or config.label_smoothing):
+        raise DataError("Balancing classes and label smoothing are for one label per image; this dataset has label "
+                        "sets (multi-label): set balance to none and label smoothing to 0.")
     split = Split.from_dataset(data, config.valid_pct, config.seed).placed(device)
     print(where_held(data.images), flush=True)
     folder.record_data(list(data.class_names), data.fingerprint(), len(split.train_labels), len(split.valid_labels),
-                       edit_log_for(config.data, upto).summary().to_dict(),
-                       [(name, data.class_names[label]) for name, label in zip(data.item_names, data.labels.tolist())])
+                       edit_log_for(config.data, upto).summary().to_dict(), item_labels(data), data.multi_label)
     classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained, size=config.size,
                                   weights=config.weights)
     classifier.model.to(device, memory_format=memory_format_for(classifier.model, device))
@@ -312,9 +314,13 @@ def save_predictions(folder: RunFolder, learner: Learner) -> Evaluation:
                                       device=learner.device)
     evaluation = Evaluation.from_logits(torch.from_numpy(logits), split.valid_labels)  # one pass over validation
     trust.save(folder.trust_path)
+    multi = split.valid_labels.dim() == 2
+    if multi:  # each label's threshold of best F1 on validation, used wherever the run says which labels it sees
+        write_thresholds(folder, best_thresholds(evaluation.probs, split.valid_labels.numpy()).tolist())
+    probs = evaluation.probs if multi else calibrated(logits, trust.temperature)
     write_atomic(folder.predictions_path, lambda f: np.savez(
-        f, targets=split.valid_labels.numpy(), probs=calibrated(logits, trust.temperature), raw_probs=evaluation.probs,
-        losses=evaluation.losses, unknown_scores=scores, item_ids=split.valid_ids))
+        f, targets=split.valid_labels.numpy(), probs=probs, raw_probs=evaluation.probs, losses=evaluation.losses,
+        unknown_scores=scores, item_ids=split.valid_ids))
     return evaluation
 
 

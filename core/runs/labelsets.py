@@ -1,0 +1,33 @@
+"""A run that learnt label sets (several labels per image, core.data.multilabel): how its folder says so
+(data.json's `multi_label`), its threshold per label (thresholds.json), and the sentence of what reads only
+single-label runs so far (looking inside, predicting, exporting)."""
+from __future__ import annotations
+
+from core.atomic import read_json, write_json_atomic
+from core.errors import BrokenRun
+from core.runs.folder import RunFolder
+
+
+def is_multi_label(folder: RunFolder) -> bool:
+    return folder.data_record().get("multi_label") is True
+
+
+def write_thresholds(folder: RunFolder, thresholds: list[float]) -> None:
+    """Each label's threshold (in the order of the run's class names), chosen on validation."""
+    if folder.writes:
+        write_json_atomic(folder.path / "thresholds.json", {"thresholds": thresholds})
+
+
+def thresholds(folder: RunFolder) -> list[float] | None:
+    """The run's threshold per label, or None when it has none (a single-label run, or a damaged file)."""
+    found = read_json(folder.path / "thresholds.json").get("thresholds")
+    fits = isinstance(found, list) and all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in found)
+    return [float(t) for t in found] if fits else None
+
+
+def one_label_run(folder: RunFolder, what: str) -> None:
+    """BrokenRun, a sentence, when the run learnt label sets and `what` reads single-label runs only."""
+    if is_multi_label(folder):
+        raise BrokenRun(f"Run {folder.run_id} learnt several labels per image (multi-label): its epochs, curves and "
+                        f"scores are on the Train and Runs pages. {what} reads runs of one label per image; it does "
+                        "not read label sets yet.")
