@@ -150,7 +150,7 @@ def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_pe
     assert main(["--data", str(tmp_path / "mosaics"), "--size", "32", "--freeze-epochs", "2", "--epochs", "2",
                  "--runs-dir", str(tmp_path / "runs"), "--name", "ml"]) == 0
     folder = RunFolder(tmp_path / "runs" / "ml")
-    assert folder.status()["state"] == "completed"
+    assert folder.status()["state"] == "completed" and folder.status()["message"].startswith("Epoch 4: accuracy_multi ")
     rows = folder.read_metrics().epochs
     assert [r["phase"] for r in rows] == ["frozen", "frozen", "late", "late"]  # the default recipe, cached
     for row in rows:

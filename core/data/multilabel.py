@@ -1,6 +1,6 @@
-"""Several labels per image (multi-label): a labels CSV whose label column holds label sets, what the health
-report says of them, and how predictions of them are scored (fastai's accuracy_multi, F1, mean average precision)
-and thresholded.
+"""Several labels per image (multi-label): a labels CSV whose label column holds label sets, and what the health
+report says of them (scoring predictions of them: core.data.labelscores). Loads nothing heavy: the Data page's
+first draw reads it.
 
 A column is read as label sets when its labels are separated by `;` or `|`, or by spaces as in fastai's planet
 format ("clear primary water"). Spaces alone are ambiguous (a class may be called "golden retriever"), so they
@@ -13,8 +13,6 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable
 from itertools import combinations
-
-import numpy as np
 
 from core.errors import DataError
 
@@ -87,67 +85,9 @@ def describe(summary: dict, n_labels: int) -> str:
             if spread["min"] != spread["max"] else f"{n_labels} labels, {spread['min']} per image")
 
 
-def item_labels(data) -> list[tuple[str, str]]:
-    """(item name, its label) of every image of LabeledImages, a label set joined as one text."""
-    if data.multi_label:
-        return [(name, joined(tuple(data.class_names[j] for j in np.flatnonzero(row))))
-                for name, row in zip(data.item_names, data.labels.numpy())]
-    return [(name, data.class_names[label]) for name, label in zip(data.item_names, data.labels.tolist())]
-
-
 def one_label_per_image(data, what: str) -> None:
     """DataError, a sentence, when `data` (LabeledImages or a health report) is multi-label and `what` reads one label
     per image: what the Data page shows of label sets is all the app makes of them so far."""
     if getattr(data, "multi_label", False):
         raise DataError(f"This dataset has several labels per image (multi-label). {what} needs one label per image: "
                         "the app reads and checks label sets (the Data page), but does not train on them yet.")
-
-
-THRESHOLD = 0.5  # fastai's: a label is predicted when its sigmoid probability passes it
-CANDIDATES = np.round(np.arange(0.05, 0.951, 0.01), 2)  # the thresholds tried per label after training
-
-
-def _f1(predicted: np.ndarray, targets: np.ndarray, axis: int) -> np.ndarray:
-    """F1 along `axis` of boolean arrays; 0 where nothing is predicted and nothing is there (scikit-learn's
-    zero_division=0, as fastai's F1ScoreMulti reports it)."""
-    hits = (predicted & targets).sum(axis)
-    total = predicted.sum(axis) + targets.sum(axis)
-    return np.where(total > 0, 2 * hits / np.maximum(total, 1), 0.0)
-
-
-def average_precision(probs: np.ndarray, targets: np.ndarray) -> float:
-    """Mean over labels with at least one positive of the average precision of their ranking (scikit-learn's
-    average_precision_score, average="macro")."""
-    precisions = []
-    for label in range(targets.shape[1]):
-        truth = targets[np.argsort(-probs[:, label], kind="stable"), label]
-        if truth.any():
-            hits = np.cumsum(truth)
-            precisions.append(float((hits[truth] / (np.flatnonzero(truth) + 1)).mean()))
-    return float(np.mean(precisions)) if precisions else 0.0
-
-
-def scores(probs: np.ndarray, targets: np.ndarray, thresholds=THRESHOLD) -> dict[str, float]:
-    """The epoch row's figures for (N, C) probabilities against (N, C) label sets: fastai's accuracy_multi (every
-    yes/no right, at `thresholds`), F1 averaged over images (f1_samples) and over labels (f1_macro), and the mean
-    average precision (map), which needs no threshold."""
-    targets = targets.astype(bool)
-    predicted = probs >= np.asarray(thresholds)
-    return {"accuracy_multi": float((predicted == targets).mean()),
-            "f1_samples": float(_f1(predicted, targets, 1).mean()),
-            "f1_macro": float(_f1(predicted, targets, 0).mean()),
-            "map": average_precision(probs, targets)}
-
-
-def best_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per label, the threshold among CANDIDATES with the best F1 on these (validation) images, the one nearest
-    0.5 among ties; 0.5 for a label with no image here to judge it by."""
-    targets = targets.astype(bool)
-    chosen = np.full(targets.shape[1], THRESHOLD)
-    for label in range(targets.shape[1]):
-        if not targets[:, label].any():
-            continue
-        f1 = _f1(probs[:, label, None] >= CANDIDATES, targets[:, label, None], 0)
-        best = np.flatnonzero(f1 >= f1.max() - 1e-12)
-        chosen[label] = CANDIDATES[best[np.argmin(np.abs(CANDIDATES[best] - THRESHOLD))]]
-    return chosen

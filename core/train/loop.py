@@ -24,8 +24,8 @@ from torch import nn
 from core.config import TrainConfig
 from core.data.augment import Augment
 from core.data.batches import iterate_batches
+from core.data.labelscores import scores
 from core.data.load import Split
-from core.data.multilabel import scores
 from core.device import autocast_for, in_layout, inference_batch_size, memory_format_for
 from core.distributed import World
 from core.net.backbones import Classifier

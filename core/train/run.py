@@ -21,9 +21,9 @@ import torch
 from core.atomic import write_atomic
 from core.config import TrainConfig
 from core.data.images import LabeledImages
+from core.data.labelscores import best_thresholds, item_labels
 from core.data.load import Split, edit_log_for, load_source
 from core.data.mapped import where_held
-from core.data.multilabel import best_thresholds, item_labels
 from core.device import describe_device, inference_batch_size, memory_format_for, pick_device
 from core.distributed import World
 from core.errors import BrokenRun, DataError
@@ -292,8 +292,9 @@ def ending(state: str, learner: Learner, epochs: list[dict], accuracy: float, ke
     finished + 1), and the validation accuracy of the table's row it names (`accuracy`, the final model's, only
     when there is no row)."""
     row = max(epochs, key=lambda r: r["accuracy"]) if kept_best and epochs else epochs[-1] if epochs else None
+    said = "accuracy_multi" if row and "accuracy_multi" in row else "validation accuracy"  # label sets: fastai's name
     if state == "stopped":
-        last = f"Last finished: epoch {row['epoch']}, validation accuracy {row['accuracy']:.1%}." if row else \
+        last = f"Last finished: epoch {row['epoch']}, {said} {row['accuracy']:.1%}." if row else \
             "No epoch had finished yet."
         if not resumable:  # stopped while the frozen layers' output was computed, before any step
             return "Stopped before the first training step, so there is nothing to resume: start it again."
@@ -301,7 +302,7 @@ def ending(state: str, learner: Learner, epochs: list[dict], accuracy: float, ke
                 f"{learner.total_steps}; Resume goes on from there. {last}")
     if row is None:
         return f"Validation accuracy {accuracy:.1%}."
-    return f"Epoch {row['epoch']}{' (the best)' if kept_best else ''}: validation accuracy {row['accuracy']:.1%}."
+    return f"Epoch {row['epoch']}{' (the best)' if kept_best else ''}: {said} {row['accuracy']:.1%}."
 
 
 def save_predictions(folder: RunFolder, learner: Learner) -> Evaluation:
@@ -315,7 +316,7 @@ def save_predictions(folder: RunFolder, learner: Learner) -> Evaluation:
     evaluation = Evaluation.from_logits(torch.from_numpy(logits), split.valid_labels)  # one pass over validation
     trust.save(folder.trust_path)
     multi = split.valid_labels.dim() == 2
-    if multi:  # each label's threshold of best F1 on validation, used wherever the run says which labels it sees
+    if multi:  # each label's threshold of best F1 on validation, kept for what will predict labels with the run
         write_thresholds(folder, best_thresholds(evaluation.probs, split.valid_labels.numpy()).tolist())
     probs = evaluation.probs if multi else calibrated(logits, trust.temperature)
     write_atomic(folder.predictions_path, lambda f: np.savez(
