@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from core.data.images import LabeledImages
-from core.data.multilabel import RARE_LABEL, joined
+from core.data.multilabel import RARE_LABEL
 from pages._text import md
 
 SAMPLES = 20
@@ -18,12 +18,11 @@ def sample_picks(data: LabeledImages) -> tuple[list[int], list[str]]:
     labels = data.labels.numpy()
     if data.multi_label:
         picks = sorted(int(i) for i in rng.choice(len(data), size=min(SAMPLES, len(data)), replace=False))
-        names = [joined(tuple(data.class_names[j] for j in np.flatnonzero(labels[i]))) or "no label" for i in picks]
-        return picks, names
-    picks = [int(i) for label in range(len(data.class_names))
-             for i in rng.choice(np.flatnonzero(labels == label), size=min(2, int((labels == label).sum())),
-                                 replace=False)][:SAMPLES]
-    return picks, [data.class_names[labels[i]] for i in picks]
+    else:
+        picks = [int(i) for label in range(len(data.class_names))
+                 for i in rng.choice(np.flatnonzero(labels == label), size=min(2, int((labels == label).sum())),
+                                     replace=False)][:SAMPLES]
+    return picks, [data.label_of(i) for i in picks]
 
 
 def label_sets_section(summary: dict) -> None:

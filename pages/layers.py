@@ -54,7 +54,7 @@ if pretrained_only:
     key = f"imagenet/efficientnet_lite0/{size}"
     data = current_dataset(size)
     picks = np.random.default_rng(0).permutation(len(data))[:MAX_CANDIDATES]
-    candidates, captions = data.images[picks], [data.class_names[data.labels[i]] for i in picks]
+    candidates, captions = data.images[picks], [data.label_of(i) for i in picks]
 else:
     run_dir = pick_finished_run("to look inside the trained network")
     if run_dir is None:

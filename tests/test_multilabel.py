@@ -213,3 +213,9 @@ def test_the_data_page_shows_label_sets_and_the_train_page_says_it_cannot_train_
     app.session_state["label_smoothing"] = 0.1
     app.run()
     assert any("set Imbalanced classes to none and Label smoothing to 0" in w.value for w in app.warning)
+    app.switch_page("pages/layers.py").run()  # the pretrained network on the dataset's images, captioned with sets
+    next(r for r in app.radio if r.label == "Look inside").set_value("The pretrained network alone (ImageNet)").run()
+    assert not app.exception, [e.value for e in app.exception]
+    app.switch_page("pages/map.py").run()
+    next(t for t in app.toggle if t.label == "Draw the map").set_value(True).run()
+    assert not app.exception and any("several labels per image" in e.value for e in app.error)

@@ -38,6 +38,12 @@ class LabeledImages:
     def multi_label(self) -> bool:
         return self.labels.dim() == 2
 
+    def label_of(self, i: int) -> str:
+        """Image i's class, or its label set joined ("no label" for an empty set), for people."""
+        if self.multi_label:
+            return "; ".join(self.class_names[j] for j in self.labels[i].nonzero().flatten().tolist()) or "no label"
+        return self.class_names[int(self.labels[i])]
+
     def class_counts(self) -> dict[str, int]:
         """Each class's images (multi-label: each label's)."""
         n = len(self.class_names)
