@@ -134,7 +134,7 @@ if report.sizes.get("width"):
 for title, rows in [("Skipped files", [{"file": f, "reason": r} for f, r in report.skipped]),
                     ("Identical files", [{"files": ", ".join(g)} for g in report.duplicates]),
                     ("The same image under two labels", [{"files": ", ".join(g)} for g in report.conflicts]),
-                    (f"{kind.capitalize()}es too small to split" if kind == "class" else "Labels too small to split",
+                    (f"{'Classes' if kind == 'class' else 'Labels'} too small to split",
                      [{kind: c} for c in report.too_small])]:
     if rows:
         with st.expander(f"{title} ({len(rows)})"):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.data.multilabel import joined
 from core.errors import DataError
 
 MEMORY_BUDGET = 6 << 30  # decoded uint8 images kept in memory; past this, ask for a smaller image size
@@ -38,10 +39,17 @@ class LabeledImages:
     def multi_label(self) -> bool:
         return self.labels.dim() == 2
 
+    def label_texts(self) -> list[str]:
+        """Each image's class, or its label set joined as core.data.multilabel.joined does ("" for an empty set)."""
+        if self.multi_label:
+            return [joined(tuple(self.class_names[j] for j in row.nonzero()[0])) for row in self.labels.numpy()]
+        return [self.class_names[label] for label in self.labels.tolist()]
+
     def label_of(self, i: int) -> str:
         """Image i's class, or its label set joined ("no label" for an empty set), for people."""
         if self.multi_label:
-            return "; ".join(self.class_names[j] for j in self.labels[i].nonzero().flatten().tolist()) or "no label"
+            return joined(tuple(self.class_names[j] for j in self.labels[i].nonzero().flatten().tolist())) or \
+                "no label"
         return self.class_names[int(self.labels[i])]
 
     def class_counts(self) -> dict[str, int]:

@@ -1,20 +1,9 @@
-"""Each image's label (set) as text, and scoring predictions of label sets (core.data.multilabel): fastai's
-accuracy_multi, F1 averaged over images and over labels, mean average precision, and a threshold per label chosen
-on validation. numpy loads with it: the training process reads it, never the first page's draw."""
+"""Scoring predictions of label sets (core.data.multilabel): fastai's accuracy_multi, F1 averaged over images and
+over labels, mean average precision, and a threshold per label chosen on validation. numpy loads with it: the
+training process reads it, never the first page's draw."""
 from __future__ import annotations
 
 import numpy as np
-
-from core.data.multilabel import joined
-
-
-def item_labels(data) -> list[tuple[str, str]]:
-    """(item name, its label) of every image of LabeledImages, a label set joined as one text."""
-    if data.multi_label:
-        return [(name, joined(tuple(data.class_names[j] for j in np.flatnonzero(row))))
-                for name, row in zip(data.item_names, data.labels.numpy())]
-    return [(name, data.class_names[label]) for name, label in zip(data.item_names, data.labels.tolist())]
-
 
 THRESHOLD = 0.5  # fastai's: a label is predicted when its sigmoid probability passes it
 CANDIDATES = np.round(np.arange(0.05, 0.951, 0.01), 2)  # the thresholds tried per label after training

@@ -291,7 +291,7 @@ class Evaluation:
     accuracy: float  # label sets: fastai's accuracy_multi
     probs: np.ndarray  # (N, n_classes) softmax probabilities (label sets: each label's sigmoid)
     losses: np.ndarray  # (N,) cross-entropy of each item (label sets: its mean binary cross-entropy)
-    scores: dict = field(default_factory=dict)  # label sets: core.data.multilabel.scores, for the epoch row
+    scores: dict = field(default_factory=dict)  # label sets: core.data.labelscores.scores, for the epoch row
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> Evaluation:

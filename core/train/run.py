@@ -21,7 +21,7 @@ import torch
 from core.atomic import write_atomic
 from core.config import TrainConfig
 from core.data.images import LabeledImages
-from core.data.labelscores import best_thresholds, item_labels
+from core.data.labelscores import best_thresholds
 from core.data.load import Split, edit_log_for, load_source
 from core.data.mapped import where_held
 from core.device import describe_device, inference_batch_size, memory_format_for, pick_device
@@ -136,7 +136,8 @@ def prepare(folder: RunFolder, config: TrainConfig, device: torch.device,
     split = Split.from_dataset(data, config.valid_pct, config.seed).placed(device)
     print(where_held(data.images), flush=True)
     folder.record_data(list(data.class_names), data.fingerprint(), len(split.train_labels), len(split.valid_labels),
-                       edit_log_for(config.data, upto).summary().to_dict(), item_labels(data), data.multi_label)
+                       edit_log_for(config.data, upto).summary().to_dict(),
+                       list(zip(data.item_names, data.label_texts())), data.multi_label)
     classifier = build_classifier(config.arch, len(data.class_names), pretrained=config.pretrained, size=config.size,
                                   weights=config.weights)
     classifier.model.to(device, memory_format=memory_format_for(classifier.model, device))
