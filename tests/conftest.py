@@ -175,3 +175,19 @@ def image_folder(tmp_path) -> Path:
 
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def multilabel_run(tmp_path_factory) -> Path:
+    """A completed pretrained run of label sets (tests.mosaics: 300 mosaics of the digits 0-4, labelled with the
+    digits they show) at 32 px: 2 frozen epochs on cached features, then 2 more; its data folder is the run's
+    sibling `mosaics`."""
+    from tests.mosaics import write_mosaics
+
+    def make(folder: Path) -> str:
+        write_mosaics(folder / "mosaics", n=300, seed=1)
+        return _train(["--data", str(folder / "mosaics"), "--size", "32", "--freeze-epochs", "2", "--epochs", "2",
+                       "--seed", "0", "--runs-dir", str(folder), "--name", "ml"])
+
+    folder, _ = made_once(tmp_path_factory, "multilabel", make)
+    return folder / "ml"

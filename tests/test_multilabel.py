@@ -3,19 +3,15 @@
 trained on (sigmoid outputs, scores per epoch, a threshold per label); what reads one label per image (the Fix and
 Map pages, interpreting, predicting, exporting) says so in a sentence. Real images: 2x2 mosaics of
 handwritten digits, labelled with the digits they show (fastai's planet format, labels separated by spaces)."""
-import csv
 import io
 import json
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from sklearn.datasets import load_digits
 from streamlit.testing.v1 import AppTest
 
 from core.data.edits import EditLog
@@ -24,39 +20,7 @@ from core.data.multilabel import label_separator, split_labels
 from core.errors import BrokenRun, DataError
 from core.runs.folder import RunFolder
 from tests.conftest import ROOT
-
-DIGITS = ("zero", "one", "two", "three", "four")
-
-
-def write_mosaics(root: Path, n: int = 60, seed: int = 0, separator: str = " ") -> dict[str, tuple[str, ...]]:
-    """`n` 2x2 mosaics of digits 0-4 (each tile a digit or blank, at least one digit), three blank images with no
-    label, and `labels.csv` naming each image's digits; returns {file: label set}."""
-    rng = np.random.default_rng(seed)
-    digits = load_digits()
-    root.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for i in range(n + 3):
-        tiles, labels = [], set()
-        for _ in range(4):
-            digit = int(rng.integers(0, 6)) if i < n else 5  # 5: a blank tile
-            if digit < 5:
-                tile = digits.images[rng.choice(np.flatnonzero(digits.target == digit))] * 16
-                labels.add(DIGITS[digit])
-            else:
-                tile = np.zeros((8, 8))
-            tiles.append(tile)
-        if i < n and not labels:
-            tiles[0], labels = digits.images[0] * 16, {"zero"}
-        pixels = np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]]).clip(0, 255).astype(np.uint8)
-        name = f"images/m{i:03}.png"
-        (root / "images").mkdir(exist_ok=True)
-        Image.fromarray(pixels).convert("RGB").resize((32, 32)).save(root / name)
-        written[name] = tuple(sorted(labels))
-    with open(root / "labels.csv", "w", newline="") as f:
-        rows = csv.writer(f)
-        rows.writerow(["image_name", "tags"])
-        rows.writerows([name, separator.join(labels)] for name, labels in written.items())
-    return written
+from tests.mosaics import DIGITS, write_mosaics
 
 
 def test_a_label_column_is_read_as_label_sets_only_where_it_holds_them():
@@ -164,9 +128,10 @@ def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_pe
     assert ((probs >= 0) & (probs <= 1)).all() and not np.allclose(probs.sum(1), 1)  # sigmoids, not a softmax
     chosen = thresholds(folder)
     assert chosen is not None and len(chosen) == len(DIGITS) and all(0.05 <= t <= 0.95 for t in chosen)
-    for refused in (lambda: load_model(folder.path), lambda: load_predictions(folder.path)):
-        with pytest.raises(BrokenRun, match="learnt several labels per image .*does not read label sets yet"):
-            refused()
+    model, class_names, _ = load_model(folder.path)
+    assert class_names == sorted(DIGITS) and model(torch.zeros(1, 3, 32, 32)).shape == (1, len(DIGITS))
+    with pytest.raises(BrokenRun, match="learnt several labels per image .*does not read label sets yet"):
+        load_predictions(folder.path)
 
     monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path / "runs"))  # the Train page's table, and Interpret's sentence
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)

@@ -164,10 +164,11 @@ class TrustedModel(nn.Module):
 
     In: RGB pixels (B, 3, S, S), uint8 or float in 0..255, already made square at the run's size.
     Out: (probabilities (B, C) calibrated, unknown score (B,)); a score above `threshold` means "none of these".
-    Scaling and ImageNet normalisation happen inside, so a caller cannot get them wrong.
+    Scaling and ImageNet normalisation happen inside, so a caller cannot get them wrong. A run of label sets
+    (`multi_label`) gives each label's own sigmoid probability instead of a softmax over the classes.
     """
 
-    def __init__(self, model: nn.Sequential, trust: Trust):
+    def __init__(self, model: nn.Sequential, trust: Trust, multi_label: bool = False):
         super().__init__()
         self.body, head = model[0], model[1]
         self.pool = nn.Sequential(*list(head)[:-1])  # (B, F, h, w) -> (B, F): pooling, flattening (dropout: eval)
@@ -176,8 +177,12 @@ class TrustedModel(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
         self.register_buffer("bank", torch.from_numpy(trust.bank))
         self.register_buffer("temperature", torch.tensor(float(trust.temperature)))
-        self.threshold, self.k = float(trust.threshold), int(trust.k)
+        self.threshold, self.k, self.multi_label = float(trust.threshold), int(trust.k), multi_label
         self.eval()
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, C) probabilities of (B, C) logits: calibrated softmax, or each label's sigmoid."""
+        return logits.sigmoid() if self.multi_label else (logits / self.temperature).softmax(1)
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, F) penultimate features of RGB pixels 0..255."""
@@ -186,7 +191,7 @@ class TrustedModel(nn.Module):
     def forward(self, pixels: torch.Tensor, topk=None) -> tuple[torch.Tensor, torch.Tensor]:
         """`topk`: knn_scores' (a converter's own op, core.ship.mobile)."""
         features = self.features(pixels)
-        probs = (self.classifier(features) / self.temperature).softmax(1)
+        probs = self.probabilities(self.classifier(features))
         return probs, knn_scores(F.normalize(features, dim=1), self.bank, self.k, topk)
 
 
@@ -234,13 +239,14 @@ def load_trusted_model(run_dir: Path) -> tuple[TrustedModel, list[str], TrainCon
     before calibration existed: train it again) or its files are damaged."""
     from core.runs.checkpoint import load_model
     from core.runs.folder import RunFolder
+    from core.runs.labelsets import is_multi_label
 
     folder = RunFolder(run_dir)
     if not folder.trust_path.exists():
         raise BrokenRun(f"Run {folder.run_id} has no calibration (trust.npz): it finished before this version "
                         "calibrated runs, or did not finish. Train it again to predict with \"none of these\".")
     model, class_names, config = load_model(run_dir)
-    return TrustedModel(model, Trust.load(folder.trust_path)), class_names, config
+    return TrustedModel(model, Trust.load(folder.trust_path), is_multi_label(folder)), class_names, config
 
 
 def tta_probs(trusted: TrustedModel, images: torch.Tensor, augment: Augment, *, copies: int = TTA_COPIES,

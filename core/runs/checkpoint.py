@@ -18,7 +18,6 @@ from core.config import TrainConfig
 from core.errors import BrokenRun
 from core.net.backbones import build_classifier
 from core.runs.folder import RunFolder
-from core.runs.labelsets import one_label_run
 
 if TYPE_CHECKING:
     from core.train.loop import Learner
@@ -68,7 +67,6 @@ def load_checkpoint(path: Path) -> dict:
 def load_model(run_dir: Path) -> tuple[nn.Module, list[str], TrainConfig]:
     """Rebuild a run's model from the checkpoint that counts (core.runs.folder), in eval mode, with its class
     names and config; FileNotFoundError before its first epoch ended."""
-    one_label_run(RunFolder(run_dir), "Looking inside a run's model, predicting with it and exporting it")
     path = RunFolder(run_dir).model_checkpoint()
     if path is None:
         raise FileNotFoundError(f"The run {Path(run_dir).name} has no checkpoint yet: it has not finished an epoch.")

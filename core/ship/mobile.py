@@ -125,7 +125,7 @@ class _CoreMLModel(nn.Module):
         features = self.trusted.features(image)
         scores = knn_scores(F.normalize(features, dim=1), self.trusted.bank, self.trusted.k)
         unknown = torch.where(scores > self.threshold, self.one, self.zero)
-        return scores, unknown, (self.trusted.classifier(features) / self.trusted.temperature).softmax(1)
+        return scores, unknown, self.trusted.probabilities(self.trusted.classifier(features))
 
 
 DESCRIPTIONS = {"image": "RGB image, made square at the run's size as preprocessing.json says",
