@@ -82,9 +82,12 @@ def plain_classifier(model, class_names: list[str]) -> Classify:
 
 
 def verdict(prediction: Prediction, n_classes: int) -> str:
-    """What the model says, in words (plain text): the top class, or that the image is none of them."""
+    """What the model says, in words (plain text): the top class (a run of label sets: the labels found), or that the
+    image is none of them."""
     if prediction.unknown:
-        return f"Not one of the {n_classes} classes"
+        return f"Not one of the {n_classes} {'labels' if prediction.labels is not None else 'classes'}"
+    if prediction.labels is not None:
+        return " · ".join(prediction.labels) if prediction.labels else f"None of the {n_classes} labels"
     name, p = prediction.top[0]
     return f"{name} · {p:.0%}"
 
@@ -137,7 +140,8 @@ class LiveClassifier:
 
 def draw_bars(picture, prediction: Prediction, n_classes: int) -> None:
     """Draw the top classes as bars over the lower part of a PIL picture (in place); an unknown image gets
-    "Not one of the N classes" in its top row and the closest class below it."""
+    "Not one of the N classes" in its top row and the closest class below it. A run of label sets draws the labels
+    found in green and the others in blue."""
     from PIL import ImageDraw, ImageFont
 
     width, height = picture.size
@@ -152,7 +156,8 @@ def draw_bars(picture, prediction: Prediction, n_classes: int) -> None:
     for i, (text, p) in enumerate(rows):
         y = top + i * row
         if p is not None:
-            colour = (120, 120, 120) if prediction.unknown else (46, 160, 67) if i == 0 else (70, 110, 200)
+            found = i == 0 if prediction.labels is None else text.rsplit("  ", 1)[0] in prediction.labels
+            colour = (120, 120, 120) if prediction.unknown else (46, 160, 67) if found else (70, 110, 200)
             draw.rectangle((0, y + 2, int(width * p), y + row - 2), fill=colour)
         draw.text((row // 4, y + row // 2), text, fill=(255, 255, 255), font=font, anchor="lm",
                   stroke_width=max(row // 24, 1), stroke_fill=(0, 0, 0))
@@ -187,3 +192,26 @@ def show_latest(classifier: LiveClassifier) -> None:
             st.header(md(verdict(prediction, classifier.n_classes)), anchor=False)
 
     latest()
+
+
+def label_chart(where, prediction: Prediction, predictor: Predictor, k: int, name: str) -> None:
+    """A run of label sets' verdict for one image: the labels found as a heading, then the `k` most probable labels'
+    own probabilities as bars (green: found), each with its threshold marked."""
+    import plotly.graph_objects as go
+
+    from pages._text import md, plot
+
+    where.subheader(md(verdict(prediction, len(predictor.class_names))), anchor=False)
+    shown = [(c, p) for c, p in prediction.top if c in prediction.labels] or prediction.top[:1]
+    shown += [(c, p) for c, p in prediction.top if (c, p) not in shown][:max(k - len(shown), 0)]
+    thresholds = dict(zip(predictor.class_names, predictor.thresholds))
+    names, probs = [plot(c) for c, _ in shown][::-1], [p for _, p in shown][::-1]
+    colours = ["#9e9e9e" if prediction.unknown else "#2ea043" if c in prediction.labels else "#4c78a8"
+               for c, _ in shown][::-1]
+    figure = go.Figure([go.Bar(x=probs, y=names, orientation="h", marker_color=colours, name="probability",
+                               text=[f"{p:.1%}" for p in probs], textposition="auto"),
+                        go.Scatter(x=[thresholds[c] for c, _ in shown][::-1], y=names, mode="markers",
+                                   marker=dict(symbol="line-ns-open", size=18, color="black"), name="threshold")])
+    figure.update_layout(height=60 + 32 * len(shown), margin=dict(l=0, r=0, t=10, b=0), xaxis_range=[0, 1],
+                         xaxis_tickformat=".0%", showlegend=False)
+    where.plotly_chart(figure, key=f"prediction:{name}")

@@ -6,7 +6,7 @@ import streamlit as st
 from core.errors import BrokenRun, DataError
 from core.runs import store
 from core.ship.export import FORMATS, ExportError, describe, export_run, read_verification, zip_export
-from core.ship.verify import INT8_FILES, MODEL_FILES
+from core.ship.verify import INT8_FILES, MODEL_FILES, agreement_key
 from pages._text import md
 
 # what each optional format is called on the page
@@ -79,17 +79,19 @@ def show_export(run: store.RunSummary) -> None:
 
 
 def format_table(verification: dict) -> pd.DataFrame:
-    """One row a model file: its size, how often it picks the app's class, its accuracy."""
-    rows = [(file, verification["sizes"].get(file), verification[f"{name}_top1_agreement"],
+    """One row a model file: its size, how often it picks the app's class (a run of label sets: its label set), its
+    accuracy (the share of yes/no label decisions right)."""
+    key = agreement_key(verification)
+    rows = [(file, verification["sizes"].get(file), verification[f"{name}_{key}"],
              verification["accuracy"][name], "full") for name, file in MODEL_FILES.items()
-            if f"{name}_top1_agreement" in verification]
-    rows += [(INT8_FILES[name], verification["sizes"].get(INT8_FILES[name]), measured["top1_agreement"],
+            if f"{name}_{key}" in verification]
+    rows += [(INT8_FILES[name], verification["sizes"].get(INT8_FILES[name]), measured[key],
               measured["accuracy"], "int8") for name, measured in verification.get("int8", {}).items()]
     if "coreml" in verification:
         rows.append(("model.mlpackage", verification["sizes"].get("model.mlpackage"), None, None,
                      "full; Apple systems only (its interface and classes checked)"))
     if "web/index.html" in verification["sizes"]:
-        rows.append(("web/index.html", verification["sizes"]["web/index.html"], verification["onnx_top1_agreement"],
+        rows.append(("web/index.html", verification["sizes"]["web/index.html"], verification[f"onnx_{key}"],
                      verification["accuracy"]["onnx"], "full (runs model.onnx)"))
     table = pd.DataFrame(rows, columns=["file", "size", "agrees with the app", "accuracy", "precision"])
     table["size"] = [f"{size / 1e6:.1f} MB" if size else "" for size in table["size"]]

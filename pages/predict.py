@@ -11,6 +11,7 @@ from pages._common import imagenet_model, model_key, pick_finished_run, route_th
 from pages._demo import (
     LiveClassifier,
     calibrated_classifier,
+    label_chart,
     live_demo,
     plain_classifier,
     run_predictor,
@@ -55,7 +56,12 @@ else:
         caveat = unknown_caveat(n_valid, len(class_names)) if isinstance(n_valid, int) else None
         if caveat:
             st.warning(caveat, icon=":material/help:")
-k = st.slider("Classes to show", 1, min(10, len(class_names)), min(5, len(class_names)))
+multi = predictor is not None and predictor.thresholds is not None  # a run of label sets
+if multi:
+    st.caption("This run learnt several labels per image: each label has its own probability, and the image gets "
+               "every label at or above the threshold chosen for it on validation (the marks on the bars).")
+k = st.slider("Labels to show" if multi else "Classes to show", 1, min(10, len(class_names)),
+              min(5, len(class_names)))
 tta = predictor is not None and st.toggle(
     "Test-time augmentation", help="Steadier: each image is also seen as a few augmented copies and the "
                                    "probabilities averaged, as fastai's tta does. About 5× slower.")
@@ -97,9 +103,12 @@ for name, data in pictures:
         st.error(f"{md(name)}: {md(error)}")
         continue
     prediction = classify(image[None], k)[0]
-    ranked = prediction.top
     picture, chart = st.columns([1, 3])
     picture.image(to_hwc(image[None].numpy())[0], caption=md(name), width="stretch")
+    if multi:
+        label_chart(chart, prediction, predictor, k, name)
+        continue
+    ranked = prediction.top
     title = f"{plot(ranked[0][0])} ({ranked[0][1]:.1%})"
     if prediction.unknown:
         chart.subheader(f"Not one of the {len(class_names)} classes")

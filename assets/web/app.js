@@ -43,6 +43,7 @@ function runModel(pixels) {
       unknownScore: r.unknown_score.data[0],
       unknown: !!r.unknown.data[0],
     };
+    if (r.labels) out.labels = Array.from(r.labels.data).map((v, i) => (v ? i : -1)).filter((i) => i >= 0);
     for (const k in r) r[k].dispose?.();
     return out;
   });
@@ -88,8 +89,11 @@ function toPixels(src, w, h) {
   return rgb;
 }
 
+// a run of label sets (CFG.multiLabel) names every label found (the model's `labels` output) and lists each label's
+// own probability, most probable first; one label per image names the top class and lists the top three
 function show(res) {
-  const order = res.probabilities.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0]).slice(0, 3);
+  const order = res.probabilities.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0])
+    .slice(0, CFG.multiLabel ? N : 3);
   const list = $('top3');
   list.replaceChildren();
   for (const [p, i] of order) {
@@ -99,7 +103,12 @@ function show(res) {
   }
   $('verdict').textContent = res.unknown ? `Not one of the ${N} classes` : '';
   $('score').textContent = `unknown score ${res.unknownScore.toFixed(3)}`;
-  $('top1').textContent = CLASSES[order[0][1]] ?? ('class ' + order[0][1]);
+  if (CFG.multiLabel) {
+    const found = order.filter(([, i]) => res.labels.includes(i)).map(([, i]) => CLASSES[i] ?? ('label ' + i));
+    $('top1').textContent = found.length ? found.join(', ') : `None of the ${N} labels`;
+  } else {
+    $('top1').textContent = CLASSES[order[0][1]] ?? ('class ' + order[0][1]);
+  }
   if (window.__timing.first === undefined) window.__timing.first = performance.now();
   window.__lastResult = res;
   window.__timing.count = (window.__timing.count || 0) + 1;

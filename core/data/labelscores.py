@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-THRESHOLD = 0.5  # fastai's: a label is predicted when its sigmoid probability passes it
+from core.data.multilabel import THRESHOLD
+
 CANDIDATES = np.round(np.arange(0.05, 0.951, 0.01), 2)  # the thresholds tried per label after training
 
 

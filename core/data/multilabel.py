@@ -17,6 +17,7 @@ from itertools import combinations
 from core.errors import DataError
 
 SEPARATORS = {";": "semicolons", "|": "vertical bars", " ": "spaces"}
+THRESHOLD = 0.5  # fastai's: a label is predicted when its sigmoid probability reaches it (before per-label ones)
 RARE_LABEL = 10  # a label on fewer images than this is flagged: too few to learn it and to judge what was learnt
 CO_OCCURRENCE_SHOWN = 20  # the most frequent label pairs the report lists
 

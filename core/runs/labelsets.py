@@ -4,6 +4,7 @@ single-label runs so far (looking inside, predicting, exporting)."""
 from __future__ import annotations
 
 from core.atomic import read_json, write_json_atomic
+from core.data.multilabel import THRESHOLD
 from core.errors import BrokenRun
 from core.runs.folder import RunFolder
 
@@ -23,6 +24,13 @@ def thresholds(folder: RunFolder) -> list[float] | None:
     found = read_json(folder.path / "thresholds.json").get("thresholds")
     fits = isinstance(found, list) and all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in found)
     return [float(t) for t in found] if fits else None
+
+
+def run_thresholds(folder: RunFolder, n_labels: int) -> list[float]:
+    """The thresholds a run of label sets predicts with: its own, or fastai's 0.5 for each label when thresholds.json
+    is missing or does not fit its labels (a run cut off before writing it)."""
+    found = thresholds(folder)
+    return found if found is not None and len(found) == n_labels else [THRESHOLD] * n_labels
 
 
 def one_label_run(folder: RunFolder, what: str) -> None:

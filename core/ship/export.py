@@ -6,6 +6,8 @@ The run's export/ folder (and the zip) holds:
       out  probabilities   float32  (B, C)        calibrated (the temperature is inside)
            unknown_score   float32  (B,)          distance to the training images (deep kNN)
            unknown         bool     (B,)          unknown_score > the run's threshold: "none of these"
+      A run of label sets: probabilities are each label's sigmoid, and a fourth output says the label set:
+           labels          bool     (B, C)        each label's probability >= its threshold (thresholds.json)
       Scaling and ImageNet normalisation happen inside, so a caller cannot get them wrong.
   preprocessing.json   how to make `pixels` from an image file with PIL, exactly as the app does (`steps`)
   classes.json         class names, in the order of the probabilities
@@ -38,8 +40,9 @@ from core.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import BrokenRun, DataError
 from core.inspect.trust import TrustedModel, load_trusted_model
 from core.runs.folder import RunFolder
-from core.ship import INPUT_NAME, OUTPUT_NAMES
-from core.ship.verify import LABELS, MODEL_FILES, ExportError, export_sizes, verify_export
+from core.runs.labelsets import run_thresholds
+from core.ship import INPUT_NAME, LABELS_OUTPUT, output_names
+from core.ship.verify import LABELS, MODEL_FILES, ExportError, agreement_key, export_sizes, verify_export
 
 __all__ = ["ExportError", "ExportedModel", "export_run", "verify_export", "read_verification", "describe",
            "zip_export", "FORMATS"]
@@ -64,37 +67,51 @@ class ExportedModel(nn.Module):
     In: pixels (B, S, S, 3) uint8, RGB 0..255 at the run's size: what `numpy.asarray(image)[None]` gives for a
     PIL image prepared as preprocessing.json says. The TorchScript file also takes float pixels in 0..255 (as
     TrustedModel does: test-time augmentation's copies); the ONNX graph's input is uint8 only.
-    Out: (probabilities (B, C) float32 calibrated, unknown_score (B,) float32, unknown (B,) bool).
+    Out: (probabilities (B, C) float32 calibrated, unknown_score (B,) float32, unknown (B,) bool), and for a run of
+    label sets (`label_thresholds`) labels (B, C) bool: each label's probability at or above its threshold.
     """
 
-    def __init__(self, trusted: TrustedModel):
+    def __init__(self, trusted: TrustedModel, label_thresholds: list[float] | None = None):
         super().__init__()
-        self.trusted = trusted
+        self.trusted, self.multi_label = trusted, label_thresholds is not None
+        self.label_threshold_list = list(label_thresholds or [])  # as thresholds.json says them, for the JSON files
         # Exact in float32: the threshold is one of the validation images' float32 scores.
         self.register_buffer("threshold", torch.tensor(trusted.threshold, dtype=torch.float32))
+        self.register_buffer("label_thresholds", torch.tensor(label_thresholds or [], dtype=torch.float32))
         self.eval()
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         probabilities, scores = self.trusted(pixels.permute(0, 3, 1, 2))  # (B, 3, S, S), as the app's images are
+        if self.multi_label:
+            return probabilities, scores, scores > self.threshold, probabilities >= self.label_thresholds
         return probabilities, scores, scores > self.threshold
 
 
-def preprocessing(config, threshold: float, temperature: float, n_classes: int) -> dict:
-    """preprocessing.json: how to make the model's input from an image file, and what comes out."""
-    size = config.size
+def preprocessing(config, threshold: float, temperature: float, n_classes: int,
+                  label_thresholds: list[float] | None = None) -> dict:
+    """preprocessing.json: how to make the model's input from an image file, and what comes out; a run of label sets
+    (`label_thresholds`) says so, with each label's threshold and the fourth output."""
+    size, multi = config.size, label_thresholds is not None
+    labels = [{"name": LABELS_OUTPUT, "dtype": "bool", "shape": ["batch", n_classes],
+               "meaning": "the image's label set: each label whose probability is at or above its label_threshold"}]
     return {
         "size": size, "resize": config.resize, "arch": config.arch,
+        "task": "multi-label" if multi else "single-label",
         "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", size, size, 3],
                   "layout": "channels last: (batch, height, width, RGB)", "range": "0..255"},
         "outputs": [
             {"name": "probabilities", "dtype": "float32", "shape": ["batch", n_classes],
-             "meaning": "calibrated probability of each class, in the order of classes.json"},
+             "meaning": "probability of each label, each on its own (sigmoid), in the order of classes.json" if multi
+             else "calibrated probability of each class, in the order of classes.json"},
             {"name": "unknown_score", "dtype": "float32", "shape": ["batch"],
              "meaning": "distance to the training images; above unknown_threshold the image is none of the classes"},
-            {"name": "unknown", "dtype": "bool", "shape": ["batch"], "meaning": "unknown_score > unknown_threshold"}],
+            {"name": "unknown", "dtype": "bool", "shape": ["batch"], "meaning": "unknown_score > unknown_threshold"},
+            *(labels if multi else [])],
         "unknown_threshold": threshold, "temperature": temperature,
-        "inside_the_model": "pixels / 255, then (x - mean) / std per channel with ImageNet's mean and std; "
-                            "softmax(logits / temperature); the unknown score and verdict",
+        **({"label_thresholds": label_thresholds} if multi else {}),
+        "inside_the_model": "pixels / 255, then (x - mean) / std per channel with ImageNet's mean and std; " + (
+            "sigmoid(logits) per label; probabilities >= label_thresholds" if multi else
+            "softmax(logits / temperature)") + "; the unknown score and verdict",
         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
         # The run's training augmentation: what test-time augmentation (fastai's tta, core.inspect.trust) draws
         # copies with.
@@ -117,11 +134,11 @@ def preprocessing(config, threshold: float, temperature: float, n_classes: int) 
     }
 
 
-def write_exports(trusted: TrustedModel, class_names: list[str], config, folder: Path) -> None:
-    """TorchScript, ONNX, weights, classes and preprocessing of a trusted model into `folder`."""
+def write_exports(exported: ExportedModel, class_names: list[str], config, folder: Path) -> None:
+    """TorchScript, ONNX, weights, classes and preprocessing of an exported model into `folder`."""
     from safetensors.torch import save_file
 
-    exported = ExportedModel(trusted)
+    trusted = exported.trusted
     example = torch.zeros(2, config.size, config.size, 3, dtype=torch.uint8)  # (B, S, S, 3)
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -130,7 +147,8 @@ def write_exports(trusted: TrustedModel, class_names: list[str], config, folder:
             warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
             torch.jit.trace(exported, example).save(str(folder / MODEL_FILES["torchscript"]))
         batch = torch.export.Dim("batch", min=1, max=4096)  # uint8 input and the kNN's topk export as they are
-        program = torch.onnx.export(exported, (example,), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+        program = torch.onnx.export(exported, (example,), input_names=[INPUT_NAME],
+                                    output_names=list(output_names(exported.multi_label)),
                                     dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
         program.save(str(folder / MODEL_FILES["onnx"]))
     except RuntimeError as error:  # torch.onnx.OnnxExporterError is one too
@@ -142,7 +160,8 @@ def write_exports(trusted: TrustedModel, class_names: list[str], config, folder:
               str(folder / "weights.safetensors"), metadata={"arch": config.arch, "size": str(config.size)})
     (folder / "classes.json").write_text(json.dumps(class_names, ensure_ascii=False, indent=1), encoding="utf-8")
     write_json_atomic(folder / "preprocessing.json", preprocessing(
-        config, trusted.threshold, float(trusted.temperature), len(class_names)))
+        config, trusted.threshold, float(trusted.temperature), len(class_names),
+        exported.label_threshold_list if exported.multi_label else None))
 
 
 def export_run(run_dir: Path, formats: tuple[str, ...] = tuple(FORMATS)) -> Path:
@@ -156,14 +175,16 @@ def export_run(run_dir: Path, formats: tuple[str, ...] = tuple(FORMATS)) -> Path
         raise ExportError(f"There is no export format {unknown[0]!r}; the formats are {', '.join(FORMATS)}.")
     run_dir = Path(run_dir)
     trusted, class_names, config = load_trusted_model(run_dir)
+    exported = ExportedModel(trusted, run_thresholds(RunFolder(run_dir), len(class_names))
+                             if trusted.multi_label else None)
     folder = RunFolder(run_dir).export_folder
     folder.mkdir(exist_ok=True)
     (folder / "verification.json").unlink(missing_ok=True)
     for files in FORMATS.values():  # an earlier export's optional files belong to an older model
         for name in files:
             shutil.rmtree(folder / name) if (folder / name).is_dir() else (folder / name).unlink(missing_ok=True)
-    write_exports(trusted, class_names, config, folder)
-    write_mobile(ExportedModel(trusted), class_names, config.size, folder, formats)
+    write_exports(exported, class_names, config, folder)
+    write_mobile(exported, class_names, config.size, folder, formats)
     if "onnx-int8" in formats:
         from core.ship.quantize import calibration_pixels, quantize_onnx
 
@@ -172,7 +193,8 @@ def export_run(run_dir: Path, formats: tuple[str, ...] = tuple(FORMATS)) -> Path
         from core.ship.web import WebPageError
 
         try:
-            write_page(folder, class_names, config.size, config.resize, f"{run_dir.resolve().name}: image classifier")
+            write_page(folder, class_names, config.size, config.resize, f"{run_dir.resolve().name}: image classifier",
+                       multi_label=exported.multi_label)
         except WebPageError as error:
             raise ExportError(str(error)) from error
     verify_export(run_dir)
@@ -223,9 +245,14 @@ def read_verification(run_dir: Path) -> dict | None:
 
 
 def describe(verification: dict) -> str:
-    """One sentence: 'Verified on 360 validation images: ONNX agrees 100.0%, TorchScript 100.0%; accuracy 96.9%.'"""
-    agree = [f"{label} {verification[f'{name}_top1_agreement']:.1%}" for name, label in LABELS.items()
-             if f"{name}_top1_agreement" in verification]
+    """One sentence: 'Verified on 360 validation images: ONNX agrees 100.0%, TorchScript 100.0%; accuracy 96.9%.'
+    (a run of label sets: '... label sets agree: ONNX 100.0%, ...; labels right 93.1%')."""
+    key = agreement_key(verification)
+    agree = [f"{label} {verification[f'{name}_{key}']:.1%}" for name, label in LABELS.items()
+             if f"{name}_{key}" in verification]
+    if verification.get("multi_label"):
+        return (f"Verified on {verification['n']} validation images: label sets agree: {', '.join(agree)}; "
+                f"labels right {verification['accuracy']['app']:.1%} (at the run's thresholds).")
     return (f"Verified on {verification['n']} validation images: {agree[0].replace(' ', ' agrees ', 1)}"
             f"{''.join(', ' + a for a in agree[1:])}; accuracy {verification['accuracy']['app']:.1%}.")
 

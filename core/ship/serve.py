@@ -5,8 +5,9 @@
 
     POST /predict?top=5&tta=false   the image as the raw request body, or as a multipart form field named "file"
         -> {"file": "cat.jpg", "top": [["cat", 0.97], ["dog", 0.02], ...], "unknown": false}
+           a run of label sets adds "labels" (those at or above their thresholds) and lists every label in "top"
            422 {"error": sentence} when the body is not an image, 413 when it is over MAX_BODY
-    GET /health   -> {"status": "ok", "classes": [...], "size": S}
+    GET /health   -> {"status": "ok", "classes": [...], "size": S, "multi_label": false}
     GET /         -> how to call it
 
 It serves a run folder (its checkpoint and calibration, core.inspect.trust) or an export zip (core.ship.export: the
@@ -42,7 +43,7 @@ from core.data.augment import Augment
 from core.data.images import decode_image
 from core.errors import BrokenRun, DataError
 from core.inspect.trust import tta_probs
-from core.ship.predict import Prediction, Predictor
+from core.ship.predict import Prediction, Predictor, predictions
 
 MAX_BODY = 20 << 20  # bytes of one request; a phone photo is 3-8 MB, and the pixel cap (MAX_PIXELS) comes later
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -54,12 +55,14 @@ class ZipPredictor:
     """An export zip's TorchScript model (core.ship.export): the predictions of the run's Predictor, from the zip alone.
 
     Its module takes uint8 pixels (B, S, S, 3) RGB 0..255 and returns (probabilities (B, C) calibrated,
-    unknown score (B,), unknown (B,) bool); classes.json and preprocessing.json say the rest.
+    unknown score (B,), unknown (B,) bool, and for a run of label sets the labels (B, C) bool); classes.json and
+    preprocessing.json (with a run of label sets' "label_thresholds") say the rest.
     """
 
     def __init__(self, module: torch.jit.ScriptModule, class_names: list[str], size: int, resize: str,
-                 augment: Augment = Augment()):
+                 augment: Augment = Augment(), thresholds: list[float] | None = None):
         self.module, self.class_names, self.size, self.resize, self.augment = module, class_names, size, resize, augment
+        self.thresholds = thresholds
 
     @classmethod
     def from_zip(cls, path: Path) -> ZipPredictor:
@@ -93,7 +96,11 @@ class ZipPredictor:
                 module = torch.jit.load(io.BytesIO(model_bytes), map_location="cpu").eval()
         except (RuntimeError, ValueError) as error:
             raise DataError(f"{path.name}'s {EXPORT_MODEL} cannot be loaded ({str(error).splitlines()[0]}).") from None
-        model = cls(module, class_names, size, resize, _augment(preprocessing.get("augment")))
+        thresholds = preprocessing.get("label_thresholds")
+        if thresholds is not None and not (isinstance(thresholds, list) and len(thresholds) == len(class_names) and
+                                           all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in thresholds)):
+            raise DataError(f"{path.name}'s label thresholds do not fit its {len(class_names)} labels; {again}.")
+        model = cls(module, class_names, size, resize, _augment(preprocessing.get("augment")), thresholds)
         try:  # a first call: checks the model is the kind that takes pixels, and warms TorchScript up
             model.pixels(torch.zeros(1, 3, size, size, dtype=torch.uint8))
         except (RuntimeError, ValueError, TypeError, IndexError):
@@ -104,7 +111,7 @@ class ZipPredictor:
     def _probs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(probabilities (N, C), unknown scores (N,), unknown (N,) bool) of pixels (N, 3, S, S) in 0..255: uint8,
         or float for TTA's augmented copies (the module takes either, as TrustedModel does)."""
-        probs, scores, unknown = self.module(pixels.permute(0, 2, 3, 1).contiguous())  # (N, S, S, 3)
+        probs, scores, unknown = self.module(pixels.permute(0, 2, 3, 1).contiguous())[:3]  # (N, S, S, 3); labels
         if probs.shape != (len(pixels), len(self.class_names)) or not scores.shape == unknown.shape == (len(pixels),):
             raise ValueError("the model's outputs do not have the shapes of an export")
         return probs, scores, unknown
@@ -115,9 +122,7 @@ class ZipPredictor:
             probs, scores, unknown = self._probs(images)
         if tta:  # the same augmented copies as the run's own TTA
             probs = torch.from_numpy(tta_probs(lambda x: self._probs(x)[:1], images, self.augment))
-        values, indices = probs.topk(min(top, len(self.class_names)), dim=1)
-        return [Prediction([(self.class_names[i], float(p)) for p, i in zip(row_p, row_i)], bool(flag), float(score))
-                for row_p, row_i, score, flag in zip(values.tolist(), indices.tolist(), scores, unknown)]
+        return predictions(self.class_names, probs, scores, unknown, top=top, thresholds=self.thresholds)
 
 
 def _augment(settings) -> Augment:
@@ -254,7 +259,8 @@ def create_app(model: Predictor | ZipPredictor, hosts: list[str], max_body: int 
 
     @app.get("/")
     def usage() -> dict:
-        return {"model": f"{len(model.class_names)} classes at {model.size} px",
+        kind = "labels (several per image)" if model.thresholds is not None else "classes"
+        return {"model": f"{len(model.class_names)} {kind} at {model.size} px",
                 "predict": "POST /predict with an image as the body, or as the form field 'file'; ?top=5&tta=false",
                 "examples": ["curl -F file=@cat.jpg http://HOST:PORT/predict",
                              "curl --data-binary @cat.jpg http://HOST:PORT/predict"],
@@ -263,7 +269,8 @@ def create_app(model: Predictor | ZipPredictor, hosts: list[str], max_body: int 
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "classes": list(model.class_names), "size": model.size}
+        return {"status": "ok", "classes": list(model.class_names), "size": model.size,
+                "multi_label": model.thresholds is not None}
 
     @app.post("/predict", openapi_extra={"requestBody": {"content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},

@@ -1,10 +1,10 @@
 """Prove that an export's model files predict as the app does: each file present is run over the run's validation
 set beside the app's own TrustedModel, and verification.json says what was found.
 
-Full-precision files (ONNX, TorchScript, TFLite) must agree with the app on the top class and on "none of these"
-for MIN_AGREEMENT of the images, or the export fails with a sentence. Smaller int8 files (core.ship.quantize) give
-up a little of that by design: their agreement, accuracy and size are recorded beside the full ones so a person can
-choose, and the export fails only below INT8_FLOOR.
+Full-precision files (ONNX, TorchScript, TFLite) must agree with the app on the top class (a run of label sets: on
+the whole label set) and on "none of these" for MIN_AGREEMENT of the images, or the export fails with a sentence.
+Smaller int8 files (core.ship.quantize) give up a little of that by design: their agreement, accuracy and size are
+recorded beside the full ones so a person can choose, and the export fails only below INT8_FLOOR.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from core.atomic import write_json_atomic
 from core.ship import INPUT_NAME
 
 MIN_AGREEMENT = 0.999  # of top classes and unknown verdicts, per full-precision file; below it the export fails
-INT8_FLOOR = 0.9  # an int8 file that agrees with the app on fewer top classes than this is not kept
+INT8_FLOOR = 0.9  # an int8 file that agrees with the app on fewer top classes (label decisions) is not kept
 # An image whose app score lies this close to the threshold is a tie: the files' float rounding (about 1e-6 on the
 # digits run) may put it on either side. One validation image always sits there: the threshold is one of their scores.
 AT_THRESHOLD = 1e-4
@@ -33,10 +33,16 @@ class ExportError(ValueError):
     """An export that cannot be made or does not predict like the app, with a sentence a person can act on."""
 
 
-def in_batches(predict, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(probabilities (N, C), unknown scores (N,), unknown (N,)) of `predict` over N images, in batches."""
+def in_batches(predict, images: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """(probabilities (N, C), unknown scores (N,), unknown (N,), and a run of label sets' labels (N, C)) of `predict`
+    over N images, in batches."""
     parts = [predict(images[start:start + BATCH_SIZE]) for start in range(0, len(images), BATCH_SIZE)]
-    return tuple(np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(3))
+    return tuple(np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(len(parts[0])))
+
+
+def agreement_key(verification: dict) -> str:
+    """What verification.json calls a file's agreement with the app: on the top class, or on the label set."""
+    return "label_set_agreement" if verification.get("multi_label") else "top1_agreement"
 
 
 def runner(path: Path):
@@ -64,28 +70,34 @@ def runner(path: Path):
 def verify_export(run_dir: Path) -> dict:
     """Run every model file of the run's export folder over the run's validation set, beside the app's own
     TrustedModel; write verification.json and return it:
-        {"n", "<name>_top1_agreement" for each full-precision file, "unknown_agreement": {name: ...},
+        {"n", "multi_label", "<name>_top1_agreement" (a run of label sets: "<name>_label_set_agreement", agreement_key)
+         for each full-precision file, "unknown_agreement": {name: ...},
          "unknown_ties", "max_probability_difference", "max_unknown_score_difference", "accuracy": {"app", name...},
-         "checkpoint", "sizes": {file: bytes}, "int8": {name: {"top1_agreement", "unknown_agreement", "accuracy"}},
+         "checkpoint", "sizes": {file: bytes}, "int8": {name: {agreement_key(...), "unknown_agreement", "accuracy"}},
          "coreml": {"inputs", "outputs", "class_labels", "threshold"} when there is a Core ML file}
     ExportError (a sentence) when a full-precision file disagrees with the app on the top class, or on "none of
     these" away from the threshold, for more than 1 - MIN_AGREEMENT of the images, or an int8 file's top classes
     agree on fewer than INT8_FLOOR."""
     from core.runs.folder import RunFolder
+    from core.runs.labelsets import run_thresholds
 
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir).export_folder
     (folder / "verification.json").unlink(missing_ok=True)  # a failed or cut-off check leaves no old verdict behind
     trusted, class_names, images, labels = _validation_set(run_dir)
     pixels, n = images.permute(0, 2, 3, 1).contiguous(), len(labels)  # (N, S, S, 3): the exported files' input
+    threshold_list = run_thresholds(RunFolder(run_dir), len(class_names)) if trusted.multi_label else None
+    label_thresholds = None if threshold_list is None else np.asarray(threshold_list, np.float32)
 
     def app(batch: torch.Tensor) -> list[np.ndarray]:  # (B, 3, S, S), as core.ship.predict.Predictor predicts
-        probabilities, scores = trusted(batch)
-        return [probabilities.numpy(), scores.numpy(), scores.numpy() > trusted.threshold]
+        probabilities, scores = (t.numpy() for t in trusted(batch))
+        return [probabilities, scores, scores > trusted.threshold,
+                *([] if label_thresholds is None else [probabilities >= label_thresholds])]
 
     with torch.no_grad():
-        expected = _Expected(*in_batches(app, images), labels, trusted.threshold)
-    result = {"n": n, "unknown_agreement": {}, "unknown_ties": {}, "max_probability_difference": {},
+        expected = _Expected(in_batches(app, images), labels, trusted.threshold, label_thresholds)
+    result = {"n": n, "multi_label": trusted.multi_label, "unknown_agreement": {}, "unknown_ties": {},
+              "max_probability_difference": {},
               "max_unknown_score_difference": {}, "accuracy": {"app": expected.accuracy(expected.outputs)},
               "checkpoint": RunFolder(run_dir).model_checkpoint().name, "int8": {}}
     problems = _check_full(folder, pixels, expected, result) + _check_int8(folder, pixels, expected, result)
@@ -96,7 +108,8 @@ def verify_export(run_dir: Path) -> dict:
         from core.ship.mobile import describe_coreml
 
         result["coreml"] = described = describe_coreml(folder / "model.mlpackage")
-        if described["class_labels"] != class_names or described["threshold"] != trusted.threshold:
+        if described["class_labels"] != class_names or described["threshold"] != trusted.threshold or \
+                described.get("label_thresholds") != threshold_list:
             raise ExportError("model.mlpackage does not carry the run's classes and threshold: do not use it; "
                               "export again.")
     result["sizes"] = export_sizes(folder)
@@ -128,15 +141,15 @@ def _check_full(folder: Path, pixels: torch.Tensor, expected: _Expected, result:
             continue
         outputs = in_batches(runner(folder / file), pixels)
         differs, ties = expected.verdicts(outputs)
-        result[f"{name}_top1_agreement"] = expected.agreement(outputs)
+        result[f"{name}_{agreement_key(result)}"] = expected.agreement(outputs)
         result["unknown_agreement"][name] = float(1 - differs.mean())
         result["unknown_ties"][name] = int(ties)
         result["max_probability_difference"][name] = float(np.abs(outputs[0] - expected.outputs[0]).max())
         result["max_unknown_score_difference"][name] = float(np.abs(outputs[1] - expected.outputs[1]).max())
         result["accuracy"][name] = expected.accuracy(outputs)
-        top_off, verdict_off = int((outputs[0].argmax(1) != expected.top).sum()), int(differs.sum())
+        top_off, verdict_off = expected.disagreements(outputs), int(differs.sum())
         if top_off > (1 - MIN_AGREEMENT) * n:
-            problems.append(f"{file} chose another class than the app for {top_off} of {n}")
+            problems.append(f"{file} chose {expected.what} than the app for {top_off} of {n}")
         elif verdict_off > (1 - MIN_AGREEMENT) * n:
             problems.append(f"{file} said \"none of these\" differently from the app for {verdict_off} of {n}")
     return problems
@@ -149,26 +162,55 @@ def _check_int8(folder: Path, pixels: torch.Tensor, expected: _Expected, result:
         if not (folder / file).is_file():
             continue
         outputs = in_batches(runner(folder / file), pixels)
-        result["int8"][name] = {"top1_agreement": expected.agreement(outputs), "accuracy": expected.accuracy(outputs),
+        result["int8"][name] = {agreement_key(result): expected.agreement(outputs),
+                                "accuracy": expected.accuracy(outputs),
                                 "unknown_agreement": float(1 - expected.verdicts(outputs)[0].mean())}
-        if result["int8"][name]["top1_agreement"] < INT8_FLOOR:
-            off = int((outputs[0].argmax(1) != expected.top).sum())
-            problems.append(f"{file} chose another class than the app for {off} of {len(pixels)}")
+        if expected.label_thresholds is not None:  # each yes/no decision: whole sets agree less, by design
+            result["int8"][name]["label_agreement"] = expected.label_agreement(outputs)
+        floor = result["int8"][name].get("label_agreement", expected.agreement(outputs))
+        if floor < INT8_FLOOR:
+            problems.append(f"{file} agreed with the app on {floor:.1%} of the "
+                            f"{'label decisions' if expected.label_thresholds is not None else 'top classes'} "
+                            f"for the {len(pixels)}")
     return problems
 
 
 class _Expected:
-    """The app's outputs over the validation images, and how a file's outputs compare with them."""
+    """The app's outputs over the validation images, and how a file's outputs compare with them: on the top class,
+    or for a run of label sets (`label_thresholds`) on the label set, where a label whose app probability lies
+    within AT_THRESHOLD of its threshold is a tie, as for the unknown score."""
 
-    def __init__(self, probabilities, scores, unknown, labels, threshold):
-        self.outputs, self.labels, self.top = (probabilities, scores, unknown), labels, probabilities.argmax(1)
-        self.at_threshold = np.abs(scores - threshold) <= AT_THRESHOLD
+    def __init__(self, outputs, labels, threshold, label_thresholds=None):
+        self.outputs, self.labels, self.top = outputs, labels, outputs[0].argmax(1)
+        self.at_threshold = np.abs(outputs[1] - threshold) <= AT_THRESHOLD
+        self.label_thresholds, self.what = label_thresholds, "another class"
+        if label_thresholds is not None:
+            self.what, self.sets = "another label set", outputs[3]
+            self.label_ties = np.abs(outputs[0] - label_thresholds) <= AT_THRESHOLD
+
+    def agreeing(self, outputs) -> np.ndarray:
+        """(N,) bool: the file's top class, or its label set (ties aside), is the app's."""
+        if self.label_thresholds is None:
+            return outputs[0].argmax(1) == self.top
+        sets = outputs[3] if len(outputs) > 3 else outputs[0] >= self.label_thresholds
+        return ((sets.astype(bool) == self.sets) | self.label_ties).all(1)
 
     def agreement(self, outputs) -> float:
-        return float((outputs[0].argmax(1) == self.top).mean())
+        return float(self.agreeing(outputs).mean())
+
+    def label_agreement(self, outputs) -> float:
+        """A run of label sets: the share of yes/no label decisions that are the app's (ties aside)."""
+        sets = outputs[3] if len(outputs) > 3 else outputs[0] >= self.label_thresholds
+        return float(((sets.astype(bool) == self.sets) | self.label_ties).mean())
+
+    def disagreements(self, outputs) -> int:
+        return int((~self.agreeing(outputs)).sum())
 
     def accuracy(self, outputs) -> float:
-        return float((outputs[0].argmax(1) == self.labels).mean())
+        """Top-class accuracy; for label sets, the share of yes/no decisions right at the run's thresholds."""
+        if self.label_thresholds is None:
+            return float((outputs[0].argmax(1) == self.labels).mean())
+        return float(((outputs[0] >= self.label_thresholds) == self.labels).mean())
 
     def verdicts(self, outputs) -> tuple[np.ndarray, int]:
         """(which images' "none of these" differs away from the threshold, how many differ only at it: a tie)."""

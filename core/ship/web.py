@@ -1,6 +1,7 @@
 """A web page that runs an exported model in the browser: one index.html, opened by double-click (file://), with no
 network and no server. It classifies a chosen or dropped image and the camera, and shows the top classes with their
-probabilities and "Not one of the N classes"; the top class's name is in the element with id `top1`.
+probabilities and "Not one of the N classes"; the top class's name is in the element with id `top1` (a run of label
+sets: the labels found, with every label's probability listed).
 
 What loads from file:// in Chromium decides the shape: module scripts from files, import() of the .mjs glue and
 fetch() of the .wasm are all refused (origin 'null'); inline scripts are not. So everything is inside the page:
@@ -92,7 +93,7 @@ def _data_block(name: str, data: bytes) -> str:
 
 
 def build_page(onnx_model: bytes, class_names: list[str], size: int, resize: str, title: str,
-               ort_folder: Path = VENDOR) -> str:
+               ort_folder: Path = VENDOR, multi_label: bool = False) -> str:
     """The page's text, with everything inside it."""
     if not available(ort_folder):
         raise WebPageError(f"onnxruntime-web {ORT_WEB_VERSION} is not in {ort_folder}: run "
@@ -101,7 +102,7 @@ def build_page(onnx_model: bytes, class_names: list[str], size: int, resize: str
     packed = gzip.compress(onnx_model, 9, mtime=0)
     zipped = len(packed) < 0.9 * len(onnx_model)
     config = {"classes": class_names, "size": size, "resize": resize, "modelGzip": zipped,
-              "ortVersion": ORT_WEB_VERSION}
+              "ortVersion": ORT_WEB_VERSION, "multiLabel": multi_label}
     # No '<' in the JSON, so no class name can end its script block.
     config_json = json.dumps(config, ensure_ascii=False).replace("<", "\\u003c")
     blocks = (_data_block("ort-wasm", gzip.compress((ort_folder / WASM).read_bytes(), 9, mtime=0))
@@ -114,9 +115,11 @@ def build_page(onnx_model: bytes, class_names: list[str], size: int, resize: str
     return re.sub(r"__(TITLE|CONFIG|BLOBS|APP|ORT)__", lambda found: parts[found.group(1)], page)
 
 
-def write_page(export_folder: Path, class_names: list[str], size: int, resize: str, title: str) -> Path:
+def write_page(export_folder: Path, class_names: list[str], size: int, resize: str, title: str,
+               multi_label: bool = False) -> Path:
     """export_folder/web/index.html from export_folder/model.onnx."""
-    text = build_page((export_folder / "model.onnx").read_bytes(), class_names, size, resize, title)
+    text = build_page((export_folder / "model.onnx").read_bytes(), class_names, size, resize, title,
+                      multi_label=multi_label)
     target = export_folder / PAGE_FILE
     target.parent.mkdir(exist_ok=True)
     target.write_text(text, encoding="utf-8")
