@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from core.atomic import write_atomic
-from core.data.edits import EditLog, check_label
+from core.data.edits import MAX_LABEL_CHARS, EditLog, check_label
 from core.data.health import MAX_PIXELS
 from core.data.layouts import open_regular
 from core.errors import DataError
@@ -97,9 +97,13 @@ def add_images(folder: Path, class_name: str, files: list[tuple[str, bytes]]) ->
 def check_tag(name) -> str:
     """A label of a label set as labels.csv keeps it, or a DataError saying why it is not usable: a class name's rules
     (core.data.edits.check_label), runs of spaces and line breaks made one space (as the CSV is read back), no `;`."""
-    label = check_label(" ".join(name.split()) if isinstance(name, str) else "")
-    if ";" in label:
-        raise DataError(f"{label!r} is not a usable label: ';' separates an image's labels. Use another sign.")
+    try:
+        label = check_label(" ".join(name.split()) if isinstance(name, str) else "")
+    except DataError:
+        label = None
+    if label is None or ";" in label:
+        raise DataError(f"{name!r} is not a usable label: use 1 to {MAX_LABEL_CHARS} characters, without slashes or "
+                        "';' (';' separates an image's labels).")
     return label
 
 
