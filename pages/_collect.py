@@ -1,7 +1,8 @@
 """The Data page's "make my own" builder: name a dataset, add classes, drop images or take camera photos into
 each (one click a photo, with a running count), rename, merge or delete classes, and review single images.
 Images are saved as files in a folder per class under the data folder (core.data.collect); changes to what is
-there are edits, undone on the Fix page."""
+there are edits, undone on the Fix page. A dataset of several labels per image, chosen when it is made, is tagged
+instead (pages/_collect_tags.py)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -13,6 +14,7 @@ from core.data.collect import (
     add_images,
     create_dataset,
     delete_class,
+    is_multi_label,
     made_datasets,
     made_root,
     rename_class,
@@ -20,12 +22,14 @@ from core.data.collect import (
 )
 from core.data.edits import relative_file
 from core.errors import DataError
+from pages._collect_tags import tag_images
 from pages._common import forget_dataset_caches
 from pages._plan import photograph_next
 from pages._review import edit_notice, review_grid
 from pages._text import md
 
 NEW = "+ a new dataset"
+KINDS = {"One label per image (a folder per class)": False, "Several labels per image (tags)": True}
 
 
 def dataset_builder(current: str) -> str | None:
@@ -40,15 +44,21 @@ def dataset_builder(current: str) -> str | None:
     if choice == NEW:
         with st.form("new_dataset"):
             name = st.text_input("Name", placeholder="my-pets")
+            kind = st.radio("Labels", list(KINDS), horizontal=True)
+            st.caption("Several labels per image: each image gets every label it shows (a street photo: car, bus, "
+                       "person), chosen as you add it. Decided once, when the dataset is made.")
             if st.form_submit_button("Create", type="primary"):
                 try:
-                    state["made_created"] = create_dataset(name).name
+                    state["made_created"] = create_dataset(name, multi_label=KINDS[kind]).name
                     st.rerun()
                 except DataError as error:
                     st.error(md(error))
         return None
     folder = made_root() / choice
     edit_notice(str(folder))
+    if is_multi_label(folder):
+        tag_images(folder)
+        return str(folder)
     counts, items = _contents(folder)
     _add_images(folder, counts)
     _manage_classes(folder, counts, items)

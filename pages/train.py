@@ -65,20 +65,18 @@ def not_ready() -> str:
     from pages._common import health_report
 
     source, state = st.session_state["data"], st.session_state
-    if not source.startswith(str(made_root())):
-        try:
-            multi = health_report(source, state["label_regex"]).multi_label
-        except Exception:  # a dataset that cannot be read: Start says why
-            return ""
-        if multi and (state["balance"] != "none" or state["label_smoothing"]):
-            return ("This dataset has label sets (several labels per image): set Imbalanced classes to none and "
-                    "Label smoothing to 0 under More settings; they are for one label per image.")
+    try:
+        report = health_report(source, state["label_regex"])
+    except Exception:  # a dataset that cannot be read: Start says why
         return ""
-    report = health_report(source, st.session_state["label_regex"])
+    kind = "labels" if report.multi_label else "classes"
     needs = shortfall(report.class_counts)
-    if not report.ok or needs or len(report.class_counts) < 2:
-        return (f"This dataset needs more images before training: at least two classes of "
+    if source.startswith(str(made_root())) and (not report.ok or needs or len(report.class_counts) < 2):
+        return (f"This dataset needs more images before training: at least two {kind} of "
                 f"{MIN_IMAGES_PER_CLASS} images each ({sum(needs.values())} more to go). Add them on the Data page.")
+    if report.multi_label and (state["balance"] != "none" or state["label_smoothing"]):
+        return ("This dataset has label sets (several labels per image): set Imbalanced classes to none and "
+                "Label smoothing to 0 under More settings; they are for one label per image.")
     return ""
 
 
