@@ -91,9 +91,10 @@ def test_verification_covers_the_whole_validation_set_and_agrees_fully(exported)
     n = len(Split.from_dataset(load_source(config.data, config.size), config.valid_pct, config.seed).valid_labels)
     folder = RunFolder(run_dir).export_folder
     verification = json.loads((folder / "verification.json").read_text())
-    assert set(verification) == {"n", "onnx_top1_agreement", "torchscript_top1_agreement", "unknown_agreement",
-                                 "unknown_ties", "max_probability_difference", "max_unknown_score_difference",
-                                 "accuracy", "checkpoint", "int8", "sizes", "tflite_top1_agreement", "coreml"}
+    assert set(verification) == {"n", "multi_label", "onnx_top1_agreement", "torchscript_top1_agreement",
+                                 "unknown_agreement", "unknown_ties", "max_probability_difference",
+                                 "max_unknown_score_difference", "accuracy", "checkpoint", "int8", "sizes",
+                                 "tflite_top1_agreement", "coreml"}
     assert verification["n"] == n == 359
     assert verification["onnx_top1_agreement"] == verification["torchscript_top1_agreement"] == 1.0
     assert verification["tflite_top1_agreement"] == 1.0

@@ -156,7 +156,8 @@ def test_top_and_tta_ask_what_predicts_options_ask(server, trained_run, digit_pn
 
 
 def test_health_names_the_classes_and_the_image_size_and_the_root_says_how_to_ask(server):
-    assert ask(f"{server}/health") == (200, {"status": "ok", "classes": [str(d) for d in range(10)], "size": 32})
+    assert ask(f"{server}/health") == (200, {"status": "ok", "classes": [str(d) for d in range(10)], "size": 32,
+                                                  "multi_label": False})
     status, usage = ask(f"{server}/")
     assert status == 200 and "curl -F file=@cat.jpg http://HOST:PORT/predict" in usage["examples"]
 

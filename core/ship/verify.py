@@ -167,11 +167,12 @@ def _check_int8(folder: Path, pixels: torch.Tensor, expected: _Expected, result:
                                 "unknown_agreement": float(1 - expected.verdicts(outputs)[0].mean())}
         if expected.label_thresholds is not None:  # each yes/no decision: whole sets agree less, by design
             result["int8"][name]["label_agreement"] = expected.label_agreement(outputs)
-        floor = result["int8"][name].get("label_agreement", expected.agreement(outputs))
-        if floor < INT8_FLOOR:
-            problems.append(f"{file} agreed with the app on {floor:.1%} of the "
-                            f"{'label decisions' if expected.label_thresholds is not None else 'top classes'} "
-                            f"for the {len(pixels)}")
+        if expected.label_thresholds is not None and result["int8"][name]["label_agreement"] < INT8_FLOOR:
+            problems.append(f"{file} agreed with the app on {result['int8'][name]['label_agreement']:.1%} of the "
+                            f"label decisions for the {len(pixels)}")
+        elif expected.label_thresholds is None and expected.agreement(outputs) < INT8_FLOOR:
+            problems.append(f"{file} chose another class than the app for {expected.disagreements(outputs)} of "
+                            f"{len(pixels)}")
     return problems
 
 
