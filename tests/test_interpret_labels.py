@@ -228,3 +228,18 @@ def test_a_damaged_predictions_file_is_a_sentence_on_the_page(multilabel_run, tm
     replaced(run, "predictions.npz", lambda path: path.write_bytes(b"not an npz"))
     app = open_interpret(run.parent, monkeypatch)
     assert any("predictions.npz is damaged" in e.value for e in app.error)
+
+
+def test_layers_captions_a_run_of_label_sets_with_its_sets_and_ranks_each_labels_sigmoid(multilabel_run, monkeypatch):
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(multilabel_run.parent))
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    app.query_params["run"] = "ml"
+    app.run()
+    app.switch_page("pages/layers.py").run()
+    next(r for r in app.radio if r.label == "View").set_value("Attributions").run()
+    assert not app.exception and not app.error, [e.value for e in app.exception]
+    predictions = load_predictions(multilabel_run)
+    image_title = json.loads(app.get("plotly_chart")[0].proto.spec)["layout"]["annotations"][0]["text"]
+    assert image_title == plot(predictions.label_texts(RunFolder(multilabel_run).class_names())[0])
+    ranked = [float(p.rstrip("%")) / 100 for p in app.dataframe[0].value["probability"]]
+    assert len(ranked) == 5 and sum(ranked) > 1.05  # five sigmoids, not a softmax that sums to one
