@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from core.data.labelscores import scores
-from core.inspect.attribution import grad_cam_layer, grad_cam_note
+from core.inspect.attribution import CamLayer, grad_cam_layer, grad_cam_note
 from core.inspect.labelsets import (
     LabelSetLoss,
     LabelSetPredictions,
@@ -94,16 +94,22 @@ def _heats(run_dir: Path | None, images: torch.Tensor, predictions: LabelSetPred
     if run_dir is None or label is None or len(positions) == 0:
         return None
     model, _, config = run_model(run_dir)
-    if grad_cam_layer(model, config.size) is None:
+    if _cam_layer(model_key(run_dir), model, config.size) is None:
         return None
     return cached_attribution(model_key(run_dir), "valid:" + ",".join(str(int(p)) for p in positions),
                               (label,) * len(positions), "grad_cam", model, images[predictions.item_ids[positions]])
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _cam_layer(model_key: str, _model, size: int) -> CamLayer | None:
+    """grad_cam_layer, found once per model (a forward pass each time otherwise; the page asks up to five times)."""
+    return grad_cam_layer(_model, size)
+
+
 def _cam_note(run_dir: Path) -> None:
     """The sentence on what Grad-CAM reads at this run's size, or why it cannot show anything."""
     model, _, config = run_model(run_dir)
-    layer = grad_cam_layer(model, config.size)
+    layer = _cam_layer(model_key(run_dir), model, config.size)
     note = md(grad_cam_note(layer, config.size))
     if layer is None:
         st.info(note, icon=":material/blur_on:")

@@ -28,6 +28,7 @@ from core.runs.labelsets import thresholds
 from pages._text import md, plot
 from tests.conftest import ROOT, linked_copy
 from tests.test_injection import markdown_sources, plotly_strings
+from tests.test_interpret_view import open_interpret
 
 NAMES = ["cat", "dog", "sky"]
 
@@ -134,16 +135,6 @@ def test_damaged_predictions_of_label_sets_are_a_sentence(multilabel_run, tmp_pa
         load_predictions(run)
 
 
-def open_interpret(runs_dir, monkeypatch, run_id: str = "ml") -> AppTest:
-    monkeypatch.setenv("STUDIO_RUNS_DIR", str(runs_dir))
-    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    app.query_params["run"] = run_id
-    app.run()
-    app.switch_page("pages/interpret.py").run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
-
-
 def chart(app: AppTest, key: str) -> dict:
     return next(json.loads(c.proto.spec) for c in app.get("plotly_chart") if c.proto.id.endswith(key) or
                 key in c.proto.id)
@@ -158,7 +149,7 @@ def test_the_page_shows_scores_per_label_table_each_labels_mistakes_and_grad_cam
     run = linked_copy(multilabel_run, tmp_path / "runs" / "ml")
     predictions, class_names = load_predictions(run), RunFolder(run).class_names()
     metrics = per_label_metrics(predictions, class_names)
-    app = open_interpret(run.parent, monkeypatch)
+    app = open_interpret(run.parent, monkeypatch, "ml")
     assert {m.label for m in app.metric} == {"Accuracy (each yes or no)", "F1 per image", "F1 per label",
                                              "Mean average precision"}
     assert any("this run's own threshold for it" in c.value for c in app.caption)
@@ -214,7 +205,7 @@ def test_label_names_from_the_run_folder_are_shown_as_text(multilabel_run, tmp_p
     run = linked_copy(multilabel_run, tmp_path / "runs" / "ml")
     record = json.loads((run / "data.json").read_text())
     replaced(run, "data.json", lambda path: path.write_text(json.dumps({**record, "class_names": HOSTILE})))
-    app = open_interpret(run.parent, monkeypatch)
+    app = open_interpret(run.parent, monkeypatch, "ml")
     sources = markdown_sources(app)
     for name in HOSTILE:
         assert not [s for s in sources if name in s], name
@@ -226,7 +217,7 @@ def test_label_names_from_the_run_folder_are_shown_as_text(multilabel_run, tmp_p
 def test_a_damaged_predictions_file_is_a_sentence_on_the_page(multilabel_run, tmp_path, monkeypatch):
     run = linked_copy(multilabel_run, tmp_path / "runs" / "ml")
     replaced(run, "predictions.npz", lambda path: path.write_bytes(b"not an npz"))
-    app = open_interpret(run.parent, monkeypatch)
+    app = open_interpret(run.parent, monkeypatch, "ml")
     assert any("predictions.npz is damaged" in e.value for e in app.error)
 
 
