@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from core.data.augment import Augment
     from core.data.images import LabeledImages
     from core.inspect.interpret import Predictions
+    from core.inspect.labelsets import LabelSetPredictions
 
 DEFAULTS = TrainConfig()
 SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
@@ -286,14 +287,15 @@ def model_key(run_dir: Path) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _predictions(run_dir: str, stamp: float) -> Predictions:  # stamp: in the key
+def _predictions(run_dir: str, stamp: float) -> Predictions | LabelSetPredictions:  # stamp: in the key
     from core.inspect.interpret import load_predictions
 
     return load_predictions(Path(run_dir))
 
 
-def run_predictions(run_dir: Path) -> Predictions:
-    """A run's validation predictions; a damaged predictions.npz stops the page with a sentence."""
+def run_predictions(run_dir: Path) -> Predictions | LabelSetPredictions:
+    """A run's validation predictions (of a run of label sets: LabelSetPredictions); a damaged predictions.npz
+    stops the page with a sentence."""
     try:
         return _predictions(str(run_dir), RunFolder(run_dir).predictions_stamp())
     except BrokenRun as error:

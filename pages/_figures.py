@@ -139,8 +139,10 @@ def compare_figure(series: dict[str, tuple[list, list]], title: str, x_title: st
     return figure
 
 
-def confusion_figure(matrix: np.ndarray, class_names: list[str], normalized: bool = False) -> go.Figure:
-    """A confusion matrix, rows actual and columns predicted, each cell labelled and clickable.
+def confusion_figure(matrix: np.ndarray, class_names: list[str], normalized: bool = False,
+                     axes: tuple[str, str] = ("Actual", "Predicted")) -> go.Figure:
+    """A confusion matrix, rows actual and columns predicted (or as `axes` name them), each cell labelled and
+    clickable.
 
     Drawn as square markers rather than a heatmap: Streamlit reports clicks on scatter points, not on heatmap
     cells (streamlit/streamlit#8760), and a click here opens the cell's images. Its axes carry the names escaped
@@ -161,10 +163,10 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str], normalized: boo
         marker=dict(symbol="square", size=cell - 2, color=values, colorscale="Blues", line=dict(width=0),
                     colorbar=dict(title="share" if normalized else "images", thickness=12)),
         selected=opaque, unselected=opaque,
-        hovertemplate="actual %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
-    figure.update_xaxes(type="category", side="top", title="Predicted", categoryorder="array",
+        hovertemplate=f"{axes[0].lower()} %{{y}}<br>{axes[1].lower()} %{{x}}<br>%{{text}}<extra></extra>"))
+    figure.update_xaxes(type="category", side="top", title=axes[1], categoryorder="array",
                         categoryarray=class_names, showgrid=False, automargin=True)
-    figure.update_yaxes(type="category", title="Actual", categoryorder="array", categoryarray=class_names[::-1],
+    figure.update_yaxes(type="category", title=axes[0], categoryorder="array", categoryarray=class_names[::-1],
                         showgrid=False, automargin=True)
     # Room for the names, set rather than left to automargin: a margin that grows shrinks the plot, not the
     # markers (their size is in pixels), and the cells would overlap. ~7 px a character at 11 px.

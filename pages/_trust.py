@@ -1,4 +1,5 @@
-"""The Interpret page's trust section: calibration before and after, "none of these", and test-time augmentation."""
+"""The Interpret page's trust section: calibration before and after, "none of these", and test-time augmentation;
+for a run of label sets, "none of these" alone (its sigmoids are not calibrated)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,8 @@ import streamlit as st
 
 from core.errors import BrokenRun
 from core.inspect.interpret import Predictions
-from core.inspect.trust import reliability, trust_figures, tta_probs, unknown_caveat
+from core.inspect.labelsets import LabelSetPredictions
+from core.inspect.trust import Trust, flagged_share, reliability, trust_figures, tta_probs, unknown_caveat
 from core.runs.folder import RunFolder
 from pages._common import model_key
 from pages._figures import reliability_figure
@@ -29,6 +31,38 @@ def _tta_accuracy(run_dir: str, stamp: str, _images, targets: np.ndarray) -> flo
     trusted = _trusted(run_dir, stamp)
     config = RunFolder(Path(run_dir)).config()
     return float((tta_probs(trusted, _images, Augment.from_config(config)).argmax(1) == targets).mean())
+
+
+def _none_of_these(trust: Trust, flagged: float, n_valid: int, n_classes: int, called: str) -> None:
+    """How "none of these" is decided (`called`: what such an image is called, and where), and the share of
+    validation images it flags."""
+    st.markdown(f"**None of these.** An image further from every training image than this run's threshold "
+                f"({trust.threshold:.3f}, the distance to its {trust.k}th-nearest training image) {called}; "
+                f"{flagged:.1%} of the validation images are (by design, few). Photos of other things are "
+                "flagged nearly always (bench/ood).")
+    caveat = unknown_caveat(n_valid, n_classes)
+    if caveat:
+        st.warning(caveat, icon=":material/help:")
+
+
+def label_sets_trust_section(run_dir: Path, predictions: LabelSetPredictions, n_labels: int) -> None:
+    """A run of label sets: why calibration is not measured, and how "none of these" is decided."""
+    st.subheader("Can you trust its probabilities?")
+    st.caption("Calibration (temperature scaling, and its error before and after) is measured on one softmax answer "
+               "per image; a run of label sets gives each label its own sigmoid probability and a threshold chosen "
+               "on the validation images instead, so there is no calibration to show here.")
+    folder = RunFolder(run_dir)
+    if not folder.trust_path.exists():
+        return
+    try:
+        trust = Trust.load(folder.trust_path)
+    except BrokenRun as error:
+        st.error(md(error))
+        return
+    flagged = flagged_share(trust, predictions.unknown_scores)
+    if flagged is not None:
+        _none_of_these(trust, flagged, len(predictions.targets), n_labels, "is unlike every image the run learnt "
+                       "from, whatever labels it is given")
 
 
 def trust_section(run_dir: Path, predictions: Predictions, images, n_classes: int) -> None:
@@ -60,15 +94,8 @@ def trust_section(run_dir: Path, predictions: Predictions, images, n_classes: in
                "an answer given with 80% is right 80% of the time. Every probability the app shows is the calibrated "
                "one.")
     if figures.flagged is not None:
-        flagged = figures.flagged
-        st.markdown(f"**None of these.** An image further from every training image than this run's threshold "
-                    f"({trust.threshold:.3f}, the distance to its {trust.k}th-nearest training image) is called \"not "
-                    f"one of the {n_classes} classes\" on the Predict page, in the demo and by the exports; "
-                    f"{flagged:.1%} of the validation images are (by design, few). Photos of other things are "
-                    "flagged nearly always (bench/ood).")
-        caveat = unknown_caveat(len(predictions.targets), n_classes)
-        if caveat:
-            st.warning(caveat, icon=":material/help:")
+        _none_of_these(trust, figures.flagged, len(predictions.targets), n_classes, f"is called \"not one of the "
+                       f"{n_classes} classes\" on the Predict page, in the demo and by the exports")
     st.markdown("**Test-time augmentation** (fastai's `tta`) predicts each image and four augmented copies and "
                 "mixes them; it is an option on the Predict page and in `python -m core.ship.predict --tta`.")
     if st.button("Measure what it gains on the validation set", icon=":material/speed:"):

@@ -1,4 +1,5 @@
-"""Interpret: where a finished run's model goes wrong, from its validation predictions."""
+"""Interpret: where a finished run's model goes wrong, from its validation predictions (a run of label sets:
+pages/_interpret_labels.py)."""
 import html
 
 import numpy as np
@@ -14,6 +15,7 @@ from core.inspect.interpret import (
     top_losses,
     typical_positions,
 )
+from core.inspect.labelsets import LabelSetPredictions
 from core.runs.folder import RunFolder
 from pages._common import (
     cached_attribution,
@@ -26,6 +28,7 @@ from pages._common import (
     run_predictions,
 )
 from pages._figures import confusion_figure, image_grid, overlay_grid, to_hwc
+from pages._interpret_labels import label_sets_view
 from pages._report import run_report_html
 from pages._review import edit_notice, retrain_button, review_grid
 from pages._text import md
@@ -45,6 +48,9 @@ class_names = RunFolder(run_dir).class_names()
 config = RunFolder(run_dir).config()
 predictions = run_predictions(run_dir)
 images = run_images(run_dir)
+if isinstance(predictions, LabelSetPredictions):  # several labels per image: views of their own
+    label_sets_view(run_dir, predictions, images, class_names)
+    st.stop()
 matrix = confusion_matrix(predictions.targets, predictions.predicted, len(class_names))
 
 

@@ -10,6 +10,7 @@ from core.data.health import MAX_FILE_BYTES
 from core.data.images import decode_image
 from core.errors import DataError
 from core.inspect.attribution import METHODS, grad_cam_layer, grad_cam_note, top_predictions
+from core.inspect.labelsets import LabelSetPredictions
 from core.inspect.visualize import (
     KERNELS,
     activations,
@@ -55,6 +56,7 @@ if pretrained_only:
     data = current_dataset(size)
     picks = np.random.default_rng(0).permutation(len(data))[:MAX_CANDIDATES]
     candidates, captions = data.images[picks], [data.label_of(i) for i in picks]
+    multi_label = False  # ImageNet's 1,000 classes: a softmax
 else:
     run_dir = pick_finished_run("to look inside the trained network")
     if run_dir is None:
@@ -62,8 +64,9 @@ else:
     model, class_names, config = run_model(run_dir)
     key, size = model_key(run_dir), config.size
     predictions = run_predictions(run_dir)
+    multi_label = isinstance(predictions, LabelSetPredictions)  # its probabilities: each label's sigmoid
     candidates = run_images(run_dir)[predictions.item_ids]
-    captions = [class_names[t] for t in predictions.targets]
+    captions = predictions.label_texts(class_names)  # a run of label sets: each image's set
 
 left, right = st.columns([1, 2])
 use_upload = left.radio("Image", ["From the dataset", "Upload my own"], horizontal=True) == "Upload my own"
@@ -142,7 +145,7 @@ elif view == "Activations":
 elif view == "Attributions":
     st.caption("Which pixels made the model choose a class. The heat map should sit on the thing the class is about, "
                "not on the background or a border: if it does not, the model may have learned a shortcut.")
-    ranked = top_predictions(model, image, class_names, k=5)
+    ranked = top_predictions(model, image, class_names, k=5, multi_label=multi_label)
     left, middle, right = st.columns(3)
     method = left.radio("Method", list(METHODS), format_func=lambda m: METHODS[m].label)
     target = middle.selectbox("Explain the class", class_names, index=class_names.index(ranked[0][0]),

@@ -1,8 +1,9 @@
 """Several labels per image (issue 27), as far as it goes: a labels CSV of label sets is read, checked and described
 (command line, Data page), loaded as a row of yes/no per label, split so every label is learnt and judged, and
-trained on (sigmoid outputs, scores per epoch, a threshold per label); what reads one label per image (the Fix and
-Map pages, interpreting, predicting, exporting) says so in a sentence. Real images: 2x2 mosaics of
-handwritten digits, labelled with the digits they show (fastai's planet format, labels separated by spaces)."""
+trained on (sigmoid outputs, scores per epoch, a threshold per label), and interpreted (tests/test_interpret_labels.py);
+what reads one label per image (the Fix and Map pages, predicting, exporting) says so in a sentence. Real images:
+2x2 mosaics of handwritten digits, labelled with the digits they show (fastai's planet format, labels separated by
+spaces)."""
 import io
 import json
 import subprocess
@@ -17,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from core.data.edits import EditLog
 from core.data.load import inspect_source, load_source, split_indices
 from core.data.multilabel import label_separator, split_labels
-from core.errors import BrokenRun, DataError
+from core.errors import DataError
 from core.runs.folder import RunFolder
 from tests.conftest import ROOT
 from tests.mosaics import DIGITS, write_mosaics
@@ -103,6 +104,7 @@ def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_pe
     """fastai's multi-label recipe on the one loop: sigmoid outputs, binary cross-entropy, the cached frozen phase and
     the late stages; each epoch row carries accuracy_multi, F1 (samples, macro) and mean average precision."""
     from core.inspect.interpret import load_predictions
+    from core.inspect.labelsets import per_label_metrics
     from core.net import stages
     from core.runs.checkpoint import load_model
     from core.runs.labelsets import thresholds
@@ -130,10 +132,10 @@ def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_pe
     assert chosen is not None and len(chosen) == len(DIGITS) and all(0.05 <= t <= 0.95 for t in chosen)
     model, class_names, _ = load_model(folder.path)
     assert class_names == sorted(DIGITS) and model(torch.zeros(1, 3, 32, 32)).shape == (1, len(DIGITS))
-    with pytest.raises(BrokenRun, match="learnt several labels per image .*does not read label sets yet"):
-        load_predictions(folder.path)
+    predictions = load_predictions(folder.path)  # interpreted at the run's own thresholds (tests/test_interpret_labels)
+    assert predictions.targets.dtype == bool and predictions.thresholds.tolist() == chosen
 
-    monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path / "runs"))  # the Train page's table, and Interpret's sentence
+    monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path / "runs"))  # the Train page's table, and Interpret's
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     app.query_params["run"] = "ml"
     app.run()
@@ -143,7 +145,9 @@ def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_pe
                                        "f1_macro", "map"]
     assert table["map"].tolist()[-1] == round(rows[-1]["map"], 4)
     app.switch_page("pages/interpret.py").run()
-    assert not app.exception and any("learnt several labels per image" in e.value for e in app.error)
+    assert not app.exception and not app.error
+    assert app.dataframe[0].value["label"].tolist()[0] == min(per_label_metrics(predictions, class_names),
+                                                             key=lambda m: (m.f1, m.label)).label
 
 
 def test_label_sets_refuse_class_balancing_and_label_smoothing_in_a_sentence(tmp_path, monkeypatch):

@@ -160,9 +160,11 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | li
 
 
 @torch.no_grad()
-def top_predictions(model: nn.Module, image: torch.Tensor, class_names: list[str],
-                    k: int = 5) -> list[tuple[str, float]]:
-    """The k most probable classes of one uint8 image (3, S, S), with probabilities."""
-    probs = model(normalize(image[None])).softmax(1)[0]
+def top_predictions(model: nn.Module, image: torch.Tensor, class_names: list[str], k: int = 5,
+                    multi_label: bool = False) -> list[tuple[str, float]]:
+    """The k most probable classes of one uint8 image (3, S, S), with probabilities (of a model of label sets,
+    `multi_label`: each label's own sigmoid)."""
+    logits = model(normalize(image[None]))
+    probs = (logits.sigmoid() if multi_label else logits.softmax(1))[0]
     values, indices = probs.topk(min(k, len(class_names)))
     return [(class_names[i], float(v)) for v, i in zip(values, indices)]

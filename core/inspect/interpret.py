@@ -1,4 +1,5 @@
-"""Interpretation of a run's validation predictions (predictions.npz): confusion matrix and most-confused pairs."""
+"""Interpretation of a run's validation predictions (predictions.npz): confusion matrix and most-confused pairs.
+A run of label sets loads as core.inspect.labelsets' LabelSetPredictions, which has its own views."""
 from __future__ import annotations
 
 import zipfile
@@ -9,8 +10,9 @@ import numpy as np
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from core.errors import BrokenRun
+from core.inspect.labelsets import LabelSetPredictions, load_label_sets
 from core.runs.folder import RunFolder
-from core.runs.labelsets import one_label_run
+from core.runs.labelsets import is_multi_label
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,17 @@ class Predictions:
     def accuracy(self) -> float:
         return float((self.predicted == self.targets).mean())
 
+    def label_texts(self, class_names: list[str]) -> list[str]:
+        """Each image's true class."""
+        return [class_names[t] for t in self.targets]
 
-def load_predictions(run_dir: Path) -> Predictions:
-    """A run's predictions.npz, checked against its class names; BrokenRun, a sentence, when it is damaged."""
+
+def load_predictions(run_dir: Path) -> Predictions | LabelSetPredictions:
+    """A run's predictions.npz, checked against its class names; BrokenRun, a sentence, when it is damaged. A run of
+    label sets gives LabelSetPredictions ((N, C) bool targets, at the run's thresholds)."""
     folder = RunFolder(run_dir)
-    one_label_run(folder, "Interpreting a run's predictions")
+    if is_multi_label(folder):
+        return load_label_sets(run_dir)
     n_classes = len(folder.class_names())
     broken = BrokenRun(f"Run {folder.run_id}'s predictions.npz is damaged or does not fit its {n_classes} classes.")
     try:

@@ -145,9 +145,14 @@ def trust_figures(path: Path, raw_probs: np.ndarray | None, probs: np.ndarray, t
     if raw_probs is None or not path.exists():
         return None
     trust = Trust.load(path)
-    flagged = None if unknown_scores is None else float((unknown_scores > trust.threshold).mean())
+    flagged = flagged_share(trust, unknown_scores)
     before, after = expected_calibration_error(raw_probs, targets), expected_calibration_error(probs, targets)
     return TrustFigures(trust, before, after, flagged)
+
+
+def flagged_share(trust: Trust, unknown_scores: np.ndarray | None) -> float | None:
+    """The share of (N,) validation unknown scores past the "none of these" threshold; None without scores."""
+    return None if unknown_scores is None else float((unknown_scores > trust.threshold).mean())
 
 
 def knn_scores(features: torch.Tensor, bank: torch.Tensor, k: int, topk=None) -> torch.Tensor:
