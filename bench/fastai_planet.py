@@ -56,10 +56,12 @@ def main() -> None:
     dls = ImageDataLoaders.from_df(frame, args.folder, fn_col="image_name", label_col="tags", label_delim=" ",
                                    valid_col="is_valid", bs=args.bs, seed=42,
                                    item_tfms=Resize(args.size, ResizeMethod.Squish))
-    learn = vision_learner(dls, efficientnet_lite0, cbs=EpochTable(), custom_head=create_head(1280, dls.c),
+    table = EpochTable()
+    learn = vision_learner(dls, efficientnet_lite0, cbs=table, custom_head=create_head(1280, dls.c),
                            metrics=[partial(accuracy_multi, thresh=0.2), F1ScoreMulti(thresh=0.2, average="samples")])
     with learn.no_bar():
         learn.fine_tune(3, base_lr=3e-3, freeze_epochs=4)
+        learn.remove_cb(table)  # predicting runs the epoch events too
         valid_probs, _ = learn.get_preds(dl=dls.valid)
         test_frame = pd.read_csv(args.test / "labels.csv", keep_default_na=False)
         test_probs, _ = learn.get_preds(dl=dls.test_dl([args.test / name for name in test_frame["image_name"]]))

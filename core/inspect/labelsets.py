@@ -88,7 +88,8 @@ def load_label_sets(run_dir: Path) -> LabelSetPredictions:
     chosen = saved_thresholds(folder)
     saved = chosen is not None and len(chosen) == n_labels
     return LabelSetPredictions(targets, probs, losses, item_ids,
-                               np.asarray(chosen if saved else [THRESHOLD] * n_labels, dtype=float), saved,
+                               # float32, as the predictor and the exports compare them with float32 sigmoids
+                               np.asarray(chosen if saved else [THRESHOLD] * n_labels, dtype=np.float32), saved,
                                raw_probs, unknown_scores)
 
 

@@ -1,11 +1,10 @@
 """A run that learnt label sets (several labels per image, core.data.multilabel): how its folder says so
-(data.json's `multi_label`), its threshold per label (thresholds.json), and the sentence of what reads only
-single-label runs so far (looking inside, predicting, exporting)."""
+(data.json's `multi_label`), and its threshold per label (thresholds.json), which everything that predicts with the
+run uses (core.ship)."""
 from __future__ import annotations
 
 from core.atomic import read_json, write_json_atomic
 from core.data.multilabel import THRESHOLD
-from core.errors import BrokenRun
 from core.runs.folder import RunFolder
 
 
@@ -31,11 +30,3 @@ def run_thresholds(folder: RunFolder, n_labels: int) -> list[float]:
     is missing or does not fit its labels (a run cut off before writing it)."""
     found = thresholds(folder)
     return found if found is not None and len(found) == n_labels else [THRESHOLD] * n_labels
-
-
-def one_label_run(folder: RunFolder, what: str) -> None:
-    """BrokenRun, a sentence, when the run learnt label sets and `what` reads single-label runs only."""
-    if is_multi_label(folder):
-        raise BrokenRun(f"Run {folder.run_id} learnt several labels per image (multi-label): its epochs, curves and "
-                        f"scores are on the Train and Runs pages. {what} reads runs of one label per image; it does "
-                        "not read label sets yet.")
