@@ -8,7 +8,7 @@ from core.runs import compare, store
 from core.runs.folder import RunFolder
 from core.runs.metrics import MetricsTail
 from core.train.progress import left_now
-from pages._figures import loss_figure, lr_figure, lr_find_figure
+from pages._figures import compare_figure, loss_figure, lr_figure, lr_find_figure
 from pages._text import md
 
 PHASES = {  # what each phase name in the epoch table means, in a newcomer's words
@@ -149,6 +149,12 @@ def show_curves(folder: RunFolder) -> None:
         left, right = st.columns(2)
         left.plotly_chart(loss_figure(tail), key=f"loss:{folder.path}")
         right.plotly_chart(lr_figure(tail), key=f"lr:{folder.path}")
+    scored = [r for r in tail.epochs if all(isinstance(r.get(k), (int, float)) for k in LABEL_SET_SCORES)]
+    if scored:  # a run of label sets: its scores per epoch
+        st.plotly_chart(compare_figure({name: ([r["epoch"] for r in scored], [r[key] for r in scored]) for name, key
+                                        in (("accuracy_multi", "accuracy"), *((k, k) for k in LABEL_SET_SCORES))},
+                                       "Scores on validation, each epoch", "epoch", "score", markers=True),
+                        key=f"scores:{folder.path}")
     if tail.epochs:
         st.table(epoch_table(tail), hide_index=True)
         phases = {r["phase"] for r in tail.epochs}

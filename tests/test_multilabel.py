@@ -144,6 +144,9 @@ def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_pe
     assert list(table.columns)[:8] == ["epoch", "phase", "train_loss", "valid_loss", "accuracy_multi", "f1_samples",
                                        "f1_macro", "map"]
     assert table["map"].tolist()[-1] == round(rows[-1]["map"], 4)
+    scores = json.loads(next(c for c in app.get("plotly_chart") if "Scores" in c.proto.spec).proto.spec)["data"]
+    assert [line["name"] for line in scores] == ["accuracy_multi", "f1_samples", "f1_macro", "map"]
+    assert scores[3]["y"] == [r["map"] for r in rows] and scores[0]["x"] == [r["epoch"] for r in rows]
     app.switch_page("pages/interpret.py").run()
     assert not app.exception and not app.error
     assert app.dataframe[0].value["label"].tolist()[0] == min(per_label_metrics(predictions, class_names),
