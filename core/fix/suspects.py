@@ -70,7 +70,8 @@ def layer_features(body: nn.Module, images: torch.Tensor, device: torch.device =
     """L2-normalized, average-pooled features (N, F_l) of uint8 images (N, 3, S, S) at several depths of a
     body, in one pass: the blocks at `depths` of the way through, and "output"."""
     blocks = [(name, module) for name, module in body.named_modules() if type(module).__name__ in BLOCK_TYPES]
-    chosen = {blocks[max(round(d * len(blocks)) - 1, 0)] for d in depths} if blocks else set()
+    # in the body's order, so that layers its neighbours judge alike are chosen the same way every time
+    chosen = [blocks[i] for i in sorted({max(round(d * len(blocks)) - 1, 0) for d in depths})] if blocks else []
     captured: dict[str, list[torch.Tensor]] = {name: [] for name, _ in chosen}
     hooks = [module.register_forward_hook(lambda _m, _i, out, name=name: captured[name].append(
         out.float().mean((2, 3)).cpu())) for name, module in chosen]
