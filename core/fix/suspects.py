@@ -8,6 +8,8 @@ given labels best are used: early layers suit drawings and digits, the last ones
 Neighbours catch an image unlike its class's others; the probe, a class boundary drawn through the whole set.
 Confident learning (cleanlab) then ranks the images whose given label the evidence contradicts, most suspicious
 first, and estimates how many there are. Features come once (seconds at 64 px); the probe fits in a second.
+Label sets (several labels per image) get the same evidence, a probability per label (out_of_sample_probs), and
+their own review: core.fix.labelsets.
 
     python -m core.data suspects PATH [--json] [--top N]
 Measured by bench/label_noise (precision among the top N suspects, against cleanlab on a 5-fold logistic
