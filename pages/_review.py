@@ -98,17 +98,14 @@ def retrain_button(config, key: str) -> None:
 @st.cache_data(show_spinner="Looking for label errors: features of every image, then its neighbours' votes…",
                max_entries=4)
 def _label_review(source: str, label_regex: str, stamp: str) -> dict:
-    import numpy as np
-
-    from core.fix.mend import review, review_json
+    from core.fix.mend import evidence_against, review, review_json
 
     data, result = review(source, label_regex or None)
-    return {**review_json(data, result),
-            "against": 1 - result.probs[np.arange(len(data)), data.labels.numpy()]}  # (N,) in dataset order
+    return {**review_json(data, result), "against": evidence_against(data, result)}  # (N,) in dataset order
 
 
 def label_review(source: str, label_regex: str = "") -> dict:
     """core.fix.mend's review of the dataset as its edits leave it, once for the Fix and Map pages (recomputed when
     the edits change): its suspects and near-duplicates (review_json), and "against", how much of the evidence is
-    against each image's label."""
+    against each image's label (or label set)."""
     return _label_review(source, label_regex, edits_stamp(source))

@@ -1,5 +1,5 @@
-"""Fix: the images whose label is probably wrong, near-duplicates, and every edit made to the dataset, with
-undo, an export of the mended dataset, and a retrain on it."""
+"""Fix: the images whose label (or, with several labels per image, label set) is probably wrong, near-duplicates,
+and every edit made to the dataset, with undo, an export of the mended dataset, and a retrain on it."""
 import re
 import time
 
@@ -12,6 +12,7 @@ from core.fix.mend import mended_zip
 from pages._common import current_config, dataset, route_through_app
 from pages._figures import to_hwc
 from pages._review import edit_notice, label_review, retrain_button, review_grid
+from pages._review_sets import label_set_grid, label_sets_of
 from pages._text import md
 
 route_through_app()
@@ -44,19 +45,31 @@ if st.toggle("Look for label errors", key="find_suspects", help="Takes seconds a
     kept = {file for file, decision in log.decisions().items() if decision.get("keep")}
     suspects = [row for row in found["suspects"] if row["file"] not in kept and row["file"] in position]
     if not suspects:
-        st.success("No image's label is contradicted by its neighbours.")
+        st.success("No image's label set is contradicted by the evidence." if data.multi_label else
+                   "No image's label is contradicted by its neighbours.")
     else:
         limit = 12 if len(suspects) <= 12 else st.slider("Suspects to review", 12, min(60, len(suspects)), 12, step=6)
         shown = suspects[:limit]
-        st.caption(f"Confident learning estimates that {len(suspects)} image(s) here carry a wrong label, and the "
-                   f"list holds those, most certain first; reviewing the first {len(shown)}. Each says how much of "
-                   "its neighbours' vote is against its label: where that falls toward 50%, the suggestions are "
-                   "right less often, so look before relabelling all.")
-        rows = [position[row["file"]] for row in shown]
-        if review_grid("suspects", to_hwc(data.images[rows].numpy()), [r["file"] for r in shown],
-                       [r["label"] for r in shown], list(data.class_names), source=source, view="suspects",
-                       label_regex=config.label_regex,
-                       suggested=[r["suggested"] for r in shown], against=[r["score"] for r in shown]):
+        images = to_hwc(data.images[[position[row["file"]] for row in shown]].numpy())
+        names, against = [r["file"] for r in shown], [r["score"] for r in shown]
+        if data.multi_label:
+            st.caption(f"Confident learning for label sets (cleanlab) estimates that {len(suspects)} image(s) here "
+                       f"carry a wrong label set, most certain first; reviewing the first {len(shown)}. Under each: "
+                       "+ a label the evidence gives it and it lacks, − a label it has and the evidence denies. Accept "
+                       "the suggested labels, choose them yourself, keep them, or remove the image.")
+            recorded = label_set_grid("labelsets", images, names, [tuple(r["labels"]) for r in shown],
+                                      list(data.class_names), source=source, view="suspects",
+                                      label_regex=config.label_regex, suggested=[tuple(r["suggested"]) for r in shown],
+                                      against=against)
+        else:
+            st.caption(f"Confident learning estimates that {len(suspects)} image(s) here carry a wrong label, and the "
+                       f"list holds those, most certain first; reviewing the first {len(shown)}. Each says how much of "
+                       "its neighbours' vote is against its label: where that falls toward 50%, the suggestions are "
+                       "right less often, so look before relabelling all.")
+            recorded = review_grid("suspects", images, names, [r["label"] for r in shown], list(data.class_names),
+                                   source=source, view="suspects", label_regex=config.label_regex,
+                                   suggested=[r["suggested"] for r in shown], against=against)
+        if recorded:
             st.rerun()
     pairs = found["near_duplicates"]
     st.subheader("Near-duplicates")
@@ -68,11 +81,19 @@ if st.toggle("Look for label errors", key="find_suspects", help="Takes seconds a
         why = "one in training, one in validation" if pair["crosses_split"] else "different labels"
         st.text(f"{' and '.join(pair['files'])}: {why} (similarity {pair['similarity']:.3f})")
         rows = [position[f] for f in pair["files"] if f in position]
-        if len(rows) == 2:
-            if review_grid(f"pair{n}", to_hwc(data.images[rows].numpy()), pair["files"], pair["labels"],
-                           list(data.class_names), source=source, view="near-duplicates",
-                           label_regex=config.label_regex):
-                st.rerun()
+        if len(rows) != 2:
+            continue
+        if data.multi_label:
+            recorded = label_set_grid(f"pair{n}", to_hwc(data.images[rows].numpy()), pair["files"],
+                                      label_sets_of(data.class_names, data.labels[rows].numpy()),
+                                      list(data.class_names), source=source, view="near-duplicates",
+                                      label_regex=config.label_regex)
+        else:
+            recorded = review_grid(f"pair{n}", to_hwc(data.images[rows].numpy()), pair["files"], pair["labels"],
+                                   list(data.class_names), source=source, view="near-duplicates",
+                                   label_regex=config.label_regex)
+        if recorded:
+            st.rerun()
 
 st.subheader("Edits")
 batches = log.batches()

@@ -41,3 +41,26 @@ def write_mosaics(root: Path, n: int = 60, seed: int = 0, separator: str = " ") 
         rows.writerow(["image_name", "tags"])
         rows.writerows([name, separator.join(labels)] for name, labels in written.items())
     return written
+
+
+def corrupt_labels(root: Path, written: dict[str, tuple[str, ...]], share: float = 0.1, seed: int = 0,
+                   separator: str = " ") -> dict[str, tuple[str, ...]]:
+    """Rewrite `root`'s labels.csv (as write_mosaics left it, `written`) with a seeded `share` of its images
+    mislabelled: half of them lose one of their digits (an image with none gains one instead), the rest gain one they
+    do not show. Returns {file: the label set it now has} for the mislabelled images only."""
+    rng = np.random.default_rng(seed)
+    names = sorted(written)
+    changed = {}
+    for name in rng.choice(names, int(round(share * len(names))), replace=False):
+        labels = set(written[name])
+        absent = [digit for digit in DIGITS if digit not in labels]
+        if labels and (rng.random() < 0.5 or not absent):
+            labels.discard(str(rng.choice(sorted(labels))))
+        else:
+            labels.add(str(rng.choice(absent)))
+        changed[str(name)] = tuple(sorted(labels))
+    with open(root / "labels.csv", "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["image_name", "tags"])
+        rows.writerows([name, separator.join(changed.get(name, labels))] for name, labels in written.items())
+    return changed

@@ -2,6 +2,7 @@
 
     python -m core.data inspect PATH_OR_ZIP [--json] [--label-regex REGEX]   # exit 0: trainable, 2: why not
     python -m core.data suspects PATH [--json] [--top N]    # images whose label is probably wrong; near-duplicates
+                                                             # (label sets: the suggested set, + missing, - extra)
     python -m core.data edit PATH EDITS.json                 # [{"file": ..., "label": NEW_LABEL or null}, ...]
     python -m core.data undo PATH                            # take back the last batch of edits
     python -m core.data export PATH OUT.zip                  # the mended dataset as a new zip
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from core.data.builtin import builtin_report
 from core.data.load import inspect_source
-from core.data.multilabel import RARE_LABEL
+from core.data.multilabel import RARE_LABEL, joined
 from core.errors import BrokenRun, DataError
 
 
@@ -109,10 +110,18 @@ def suspects(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found, indent=1, ensure_ascii=False))
         return 0
-    print(f"{len(found['suspects'])} image(s) whose label the neighbours contradict (features: "
-          f"{', '.join(found['layers'])}):")
-    for row in found["suspects"]:
-        print(f"  {row['score']:.2f}  {row['file']}: labelled {row['label']}, looks like {row['suggested']}")
+    if data.multi_label:
+        print(f"{len(found['suspects'])} image(s) whose label set the evidence contradicts (features: "
+              f"{', '.join(found['layers'])}); + a label probably missing, - one probably extra:")
+        for row in found["suspects"]:
+            print(f"  {row['score']:.2f}  {row['file']}: labelled {joined(tuple(row['labels'])) or 'no label'}, "
+                  f"suggested {joined(tuple(row['suggested'])) or 'no label'} "
+                  f"({' '.join([*('+' + m for m in row['missing']), *('-' + e for e in row['extra'])])})")
+    else:
+        print(f"{len(found['suspects'])} image(s) whose label the neighbours contradict (features: "
+              f"{', '.join(found['layers'])}):")
+        for row in found["suspects"]:
+            print(f"  {row['score']:.2f}  {row['file']}: labelled {row['label']}, looks like {row['suggested']}")
     for pair in found["near_duplicates"]:
         why = "across train/validation" if pair["crosses_split"] else "with different labels"
         print(f"near-duplicates {why} ({pair['similarity']:.3f}): {' and '.join(pair['files'])}")

@@ -88,7 +88,7 @@ def describe(summary: dict, n_labels: int) -> str:
 
 def one_label_per_image(data, what: str) -> None:
     """DataError, a sentence, when `data` (LabeledImages or a health report) is multi-label and `what` reads one label
-    per image (the Fix page's suspects, the Map, what to collect next)."""
+    per image (the Map, what to collect next)."""
     if getattr(data, "multi_label", False):
         raise DataError(f"This dataset has several labels per image (multi-label). {what} needs one label per image: "
                         "the app reads, checks and trains on label sets, but does not read them here yet.")

@@ -1,6 +1,7 @@
 """The data loop on a dataset source: review its labels, record fixes, take them back, export the mended set.
 
-    python -m core.data suspects PATH [--json] [--top N]   # images whose label is probably wrong; near-duplicates
+    python -m core.data suspects PATH [--json] [--top N]   # images whose label (or label set) is probably wrong;
+                                                            # near-duplicates
     python -m core.data edit PATH EDITS.json                # [{"file": ..., "label": NEW_LABEL or null}, ...]
     python -m core.data undo PATH                           # take back the last batch of edits
     python -m core.data export PATH OUT.zip                 # the mended dataset as a new zip
@@ -18,6 +19,7 @@ from core.data.images import LabeledImages
 from core.data.load import edit_log_for, inspect_source, load_source, split_indices
 from core.data.multilabel import one_label_per_image
 from core.errors import DataError
+from core.fix.labelsets import LabelSetReview, label_set_suspect, review_label_sets
 from core.fix.suspects import LabelReview, near_duplicates, review_labels
 
 REVIEW_SIZE = 64  # the image size features are computed at: seconds on a CPU, and what bench/label_noise measures
@@ -32,11 +34,22 @@ def valid_mask(data: LabeledImages, valid_pct: float = TrainConfig.valid_pct, se
     return mask
 
 
-def review(source: str, label_regex: str | None = None, size: int = REVIEW_SIZE) -> tuple[LabeledImages, LabelReview]:
-    """The dataset as its edits leave it, and the review of its labels."""
+def review(source: str, label_regex: str | None = None,
+           size: int = REVIEW_SIZE) -> tuple[LabeledImages, LabelReview | LabelSetReview]:
+    """The dataset as its edits leave it, and the review of its labels (core.fix.labelsets' of its label sets when it
+    has several labels per image)."""
     data = load_source(source, size, label_regex=label_regex)
-    one_label_per_image(data, "Finding label errors")
-    return data, review_labels(data, size=size)
+    return data, (review_label_sets if data.multi_label else review_labels)(data, size=size)
+
+
+def evidence_against(data: LabeledImages, result: LabelReview | LabelSetReview):
+    """(N,) how much of the evidence is against each image's label (0-1), in dataset order: one minus the
+    out-of-sample probability of its label; of a label set, one minus cleanlab's label quality score."""
+    import numpy as np
+
+    if isinstance(result, LabelSetReview):
+        return result.scores
+    return 1 - result.probs[np.arange(len(data)), data.labels.numpy()]
 
 
 def plan(source: str, label_regex: str | None = None, add: int = 100, run_dir: Path | None = None,
@@ -92,22 +105,38 @@ def run_recall(run_dir: Path, class_names: tuple[str, ...]) -> dict[str, float]:
             if (targets == c).any()}
 
 
-def review_json(data: LabeledImages, result: LabelReview, top: int | None = None) -> dict:
-    """The suspects (the flagged ones, or the `top` most suspicious) and the near-duplicates, by file name."""
+def review_json(data: LabeledImages, result: LabelReview | LabelSetReview, top: int | None = None) -> dict:
+    """The suspects (the flagged ones, or the `top` most suspicious) and the near-duplicates, by file name. A label
+    set's suspect lists its labels, the suggested set, and the labels probably missing and extra."""
     names, classes = data.item_names, data.class_names
-    if top is None:
-        rows = [(s.index, s.label, s.suggested, s.score) for s in result.suspects]
+    if isinstance(result, LabelSetReview):
+        suspects = [{"file": names[s.index], "labels": list(s.labels), "suggested": list(s.suggested),
+                     "missing": list(s.missing), "extra": list(s.extra), "score": round(s.score, 4)}
+                    for s in _label_set_rows(data, result, top)]
     else:
-        rows = [(int(i), classes[int(data.labels[i])], classes[int(result.probs[i].argmax())],
-                 float(1 - result.probs[i, int(data.labels[i])])) for i in result.ranking[:top]]
+        if top is None:
+            rows = [(s.index, s.label, s.suggested, s.score) for s in result.suspects]
+        else:
+            rows = [(int(i), classes[int(data.labels[i])], classes[int(result.probs[i].argmax())],
+                     float(1 - result.probs[i, int(data.labels[i])])) for i in result.ranking[:top]]
+        suspects = [{"file": names[i], "label": label, "suggested": suggested, "score": round(score, 4)}
+                    for i, label, suggested, score in rows]
     duplicates = near_duplicates(result.features, data.labels, valid_mask(data))
-    return {"suspects": [{"file": names[i], "label": label, "suggested": suggested, "score": round(score, 4)}
-                         for i, label, suggested, score in rows],
+    return {"suspects": suspects,
             "near_duplicates": [{"files": [names[d.first], names[d.second]], "similarity": d.similarity,
-                                 "labels": [classes[int(data.labels[d.first])], classes[int(data.labels[d.second])]],
+                                 "labels": [data.label_of(d.first), data.label_of(d.second)],
                                  "crosses_split": d.crosses_split, "labels_differ": d.labels_differ}
                                 for d in duplicates if d.crosses_split or d.labels_differ],
             "layers": list(result.layers)}
+
+
+def _label_set_rows(data: LabeledImages, result: LabelSetReview, top: int | None) -> list:
+    """The flagged suspects, or the `top` most suspicious images whether flagged or not."""
+    if top is None:
+        return result.suspects
+    given = data.labels.numpy()
+    return [label_set_suspect(int(i), given[i], result.probs[i], data.class_names, float(result.scores[i]))
+            for i in result.ranking[:top]]
 
 
 def record_edits(source: str, edits: list[dict], view: str, label_regex: str | None = None) -> int:
