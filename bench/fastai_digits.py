@@ -52,6 +52,17 @@ class EpochTable(Callback):
               f"{1 - acc:>10.4f} {seconds // 60:02d}:{seconds % 60:02d}", flush=True)
 
 
+def registered_backbone(size: int):
+    """The project's EfficientNet-Lite0 body at `size` px as a fastai architecture (in model_meta: no cut, fastai's
+    default split, ImageNet statistics)."""
+
+    def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
+        return nn.Sequential(ARCHS["efficientnet_lite0"].build(pretrained, size).body)
+
+    model_meta[efficientnet_lite0] = {"cut": lambda model: model, "split": default_split, "stats": imagenet_stats}
+    return efficientnet_lite0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("folder", type=Path, help="train/ and valid/ folders, one sub-folder per class")
@@ -61,11 +72,7 @@ def main() -> None:
     parser.add_argument("--freeze-epochs", type=int, default=1)
     args = parser.parse_args()
     set_seed(42)
-
-    def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
-        return nn.Sequential(ARCHS["efficientnet_lite0"].build(pretrained, args.size).body)
-
-    model_meta[efficientnet_lite0] = {"cut": lambda model: model, "split": default_split, "stats": imagenet_stats}
+    efficientnet_lite0 = registered_backbone(args.size)
     dls = ImageDataLoaders.from_folder(args.folder, train="train", valid="valid", bs=args.bs, seed=42,
                                        item_tfms=Resize(args.size, ResizeMethod.Squish))
     # fastai's own default head (concat pooling, BatchNorm, dropout, 512 units), given explicitly only because

@@ -26,16 +26,11 @@ from fastai.vision.all import (
     ResizeMethod,
     accuracy_multi,
     create_head,
-    default_split,
-    imagenet_stats,
-    model_meta,
     set_seed,
     vision_learner,
 )
-from torch import nn
 
-from bench.fastai_digits import EpochTable
-from core.net.backbones import ARCHS
+from bench.fastai_digits import EpochTable, registered_backbone
 
 
 def main() -> None:
@@ -47,11 +42,7 @@ def main() -> None:
     parser.add_argument("--bs", type=int, default=64)
     args = parser.parse_args()
     set_seed(42)
-
-    def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
-        return nn.Sequential(ARCHS["efficientnet_lite0"].build(pretrained, args.size).body)
-
-    model_meta[efficientnet_lite0] = {"cut": lambda model: model, "split": default_split, "stats": imagenet_stats}
+    efficientnet_lite0 = registered_backbone(args.size)
     frame = pd.read_csv(args.folder / "labels.csv", keep_default_na=False)
     dls = ImageDataLoaders.from_df(frame, args.folder, fn_col="image_name", label_col="tags", label_delim=" ",
                                    valid_col="is_valid", bs=args.bs, seed=42,

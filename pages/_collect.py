@@ -22,7 +22,7 @@ from core.data.collect import (
 )
 from core.data.edits import relative_file
 from core.errors import DataError
-from pages._collect_tags import tag_images
+from pages._collect_tags import show_refused, tag_images
 from pages._common import forget_dataset_caches
 from pages._plan import photograph_next
 from pages._review import edit_notice, review_grid
@@ -115,10 +115,7 @@ def _add_images(folder, counts: dict[str, int]) -> None:
         state["made_refused"] = refused
         forget_dataset_caches()
         st.rerun()
-    refused = state.pop("made_refused", [])
-    if refused:
-        st.warning("Some files were not added:")
-        st.text("\n".join(f"{file}: {reason}" for file, reason in refused))
+    show_refused(state)
 
 
 def _manage_classes(folder, counts: dict[str, int], items: dict[str, str]) -> None:

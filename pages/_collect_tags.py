@@ -67,6 +67,11 @@ def _add(folder, labels: list[str]) -> None:
         state["made_round"] = round_ + 1
         forget_dataset_caches()
         st.rerun()
+    show_refused(state)
+
+
+def show_refused(state) -> None:
+    """The files the last drop did not add, each with its reason, as text (once)."""
     refused = state.pop("made_refused", [])
     if refused:
         st.warning("Some files were not added:")
