@@ -35,7 +35,7 @@ def scores(probs: np.ndarray, targets: np.ndarray, thresholds=THRESHOLD) -> dict
     yes/no right, at `thresholds`), F1 averaged over images (f1_samples) and over labels (f1_macro), and the mean
     average precision (map), which needs no threshold."""
     targets = targets.astype(bool)
-    predicted = probs >= np.asarray(thresholds)
+    predicted = probs >= np.asarray(thresholds, dtype=probs.dtype)  # in the sigmoids' precision, as the predictor
     return {"accuracy_multi": float((predicted == targets).mean()),
             "f1_samples": float(_f1(predicted, targets, 1).mean()),
             "f1_macro": float(_f1(predicted, targets, 0).mean()),
@@ -50,7 +50,7 @@ def best_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     for label in range(targets.shape[1]):
         if not targets[:, label].any():
             continue
-        f1 = _f1(probs[:, label, None] >= CANDIDATES, targets[:, label, None], 0)
+        f1 = _f1(probs[:, label, None] >= CANDIDATES.astype(probs.dtype), targets[:, label, None], 0)
         best = np.flatnonzero(f1 >= f1.max() - 1e-12)
         chosen[label] = CANDIDATES[best[np.argmin(np.abs(CANDIDATES[best] - THRESHOLD))]]
     return chosen

@@ -38,7 +38,7 @@ class LabelSetPredictions:
     @property
     def predicted(self) -> np.ndarray:
         """(N, C) bool: the labels the model gives each image at the thresholds."""
-        return self.probs >= self.thresholds
+        return self.probs >= self.thresholds.astype(self.probs.dtype)  # as the predictor and the exports compare
 
     @property
     def missed(self) -> np.ndarray:
@@ -88,8 +88,7 @@ def load_label_sets(run_dir: Path) -> LabelSetPredictions:
     chosen = saved_thresholds(folder)
     saved = chosen is not None and len(chosen) == n_labels
     return LabelSetPredictions(targets, probs, losses, item_ids,
-                               # float32, as the predictor and the exports compare them with float32 sigmoids
-                               np.asarray(chosen if saved else [THRESHOLD] * n_labels, dtype=np.float32), saved,
+                               np.asarray(chosen if saved else [THRESHOLD] * n_labels, dtype=float), saved,
                                raw_probs, unknown_scores)
 
 
