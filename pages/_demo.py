@@ -146,18 +146,18 @@ def draw_bars(picture, prediction: Prediction, n_classes: int) -> None:
 
     width, height = picture.size
     row = max(height // 9, 12)
-    rows = [(verdict(prediction, n_classes), None)] if prediction.unknown else []
-    rows += [(f"{name}  {p:.0%}", p) for name, p in prediction.top][:VIDEO_ROWS - len(rows)]
+    found = {prediction.top[0][0]} if prediction.labels is None else set(prediction.labels)
+    rows = [(verdict(prediction, n_classes), None, False)] if prediction.unknown else []
+    rows += [(f"{name}  {p:.0%}", p, name in found) for name, p in prediction.top][:VIDEO_ROWS - len(rows)]
     top = height - row * len(rows)
     band = (0, top, width, height)
     picture.paste(picture.crop(band).point(_DIM), band[:2])
     font = ImageFont.load_default(size=int(row * 0.7))
     draw = ImageDraw.Draw(picture)
-    for i, (text, p) in enumerate(rows):
+    for i, (text, p, named) in enumerate(rows):
         y = top + i * row
         if p is not None:
-            found = i == 0 if prediction.labels is None else text.rsplit("  ", 1)[0] in prediction.labels
-            colour = (120, 120, 120) if prediction.unknown else (46, 160, 67) if found else (70, 110, 200)
+            colour = (120, 120, 120) if prediction.unknown else (46, 160, 67) if named else (70, 110, 200)
             draw.rectangle((0, y + 2, int(width * p), y + row - 2), fill=colour)
         draw.text((row // 4, y + row // 2), text, fill=(255, 255, 255), font=font, anchor="lm",
                   stroke_width=max(row // 24, 1), stroke_fill=(0, 0, 0))

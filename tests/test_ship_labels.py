@@ -184,3 +184,19 @@ def test_a_label_set_prediction_reads_the_same_from_pixels_and_bytes(multilabel_
     from_pixels, from_bytes = predictor.pixels(pixels)[0], predictor.data(image.read_bytes())
     assert from_pixels == from_bytes
     assert from_pixels.labels == [name for name, p in from_pixels.top if p >= 0.5]
+
+
+def test_the_camera_demo_draws_the_labels_found_in_green_and_names_them():
+    from PIL import Image as PILImage
+
+    from core.ship.predict import Prediction
+    from pages._demo import draw_bars, verdict
+
+    prediction = Prediction([("bag", 0.9), ("coat", 0.2), ("shirt", 0.7)], False, 0.1, ["bag", "shirt"])
+    assert verdict(prediction, 3) == "bag · shirt"
+    assert verdict(Prediction(prediction.top, False, 0.1, []), 3) == "None of the 3 labels"
+    picture = PILImage.new("RGB", (270, 270), (0, 0, 0))
+    draw_bars(picture, prediction, 3)
+    row = 270 // 9  # three rows at the bottom, one a label, bars from the left edge
+    colours = [picture.getpixel((2, 270 - row * (3 - i) + row // 2 - row // 3)) for i in range(3)]
+    assert colours == [(46, 160, 67), (70, 110, 200), (46, 160, 67)], colours
