@@ -100,9 +100,11 @@ def test_a_relabel_sets_a_label_set_and_what_reads_one_label_says_so(tmp_path, m
         plan(str(folder))  # the Fix page's suspects read label sets: tests/test_fix_labels.py
 
 
-def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_per_label(tmp_path, monkeypatch):
+def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_per_label(tmp_path, monkeypatch,
+                                                                                        capsys):
     """fastai's multi-label recipe on the one loop: sigmoid outputs, binary cross-entropy, the cached frozen phase and
-    the late stages; each epoch row carries accuracy_multi, F1 (samples, macro) and mean average precision."""
+    the late stages; each epoch row carries accuracy_multi, F1 (samples, macro) and mean average precision, and the
+    terminal's table titles its columns as fastai's planet table does."""
     from core.inspect.interpret import load_predictions
     from core.inspect.labelsets import per_label_metrics
     from core.net import stages
@@ -118,6 +120,12 @@ def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_pe
     folder = RunFolder(tmp_path / "runs" / "ml")
     assert folder.status()["state"] == "completed" and folder.status()["message"].startswith("Epoch 4: accuracy_multi ")
     rows = folder.read_metrics().epochs
+    printed = capsys.readouterr().out.splitlines()
+    assert next(line for line in printed if line.lstrip().startswith("epoch")).split() == [
+        "epoch", "phase", "train_loss", "valid_loss", "accuracy_multi", "f1_samples", "time"]
+    last = next(line for line in reversed(printed) if line.lstrip().startswith("4 "))
+    assert [float(v) for v in last.split()[4:6]] == [round(rows[-1]["accuracy_multi"], 4),
+                                                       round(rows[-1]["f1_samples"], 4)]
     assert [r["phase"] for r in rows] == ["frozen", "frozen", "late", "late"]  # the default recipe, cached
     for row in rows:
         assert {"accuracy_multi", "f1_samples", "f1_macro", "map"} <= set(row)

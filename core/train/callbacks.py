@@ -178,22 +178,29 @@ class RunFolderWriter(Callback):
 
 
 class TerminalProgress(Callback):
-    """A tqdm bar when attached to a terminal; plain epoch lines (fastai's table) in a log file."""
+    """A tqdm bar when attached to a terminal; plain epoch lines (fastai's table) in a log file. A run of label sets
+    shows fastai's planet columns, accuracy_multi and F1 averaged over images, where one label shows accuracy and
+    error_rate."""
+
+    def __init__(self, multi_label: bool = False):
+        self.columns = [("accuracy_multi", "accuracy"), ("f1_samples", "f1_samples")] if multi_label else [
+            ("accuracy", "accuracy"), ("error_rate", "error_rate")]
 
     def on_fit_start(self, learner: Learner) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(total=learner.total_steps, unit="batch", disable=not sys.stderr.isatty(), leave=False)
-        print(f"{'epoch':>5} {'phase':>8} {'train_loss':>10} {'valid_loss':>10} {'accuracy':>8} "
-              f"{'error_rate':>10} {'time':>6}", flush=True)
+        titles = " ".join(f"{title:>10}" for title, _ in self.columns)
+        print(f"{'epoch':>5} {'phase':>8} {'train_loss':>10} {'valid_loss':>10} {titles} {'time':>6}", flush=True)
 
     def on_batch_end(self, step: int, logs: dict) -> None:
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{logs['loss']:.3f}", imgs_s=f"{logs['imgs_per_s']:.0f}")
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        figures = " ".join(f"{logs[key]:>10.4f}" for _, key in self.columns)
         self.bar.write(f"{epoch:>5} {logs['phase']:>8} {logs['train_loss']:>10.4f} {logs['valid_loss']:>10.4f} "
-                       f"{logs['accuracy']:>8.4f} {logs['error_rate']:>10.4f} {format_seconds(logs['seconds']):>6}")
+                       f"{figures} {format_seconds(logs['seconds']):>6}")
 
     def on_fit_end(self, logs: dict) -> None:
         self.bar.close()

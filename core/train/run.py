@@ -161,7 +161,8 @@ def _train(folder: RunFolder, config: TrainConfig, device: torch.device, world: 
     trackers = trackers_for(config, folder) if world.is_main else []
     # The NaN check comes first: a NaN step is never written as a metrics row. The trackers come before early
     # stopping, which ends the epoch's callbacks by raising.
-    learner.callbacks = [StopOnNonFiniteLoss(world), *([writer, TerminalProgress()] if writer else []), *trackers,
+    table = TerminalProgress(data.multi_label)
+    learner.callbacks = [StopOnNonFiniteLoss(world), *([writer, table] if writer else []), *trackers,
                          StopOnRequest(folder, world), *([EarlyStopping(config.patience)] if config.patience > 0
                                                          else [])]
     learner.total_epochs = config.total_epochs
