@@ -261,3 +261,14 @@ def test_training_processes_spin_briefly_while_they_wait_unless_the_person_chose
     assert subprocess.run(show, env=env, capture_output=True, text=True, check=True).stdout.strip() == "1000"
     env["GOMP_SPINCOUNT"] = "50000"
     assert subprocess.run(show, env=env, capture_output=True, text=True, check=True).stdout.strip() == "50000"
+
+
+def test_a_run_records_torchvisions_version_without_importing_it():
+    """Importing torchvision cost every run's start 2.2 s on a 2-core CPU, for EfficientNet-Lite0, which does not use
+    it; its version comes from its package metadata."""
+    code = ("import sys; from importlib.metadata import version; from core.runs.store import versions; "
+            "v = versions(); assert 'torchvision' not in sys.modules, 'imported'; "
+            "assert v['torchvision'] == version('torchvision'), v; print('ok')")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert done.stdout.strip() == "ok", done.stderr
