@@ -16,7 +16,7 @@ import streamlit as st
 from core.data.labelscores import scores
 from core.inspect.attribution import CamLayer, grad_cam_layer, grad_cam_note
 from core.inspect.labelsets import (
-    LabelSetLoss,
+    MINUS,
     LabelSetPredictions,
     added_positions,
     image_mistakes,
@@ -30,14 +30,12 @@ from core.inspect.labelsets import (
 )
 from pages._common import cached_attribution, model_key, run_model
 from pages._figures import confusion_figure, overlay_grid, to_hwc
+from pages._report_labels import label_sets_report_html
 from pages._text import md
 from pages._trust import label_sets_trust_section
 
 if TYPE_CHECKING:
     import torch
-
-MINUS = "\u2212"  # a true minus sign: "−zero" reads as a missed label, not a dash
-
 
 def label_sets_view(run_dir: Path, predictions: LabelSetPredictions, images: torch.Tensor,
                     class_names: list[str]) -> None:
@@ -55,8 +53,12 @@ def label_sets_view(run_dir: Path, predictions: LabelSetPredictions, images: tor
     _top_losses(run_dir, predictions, images, class_names, class_names.index(metrics[0].label))
     label_sets_trust_section(run_dir, predictions, len(class_names))
     st.subheader("Share this run")
-    st.caption("The HTML report covers runs of one label per image; for a run of label sets, this page is the "
-               "report.")
+    model, _, _ = run_model(run_dir)
+    st.download_button("Download an HTML report", lambda: label_sets_report_html(run_dir, model, images, predictions,
+                                                                                 class_names),
+                       file_name=f"{run_dir.name}-report.html", mime="text/html", on_click="ignore",
+                       icon=":material/download:", help="Settings, curves, scores, per-label metrics, missed and "
+                       "added labels and top losses in one file that opens in any browser, without the app.")
 
 
 def _scores(predictions: LabelSetPredictions, class_names: list[str]) -> None:
@@ -154,12 +156,6 @@ def _label_mistakes(run_dir: Path, predictions: LabelSetPredictions, images, cla
                   "None.")
 
 
-def _loss_title(row: LabelSetLoss) -> str:
-    """An image's true set, then what was missed (−) and added (+), then its loss: two lines of text."""
-    changes = " ".join([*(MINUS + name for name in row.missed), *("+" + name for name in row.added)])
-    return f"{row.labels}\n{changes or 'all right'} · loss {row.loss:.2f}"
-
-
 def _confused_labels(predictions: LabelSetPredictions, images, class_names: list[str]) -> None:
     """Which label is missed while which other is added to the same image, as a matrix and its frequent pairs."""
     st.subheader("Missed one label, added another")
@@ -179,7 +175,7 @@ def _confused_labels(predictions: LabelSetPredictions, images, class_names: list
     st.caption(md(f"{a} missed while {b} was added: {n} images, highest loss first"
                   + ("" if rows else " (click a row to open another pair)")))
     positions = pair_positions(predictions, class_names.index(a), class_names.index(b))[:8]
-    titles = [_loss_title(row) for row in image_mistakes(predictions, class_names, positions)]
+    titles = [row.title for row in image_mistakes(predictions, class_names, positions)]
     _grid(None, images, predictions, positions, titles, None, 0.0, "labels_pair_images", "None.")
 
 
@@ -201,7 +197,7 @@ def _top_losses(run_dir: Path, predictions: LabelSetPredictions, images, class_n
         _cam_note(run_dir)
     rows = top_losses(predictions, class_names, k)
     _grid(run_dir, images, predictions, np.array([row.position for row in rows], dtype=np.int64),
-          [_loss_title(row) for row in rows], cam, opacity,
+          [row.title for row in rows], cam, opacity,
           "labels_top_losses", "No validation image.")
     st.caption(f"Titles read the image's true label set, then {MINUS} before each label it missed and + before each "
                "it was falsely given, then its loss (binary cross-entropy averaged over the labels).")

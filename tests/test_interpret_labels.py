@@ -194,7 +194,7 @@ def test_the_page_shows_scores_per_label_table_each_labels_mistakes_and_grad_cam
     assert any("there is no calibration to show here" in c.value for c in app.caption)
     assert any(m.value.startswith("**None of these.**") for m in app.markdown)
     assert not [m for m in app.metric if "Calibration" in m.label]
-    assert any("The HTML report covers runs of one label per image" in c.value for c in app.caption)
+    assert app.get("download_button")  # the HTML report (test_the_report_of_a_run_of_label_sets_...)
 
 
 HOSTILE = ["![x](http://example.invalid/x.png)", "a`b", '<a href="http://example.invalid">c</a>', "**d**",
@@ -234,3 +234,49 @@ def test_layers_captions_a_run_of_label_sets_with_its_sets_and_ranks_each_labels
     assert image_title == plot(predictions.label_texts(RunFolder(multilabel_run).class_names())[0])
     ranked = [float(p.rstrip("%")) / 100 for p in app.dataframe[0].value["probability"]]
     assert len(ranked) == 5 and sum(ranked) > 1.05  # five sigmoids, not a softmax that sums to one
+
+
+def test_the_report_of_a_run_of_label_sets_holds_its_scores_labels_pairs_and_top_losses_as_text(
+        multilabel_run, tmp_path):
+    """The HTML report of a run of label sets: the epoch table with its label-set scores, the scores at the run's
+    thresholds, each label's metrics, the missed-while-added pairs, "none of these" and the top losses titled with
+    what they missed and added and a heat map each; label names from the run folder are escaped."""
+    import html
+    import re
+
+    import torch
+
+    from core.runs.checkpoint import load_model
+    from pages._report_labels import label_sets_report_html
+
+    run = linked_copy(multilabel_run, tmp_path / "runs" / "ml")
+    record = json.loads((run / "data.json").read_text())
+    names = [*HOSTILE, *record["class_names"]][:len(record["class_names"])]
+    replaced(run, "data.json", lambda path: path.write_text(json.dumps({**record, "class_names": names})))
+    model, _, config = load_model(run)
+    class_names = RunFolder(run).class_names()  # as the page reads them
+    assert class_names == names
+    predictions = load_predictions(run)
+    images = torch.randint(0, 256, (int(predictions.item_ids.max()) + 1, 3, config.size, config.size),
+                           dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    report = label_sets_report_html(run, model, images, predictions, class_names, n_top_losses=4)
+    found = scores(predictions.probs, predictions.targets, predictions.thresholds)
+    assert f"F1 per image <b>{found['f1_samples']:.3f}</b> on {len(predictions.targets)} validation" in report
+    assert f"<td>{found['accuracy_multi']:.1%}</td>" in report and f"<td>{found['map']:.3f}</td>" in report
+    for title in ("accuracy_multi", "f1_samples", "f1_macro", "map"):
+        assert f"<th>{title}</th>" in report
+    rows = RunFolder(run).read_metrics().epochs
+    assert f"<td>{rows[-1]['f1_samples']:.4f}</td>" in report
+    for m in per_label_metrics(predictions, class_names):  # each label's row, in the order of worst F1 first
+        assert (f"<td>{html.escape(m.label)}</td><td>{m.threshold:.2f}</td><td>{m.precision:.3f}</td>"
+                f"<td>{m.recall:.3f}</td><td>{m.f1:.3f}</td>") in report
+    assert "own threshold for it" in report and "of the validation images are past it" in report
+    pairs = most_confused_labels(missed_while_added(predictions), class_names)
+    if pairs:
+        a, b, n = pairs[0]
+        assert f"<td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{n}</td>" in report
+    decoded = re.sub(r"\\u([0-9a-f]{4})", lambda m: chr(int(m[1], 16)), report).replace('\\"', '"')
+    worst = top_losses(predictions, class_names, 4)
+    assert plot(worst[0].labels[:20]) in decoded  # titled with the true set (cut to fit), escaped
+    assert decoded.count('"zsmooth":"best"') == 4  # a heat map over each top loss
+    assert '<a href="http://example.invalid' not in decoded and "<b>d</b>" not in decoded  # names stay text

@@ -149,6 +149,9 @@ def pair_positions(predictions: LabelSetPredictions, missed: int, added: int) ->
     return positions[np.argsort(-predictions.losses[positions], kind="stable")]
 
 
+MINUS = "\u2212"  # a true minus sign: "−zero" reads as a missed label, not a dash
+
+
 @dataclass(frozen=True)
 class LabelSetLoss:
     position: int  # into the validation arrays
@@ -156,6 +159,12 @@ class LabelSetLoss:
     labels: str  # the image's true label set, as text
     missed: tuple[str, ...]  # labels it carries that the model did not give it
     added: tuple[str, ...]  # labels the model gave it that it does not carry
+
+    @property
+    def title(self) -> str:
+        """Its true set, then what was missed (−) and added (+), then its loss: two lines of text."""
+        changes = " ".join([*(MINUS + name for name in self.missed), *("+" + name for name in self.added)])
+        return f"{self.labels}\n{changes or 'all right'} · loss {self.loss:.2f}"
 
 
 def image_mistakes(predictions: LabelSetPredictions, class_names: list[str],
