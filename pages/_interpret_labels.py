@@ -51,7 +51,7 @@ def label_sets_view(run_dir: Path, predictions: LabelSetPredictions, images: tor
     _label_mistakes(run_dir, predictions, images, class_names, [m.label for m in metrics])
     _confused_labels(predictions, images, class_names)
     _top_losses(run_dir, predictions, images, class_names, class_names.index(metrics[0].label))
-    label_sets_trust_section(run_dir, predictions, len(class_names))
+    label_sets_trust_section(run_dir, predictions, images, len(class_names))
     st.subheader("Share this run")
     model, _, _ = run_model(run_dir)
     st.download_button("Download an HTML report", lambda: label_sets_report_html(run_dir, model, images, predictions,

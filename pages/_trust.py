@@ -1,5 +1,5 @@
 """The Interpret page's trust section: calibration before and after, "none of these", and test-time augmentation;
-for a run of label sets, "none of these" alone (its sigmoids are not calibrated)."""
+for a run of label sets, "none of these" and test-time augmentation (its sigmoids are not calibrated)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from core.data.labelscores import scores
 from core.errors import BrokenRun
 from core.inspect.interpret import Predictions
 from core.inspect.labelsets import LabelSetPredictions
@@ -33,6 +34,29 @@ def _tta_accuracy(run_dir: str, stamp: str, _images, targets: np.ndarray) -> flo
     return float((tta_probs(trusted, _images, Augment.from_config(config)).argmax(1) == targets).mean())
 
 
+@st.cache_data(show_spinner="Predicting every validation image five times…", max_entries=8)
+def _tta_f1(run_dir: str, stamp: str, _images, targets: np.ndarray, thresholds: np.ndarray) -> float:
+    """A run of label sets' F1 per image with test-time augmentation, at its thresholds."""
+    from core.data.augment import Augment
+
+    trusted = _trusted(run_dir, stamp)
+    config = RunFolder(Path(run_dir)).config()
+    return scores(tta_probs(trusted, _images, Augment.from_config(config)), targets, thresholds)["f1_samples"]
+
+
+def _tta_button(run_dir: Path, measure, figure: str, now: float, share: bool) -> None:
+    """What test-time augmentation is, and a button that measures `figure` with it (`measure(run_dir, stamp)`)
+    against `now` without: a share (shown in %, its change in points) or a score from 0 to 1 (F1)."""
+    st.markdown("**Test-time augmentation** (fastai's `tta`) predicts each image and four augmented copies and "
+                "mixes them; it is an option on the Predict page and in `python -m core.ship.predict --tta`.")
+    if st.button("Measure what it gains on the validation set", icon=":material/speed:"):
+        stamp = model_key(run_dir) + f"@{RunFolder(run_dir).trust_path.stat().st_mtime}"
+        with_tta = measure(str(run_dir), stamp)
+        shown = (lambda v: f"{v:.1%}") if share else (lambda v: f"{v:.3f}")
+        change = f"{(with_tta - now) * 100:+.1f} points" if share else f"{with_tta - now:+.3f}"
+        st.metric(f"{figure} with TTA", shown(with_tta), f"{change} against {shown(now)} without")
+
+
 def _none_of_these(trust: Trust, flagged: float, n_valid: int, n_classes: int, called: str) -> None:
     """How "none of these" is decided (`called`: what such an image is called, and where), and the share of
     validation images it flags."""
@@ -45,8 +69,9 @@ def _none_of_these(trust: Trust, flagged: float, n_valid: int, n_classes: int, c
         st.warning(caveat, icon=":material/help:")
 
 
-def label_sets_trust_section(run_dir: Path, predictions: LabelSetPredictions, n_labels: int) -> None:
-    """A run of label sets: why calibration is not measured, and how "none of these" is decided."""
+def label_sets_trust_section(run_dir: Path, predictions: LabelSetPredictions, images, n_labels: int) -> None:
+    """A run of label sets: why calibration is not measured, how "none of these" is decided, and what test-time
+    augmentation gains in F1 per image at the run's thresholds."""
     st.subheader("Can you trust its probabilities?")
     st.caption("Calibration (temperature scaling, and its error before and after) is measured on one softmax answer "
                "per image; a run of label sets gives each label its own sigmoid probability and a threshold chosen "
@@ -63,6 +88,10 @@ def label_sets_trust_section(run_dir: Path, predictions: LabelSetPredictions, n_
     if flagged is not None:
         _none_of_these(trust, flagged, len(predictions.targets), n_labels, "is unlike every image the run learnt "
                        "from, whatever labels it is given")
+    now = scores(predictions.probs, predictions.targets, predictions.thresholds)["f1_samples"]
+    _tta_button(run_dir, lambda run, stamp: _tta_f1(run, stamp, images[predictions.item_ids], predictions.targets,
+                                                    predictions.thresholds),
+                "F1 per image", now, share=False)
 
 
 def trust_section(run_dir: Path, predictions: Predictions, images, n_classes: int) -> None:
@@ -96,10 +125,6 @@ def trust_section(run_dir: Path, predictions: Predictions, images, n_classes: in
     if figures.flagged is not None:
         _none_of_these(trust, figures.flagged, len(predictions.targets), n_classes, f"is called \"not one of the "
                        f"{n_classes} classes\" on the Predict page, in the demo and by the exports")
-    st.markdown("**Test-time augmentation** (fastai's `tta`) predicts each image and four augmented copies and "
-                "mixes them; it is an option on the Predict page and in `python -m core.ship.predict --tta`.")
-    if st.button("Measure what it gains on the validation set", icon=":material/speed:"):
-        stamp = model_key(run_dir) + f"@{folder.trust_path.stat().st_mtime}"
-        with_tta = _tta_accuracy(str(run_dir), stamp, images[predictions.item_ids], predictions.targets)
-        st.metric("Validation accuracy with TTA", f"{with_tta:.1%}",
-                  f"{(with_tta - predictions.accuracy) * 100:+.1f} points against {predictions.accuracy:.1%} without")
+    _tta_button(run_dir, lambda run, stamp: _tta_accuracy(run, stamp, images[predictions.item_ids],
+                                                          predictions.targets),
+                "Validation accuracy", predictions.accuracy, share=True)

@@ -196,6 +196,18 @@ def test_the_page_shows_scores_per_label_table_each_labels_mistakes_and_grad_cam
     assert not [m for m in app.metric if "Calibration" in m.label]
     assert app.get("download_button")  # the HTML report (test_the_report_of_a_run_of_label_sets_...)
 
+    # test-time augmentation, measured as F1 per image at the run's thresholds
+    from core.data.augment import Augment
+    from core.inspect.trust import load_trusted_model, tta_probs
+    from pages._common import run_images
+
+    next(b for b in app.button if b.label == "Measure what it gains on the validation set").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    trusted, _, config = load_trusted_model(run)
+    probs = tta_probs(trusted, run_images(run)[predictions.item_ids], Augment.from_config(config))
+    expected = scores(probs, predictions.targets, predictions.thresholds)["f1_samples"]
+    assert next(m for m in app.metric if m.label == "F1 per image with TTA").value == f"{expected:.3f}"
+
 
 HOSTILE = ["![x](http://example.invalid/x.png)", "a`b", '<a href="http://example.invalid">c</a>', "**d**",
            ":red[e]"]

@@ -182,6 +182,9 @@ def test_interpret_shows_matrix_cells_pairs_top_losses_metrics_and_report(runs_e
     assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support"] and len(per_class) == 10
     assert per_class["f1"].is_monotonic_increasing  # worst first
     assert app.get("download_button")
+    by_label(app.button, "Measure what it gains on the validation set").click().run()
+    tta = by_label(app.metric, "Validation accuracy with TTA")
+    assert tta.value.endswith("%") and f"against {metrics['Validation accuracy']} without" in tta.delta
     by_label(app.toggle, "Show each row as shares of its class").set_value(True).run()
     by_label(app.slider, "Top losses to show").set_value(4).run()
     by_label(app.toggle, "Grad-CAM heat map").set_value(False).run()
