@@ -49,6 +49,17 @@ def test_hover_text_names_the_file_and_its_label_sets_as_text():
         "y.png · labels no label · predicted &lt;i&gt;a; c&amp;d"
 
 
+def test_a_runs_label_sets_come_from_its_list_of_images_and_a_label_it_does_not_know_is_a_sentence():
+    from core.errors import DataError
+    from pages._map_labels import run_label_sets
+
+    items = {"a.png": "one; two", "b.png": "", "c.png": "two"}
+    assert run_label_sets(items, ["c.png", "a.png", "b.png"], ["one", "two"]).tolist() == \
+        [[False, True], [True, True], [False, False]]
+    with pytest.raises(DataError, match="gives a.png the label two, which is not one of the run's labels"):
+        run_label_sets(items, ["a.png"], ["one", "three"])
+
+
 def chart(app: AppTest) -> dict:
     return json.loads(app.get("plotly_chart")[0].proto.spec)
 
