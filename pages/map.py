@@ -120,7 +120,7 @@ try:
             labels = np.array([class_names.index(items[name]) for name in names])
             found, predicted = run_map(str(run_dir), model_key(run_dir), labels, model, images)
         valid = np.zeros(len(names), dtype=bool)
-        with np.load(RunFolder(run_dir).predictions_path) as saved:
+        with np.load(folder.predictions_path) as saved:
             valid[saved["item_ids"]] = True
 except (DataError, ValueError, KeyError, OSError) as error:
     st.error(f"The map cannot be drawn: {md(error)}")
