@@ -1,6 +1,7 @@
 """Map: every image of the dataset in 2-D (UMAP of the network's features), coloured by label, split, a run's
 prediction, right/wrong or suspect score; a box or lasso opens the chosen images in the Fix page's review; the
-outliers, the images least like any other, listed with the reason."""
+outliers, the images least like any other, listed with the reason. Label sets (several labels per image) are coloured
+by whether each image carries a chosen label, and reviewed as sets (pages._map_labels)."""
 import html
 
 import numpy as np
@@ -11,6 +12,7 @@ from core.data.sources import source_label
 from core.errors import DataError
 from core.runs import store
 from core.runs.folder import RunFolder
+from core.runs.labelsets import is_multi_label, run_thresholds
 from pages._common import (
     current_config,
     dataset,
@@ -21,9 +23,9 @@ from pages._common import (
     run_item_names,
     run_model,
 )
-from pages._figures import to_hwc
 from pages._hover import hover_thumbnails
-from pages._review import edit_notice, label_review, review_grid
+from pages._map_labels import label_set_run_map, review_images, run_label_sets, set_colour, set_hover
+from pages._review import edit_notice, label_review
 from pages._text import md
 
 route_through_app()
@@ -37,13 +39,11 @@ def pretrained_map(source: str, label_regex: str, resize: str, stamp: str):
     import dataclasses
 
     from core.data.images import resize_uint8
-    from core.data.multilabel import one_label_per_image
     from core.fix.mend import valid_mask
     from core.fix.suspects import pretrained_features
     from core.inspect.embedding import feature_size, map_dataset
 
     data = dataset(source, 64, label_regex, resize)
-    one_label_per_image(data, "The map's colours and outliers")
     size = feature_size(len(data))
     seen = data if size == 64 else dataclasses.replace(data, images=resize_uint8(data.images, size))
     return map_dataset(pretrained_features(seen), data.labels), valid_mask(data).numpy()
@@ -110,30 +110,43 @@ try:
         run_dir = store.runs_root() / basis
         model, class_names, _ = run_model(run_dir)
         images, names = run_images(run_dir), run_item_names(run_dir)
-        items = RunFolder(run_dir).data_items()
-        labels = np.array([class_names.index(items[name]) for name in names])
-        found, predicted = run_map(str(run_dir), model_key(run_dir), labels, model, images)
+        folder = RunFolder(run_dir)
+        items = folder.data_items()
+        if is_multi_label(folder):
+            labels = run_label_sets(items, names, class_names)
+            found, predicted = label_set_run_map(str(run_dir), model_key(run_dir), labels, tuple(
+                run_thresholds(folder, len(class_names))), model, images)
+        else:
+            labels = np.array([class_names.index(items[name]) for name in names])
+            found, predicted = run_map(str(run_dir), model_key(run_dir), labels, model, images)
         valid = np.zeros(len(names), dtype=bool)
-        with np.load(RunFolder(run_dir).predictions_path) as saved:
+        with np.load(folder.predictions_path) as saved:
             valid[saved["item_ids"]] = True
 except (DataError, ValueError, KeyError, OSError) as error:
     st.error(f"The map cannot be drawn: {md(error)}")
     st.stop()
 
-label_names = [class_names[i] for i in labels]
-colourings = ["label", "split", "outlier score"] + (["prediction", "right or wrong"] if predicted is not None
-                                                     else ["suspect score (label errors)"])
-colouring = st.radio("Colour by", colourings, horizontal=True, key="map_colour")
-colour = {"label": label_names, "split": np.where(valid, "validation", "training").tolist(),
-          "outlier score": found.outlier_scores()}.get(colouring)
-if colouring == "prediction":
-    colour = [class_names[i] for i in predicted]
-elif colouring == "right or wrong":
-    colour = np.where(predicted == labels, "right", "wrong").tolist()
-elif colouring.startswith("suspect"):
-    colour = np.asarray(label_review(source, config.label_regex)["against"], dtype=np.float32)
-hover = [html.escape(f"{name} · label {label}" + (f" · predicted {class_names[p]}" if predicted is not None else ""))
-         for name, label, p in zip(names, label_names, predicted if predicted is not None else labels)]
+shared = {"split": np.where(valid, "validation", "training").tolist(), "outlier score": found.outlier_scores()}
+if labels.ndim == 2:  # label sets
+    colour, colouring = set_colour(labels, class_names, predicted, shared, source, config.label_regex)
+    hover = set_hover(names, labels, class_names, predicted)
+else:
+    label_names = [class_names[i] for i in labels]
+    colourings = ["label", *shared] + (["prediction", "right or wrong"] if predicted is not None
+                                       else ["suspect score (label errors)"])
+    colouring = st.radio("Colour by", colourings, horizontal=True, key="map_colour")
+    colour = {"label": label_names, **shared}.get(colouring)
+    if colouring == "prediction":
+        colour = [class_names[i] for i in predicted]
+    elif colouring == "right or wrong":
+        colour = np.where(predicted == labels, "right", "wrong").tolist()
+    elif colouring.startswith("suspect"):
+        colour = np.asarray(label_review(source, config.label_regex)["against"], dtype=np.float32)
+    hover = [html.escape(f"{name} · label {label}" + (f" · predicted {class_names[p]}" if predicted is not None
+                                                      else ""))
+             for name, label, p in zip(names, label_names, predicted if predicted is not None else labels)]
+review_with = {"images": images, "names": names, "labels": labels, "class_names": class_names, "source": source,
+               "label_regex": config.label_regex}
 event = st.plotly_chart(scatter(found.positions, colour, hover, colouring), key="map_chart", on_select="rerun",
                         selection_mode=("points", "box", "lasso"), width="stretch")
 thumbs_key = f"{source}|{edits_stamp(source)}" if basis == PRETRAINED else f"run {basis}|{model_key(run_dir)}"
@@ -141,16 +154,15 @@ with_thumbs = hover_thumbnails("map_chart", images, thumbs_key)
 if with_thumbs < len(names):
     st.caption(f"A thumbnail on hover for {with_thumbs:,} of the {len(names):,} images (a random sample, to keep the "
                "page light); select a region to see any image.")
-chosen = sorted({int(point["customdata"]) for point in (event.selection.points if event else [])
+# item access: the event as the chart sends it, or as a test puts it in st.session_state (a plain dict)
+chosen = sorted({int(point["customdata"]) for point in (event["selection"]["points"] if event else [])
                  if "customdata" in point})
 if chosen:
     shown = chosen[:SHOWN]
     st.subheader(f"Selected: {len(chosen)} image(s)")
     if len(chosen) > SHOWN:
         st.caption(f"Reviewing the first {SHOWN}; draw a smaller region to see the others.")
-    if review_grid("map", to_hwc(images[shown].numpy()), [names[i] for i in shown],
-                   [label_names[i] for i in shown], class_names, source=source, view="map",
-                   label_regex=config.label_regex):
+    if review_images("map", shown, view="map", **review_with):
         st.rerun()
 
 st.subheader("Outliers: the images least like any other")
@@ -164,7 +176,5 @@ if review.outliers:
     top = review.outliers[:count]
     for outlier in top[:count]:
         st.text(f"{names[outlier.index]}: {review.reason(outlier, labels, tuple(class_names))}")
-    if review_grid("outliers", to_hwc(images[[o.index for o in top]].numpy()), [names[o.index] for o in top],
-                   [label_names[o.index] for o in top], class_names, source=source, view="outliers",
-                   label_regex=config.label_regex):
+    if review_images("outliers", [o.index for o in top], view="outliers", **review_with):
         st.rerun()

@@ -1,9 +1,10 @@
 """Several labels per image (issue 27), as far as it goes: a labels CSV of label sets is read, checked and described
 (command line, Data page), loaded as a row of yes/no per label, split so every label is learnt and judged, and
 trained on (sigmoid outputs, scores per epoch, a threshold per label); interpreting, fixing, predicting and exporting
-such runs are tested in test_interpret_labels.py, test_fix_labels.py and test_ship_labels.py; what reads one label
-per image (the Map page, what to collect next) says so in a sentence. Real images: 2x2 mosaics of handwritten digits,
-labelled with the digits they show (fastai's planet format, labels separated by spaces)."""
+such runs are tested in test_interpret_labels.py, test_fix_labels.py, test_ship_labels.py and (the Map)
+test_map_labels.py; what reads one label per image (what to collect next) says so in a sentence. Real images: 2x2
+mosaics of handwritten digits, labelled with the digits they show (fastai's planet format, labels separated by
+spaces)."""
 import io
 import json
 import subprocess
@@ -196,6 +197,3 @@ def test_the_data_page_shows_label_sets_and_the_train_page_says_it_cannot_train_
     app.switch_page("pages/layers.py").run()  # the pretrained network on the dataset's images, captioned with sets
     next(r for r in app.radio if r.label == "Look inside").set_value("The pretrained network alone (ImageNet)").run()
     assert not app.exception, [e.value for e in app.exception]
-    app.switch_page("pages/map.py").run()
-    next(t for t in app.toggle if t.label == "Draw the map").set_value(True).run()
-    assert not app.exception and any("several labels per image" in e.value for e in app.error)

@@ -3,8 +3,9 @@
 An image's outlier score is one minus its mean cosine similarity to its k most similar other images: a photo of the
 wrong subject, a blank or broken frame, a drawing among photos. Each comes with its reason in numbers (how alike
 its nearest image is, against the dataset's typical nearest) and the label its neighbours carry when that is not
-its own. A robust cut (the median score + 3 robust standard deviations, each 1.4826 median absolute deviations)
-says how many stand out; the list is every image, least alike first, so a person can look past the cut.
+its own (label sets: the labels at least half of its neighbours carry, when they are not the set it carries). A
+robust cut (the median score + 3 robust standard deviations, each 1.4826 median absolute deviations) says how many
+stand out; the list is every image, least alike first, so a person can look past the cut.
 
 Neighbours come from one pass of chunked matrix products over features projected on their first principal
 components: 70,000 images in seconds, memory bounded by the chunk.
@@ -28,7 +29,8 @@ class Outlier:
     score: float  # 1 - mean cosine similarity to its NEIGHBOURS nearest images
     nearest: int  # the most similar other image
     nearest_similarity: float
-    neighbours_label: int  # the label most of its neighbours carry
+    neighbours_label: int  # the label most of its neighbours carry (label sets: -1)
+    neighbours_set: tuple[int, ...] = ()  # label sets: the labels at least half of its neighbours carry
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,19 @@ class OutlierReview:
     flagged: int  # how many stand out (score above the robust cut)
     typical_nearest: float  # the median image's similarity to its nearest other image
 
-    def reason(self, outlier: Outlier, labels: torch.Tensor, class_names: tuple[str, ...]) -> str:
-        """One sentence, numbers included."""
+    def reason(self, outlier: Outlier, labels: torch.Tensor | np.ndarray, class_names: tuple[str, ...]) -> str:
+        """One sentence, numbers included; `labels` (N,) class indices, or label sets (N, C) bool."""
         text = (f"its nearest image is {outlier.nearest_similarity:.0%} alike, where a typical image's is "
                 f"{self.typical_nearest:.0%}")
-        if outlier.neighbours_label != int(labels[outlier.index]):
+        labels = np.asarray(labels)
+        if labels.ndim == 2:
+            own = tuple(np.flatnonzero(labels[outlier.index]).tolist())
+            if own != outlier.neighbours_set:
+                theirs = "; ".join(class_names[j] for j in outlier.neighbours_set)
+                text += (f"; most of its nearest images carry {theirs}" if theirs else
+                         "; no label is carried by most of its nearest images")
+                text += f", where it carries {'; '.join(class_names[j] for j in own) or 'no label'}"
+        elif outlier.neighbours_label != int(labels[outlier.index]):
             text += f"; its nearest images are mostly {class_names[outlier.neighbours_label]}"
         return text
 
@@ -81,18 +91,23 @@ def nearest(features: torch.Tensor, k: int, chunk: int = 2048) -> tuple[torch.Te
 
 def find_outliers(features: torch.Tensor, labels: torch.Tensor, k: int = NEIGHBOURS,
                   neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> OutlierReview:
-    """Every image ranked by how unlike its nearest neighbours it is; `features` (N, F), labels (N,).
+    """Every image ranked by how unlike its nearest neighbours it is; `features` (N, F), labels (N,) or label sets
+    (N, C) bool.
     `neighbours`: nearest(project(features), k or more), when the caller found them already (the map does)."""
     if len(features) < 3:
         return OutlierReview([], 0, 1.0)
     similarity, index = neighbours if neighbours is not None else nearest(project(features), k)
     similarity, index = similarity[:, :k], index[:, :k]
     score = (1 - similarity.mean(1)).numpy()
-    votes = labels[index]  # (N, k)
-    majority = torch.mode(votes, dim=1).values
+    votes = labels[index]  # (N, k); label sets (N, k, C)
+    if labels.dim() == 2:  # label sets: each label that at least half of the neighbours carry
+        carried = [tuple(np.flatnonzero(row).tolist()) for row in (votes.float().mean(1) >= 0.5).numpy()]
+        majority = torch.full((len(labels),), -1)
+    else:
+        carried, majority = None, torch.mode(votes, dim=1).values
     order = np.lexsort((np.arange(len(score)), -score))  # least alike first; ties by position
     median = float(np.median(score))
     cut = median + CUT_MADS * float(np.median(np.abs(score - median))) * 1.4826
-    outliers = [Outlier(int(i), float(score[i]), int(index[i, 0]), float(similarity[i, 0]), int(majority[i]))
-                for i in order]
+    outliers = [Outlier(int(i), float(score[i]), int(index[i, 0]), float(similarity[i, 0]), int(majority[i]),
+                        carried[i] if carried else ()) for i in order]
     return OutlierReview(outliers, int((score > cut).sum()), float(similarity[:, 0].median()))

@@ -33,7 +33,8 @@ def feature_size(n_images: int) -> int:
 
 def data_map(features: torch.Tensor, labels: torch.Tensor | None = None, seed: int = 0,
              limit: int = LAYOUT_LIMIT) -> np.ndarray:
-    """(N, 2) float32 positions for features (N, F); `labels` (N,) make the sample stratified past `limit`."""
+    """(N, 2) float32 positions for features (N, F); `labels` (N,) or label sets (N, C) make the sample stratified
+    past `limit`."""
     return _layout(project(features), labels, seed, limit)
 
 
@@ -74,9 +75,12 @@ def _umap(x: torch.Tensor, seed: int, neighbours: tuple[torch.Tensor, torch.Tens
 
 
 def _stratified_sample(labels: torch.Tensor, limit: int, seed: int) -> np.ndarray:
-    """About `limit` indices (rounding may add one a label), every label in its share and at least once, sorted."""
+    """About `limit` indices (rounding may add one a label), every label in its share and at least once, sorted;
+    label sets (N, C): every set as a stratum of its own."""
     rng = np.random.default_rng(seed)
     labels_np = labels.numpy()
+    if labels_np.ndim == 2:
+        labels_np = np.unique(labels_np, axis=0, return_inverse=True)[1].reshape(-1)
     chosen = []
     for label in np.unique(labels_np):
         members = np.flatnonzero(labels_np == label)
@@ -99,8 +103,9 @@ class DatasetMap:
 
 def map_dataset(features: torch.Tensor, labels: torch.Tensor, seed: int = 0,
                 limit: int = LAYOUT_LIMIT) -> DatasetMap:
-    """The map and the outliers of images with features (N, F) and labels (N,): the features projected once, and
-    each image's nearest images found once for both (UMAP's graph and the outlier scores)."""
+    """The map and the outliers of images with features (N, F) and labels (N,) or label sets (N, C) bool: the
+    features projected once, and each image's nearest images found once for both (UMAP's graph and the outlier
+    scores)."""
     x = project(features)
     neighbours = nearest(x, max(NEIGHBOURS, OUTLIER_NEIGHBOURS)) if len(x) >= 3 else None
     positions = _layout(x, labels, seed, limit, neighbours if len(x) <= limit else None)
