@@ -36,6 +36,14 @@ def starved(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def mosaics(tmp_path_factory) -> Path:
+    """120 mosaics, each label on about half of them: enough in the run's validation split to plan on it alone."""
+    folder = tmp_path_factory.mktemp("plain") / "mosaics"
+    write_mosaics(folder, n=120, seed=3)
+    return folder
+
+
 def test_a_starved_label_is_planned_first_with_a_projected_gain(starved):
     found = plan(str(starved), add=50, size=32)
     row = {c.name: c for c in found.classes}
@@ -69,14 +77,15 @@ def test_too_few_validation_carriers_deal_each_label_round_five_folds():
     assert label_set_folds(enough, train, valid) == [(train, valid)]  # 5 of each in validation: the run's split
 
 
-def test_the_plan_command_prints_json_for_a_multi_label_folder(starved, capsys):
-    assert data_main(["plan", str(starved), "--json", "--add", "20"]) == 0
+def test_the_plan_command_prints_json_for_a_multi_label_folder(mosaics, capsys):
+    assert data_main(["plan", str(mosaics), "--json", "--add", "20"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert sorted(found) == ["add", "collect_next", "labels", "measured_on", "multi_label", "recall_from"]
-    assert found["multi_label"] is True and found["add"] == 20 and found["collect_next"][0] == "four"
+    assert found["multi_label"] is True and found["add"] == 20 and found["measured_on"] == "the validation split"
     assert sorted(found["collect_next"]) == ["four", "one", "three", "two", "zero"]
     assert {"label", "train_images", "recall", "f1", "threshold", "projected_recall", "curve"} == \
         set(found["labels"][0])
+    assert all(row["recall"] <= row["projected_recall"] <= 1 and row["train_images"] > 20 for row in found["labels"])
 
 
 def test_a_plan_with_a_run_of_label_sets_starts_from_its_recall_at_its_thresholds(multilabel_run):
@@ -94,16 +103,19 @@ def test_a_plan_with_a_run_of_label_sets_starts_from_its_recall_at_its_threshold
 
 
 @pytest.mark.slow
-def test_the_data_page_plans_what_to_collect_for_label_sets(starved, monkeypatch, tmp_path):
+def test_the_data_page_plans_what_to_collect_for_label_sets(mosaics, monkeypatch, tmp_path):
     monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("STUDIO_RUNS_DIR", str(tmp_path / "runs"))  # no run: the probe's recall
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     app.switch_page("pages/data.py").run()
     next(r for r in app.radio if r.label == "Images from").set_value("A folder on this machine").run()
-    next(t for t in app.text_input if t.label == "Folder path").set_value(str(starved)).run()
+    next(t for t in app.text_input if t.label == "Folder path").set_value(str(mosaics)).run()
     next(t for t in app.toggle if t.label == "Plan what to collect").set_value(True).run()
     assert not app.exception, [e.value for e in app.exception]
     sentences = [t.value for t in app.text if "more images carrying it" in t.value]
-    assert len(sentences) == 3 and sentences[0].startswith("label four: ")
+    assert len(sentences) == 3 and all(s.startswith("label ") for s in sentences)
+    assert any("now from the probe" in c.value for c in app.caption)
     table = next(d.value for d in app.dataframe if "recall now" in d.value.columns)
-    assert list(table.columns[:2]) == ["label", "training images carrying it"] and table.iloc[0]["label"] == "four"
+    assert list(table.columns) == ["label", "training images carrying it", "threshold", "recall now", "F1 now",
+                                   "with 100 more"]
+    assert [s.split(":")[0] for s in sentences] == [f"label {name}" for name in table["label"][:3]]  # in one order
