@@ -61,9 +61,7 @@ def plan_section(source: str, label_regex: str, kind: str = "class") -> None:
         return
     for name in found.collect_next[:3]:
         st.text(found.sentence(name))
-    from core.fix.plan_labels import LabelSetPlan  # loaded with the plan: the page draws before torch loads
-
-    label_sets = isinstance(found, LabelSetPlan)
+    label_sets = found.kind == "label"
     if label_sets:
         st.caption("Several labels per image: each label is a yes or no of its own, given where its probability "
                    "reaches its threshold (the run's, or 0.5 for the simple classifier). Its recall is the share of "

@@ -15,7 +15,8 @@ Both shifts go onto the calibrated validation probabilities of the newest run on
 
     projected recall = recall of class c with its log-probability moved by (1 + LEARNING * beta) log((n + N) / n)
 
-`collect_next` orders the classes by projected gain in recall. Measured by bench/collect_plan.py: starve two
+`collect_next` orders the classes by projected gain in recall. Label sets (several labels per image): the same reasoning
+one label at a time, in core.fix.plan_labels. Measured by bench/collect_plan.py: starve two
 classes of a real set, plan, then really add the images and retrain with the defaults.
 
     python -m core.data plan PATH [--json] [--add N] [--run RUN_DIR]
@@ -23,6 +24,7 @@ classes of a real set, plan, then really add the images and retrain with the def
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -56,6 +58,7 @@ class ClassPlan:
 
 @dataclass(frozen=True)
 class CollectPlan:
+    kind: ClassVar[str] = "class"  # what it plans: "label" in core.fix.plan_labels' LabelSetPlan
     add: int
     classes: list[ClassPlan]  # in the dataset's class order
     measured_on: str  # "the validation split" or "5-fold cross-validation"

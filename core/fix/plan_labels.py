@@ -16,12 +16,15 @@ own on its validation sigmoids (core.runs.labelsets.run_thresholds: chosen for b
 the probe's (fastai's default; a threshold chosen on the images it is then judged by would flatter the probe). F1 is
 given now, not projected: moving one label's logit is moving its threshold, and a run's thresholds are already the
 F1-best on those images, so a projected F1 could only say "no better". Labels are ordered by projected gain in recall.
+LEARNING is core.fix.plan's, chosen on classes; bench.collect_plan_multi (starve a label, add, retrain) is where it
+would be checked for labels, and has been run only at its smoke size so far.
 
     python -m core.data plan PATH [--json] [--add N] [--run RUN_DIR]    # the same command as for classes
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -49,6 +52,7 @@ class LabelPlan:
 
 @dataclass(frozen=True)
 class LabelSetPlan:
+    kind: ClassVar[str] = "label"  # what it plans, as CollectPlan's "class"
     add: int
     classes: list[LabelPlan]  # one per label, in the dataset's order (named as CollectPlan's, so pages read either)
     measured_on: str  # "the validation split" or "5-fold cross-validation"
