@@ -1,9 +1,9 @@
 """Several labels per image (issue 27), as far as it goes: a labels CSV of label sets is read, checked and described
 (command line, Data page), loaded as a row of yes/no per label, split so every label is learnt and judged, and
 trained on (sigmoid outputs, scores per epoch, a threshold per label); interpreting, fixing, predicting and exporting
-such runs are tested in test_interpret_labels.py, test_fix_labels.py and test_ship_labels.py; what reads one label
-per image (the Map page, what to collect next) says so in a sentence. Real images: 2x2 mosaics of handwritten digits,
-labelled with the digits they show (fastai's planet format, labels separated by spaces)."""
+such runs are tested in test_interpret_labels.py, test_fix_labels.py and test_ship_labels.py, planning what to collect
+in test_plan_labels.py; what reads one label per image (the Map page) says so in a sentence. Real images: 2x2 mosaics
+of handwritten digits, labelled with the digits they show (fastai's planet format, labels separated by spaces)."""
 import io
 import json
 import subprocess
@@ -89,15 +89,17 @@ def test_a_relabel_sets_a_label_set_and_what_reads_one_label_says_so(tmp_path, m
     row = data.labels[data.item_names.index("images/m000.png")]
     assert [data.class_names[j] for j in torch.nonzero(row).flatten().tolist()] == ["four", "one"]
 
-    from core.fix.mend import mended_zip, plan
+    from core.data.multilabel import one_label_per_image
+    from core.fix.mend import mended_zip
 
     with zipfile.ZipFile(io.BytesIO(mended_zip(str(folder)))) as archive:  # the mended set, read back the same
         archive.extractall(tmp_path / "exported")
     again = load_source(str(tmp_path / "exported"), 32)
     assert again.class_names == data.class_names and again.item_names == data.item_names
     assert torch.equal(again.labels, data.labels)
-    with pytest.raises(DataError, match="several labels per image .*Planning what to collect needs one label"):
-        plan(str(folder))  # the Fix page's suspects read label sets: tests/test_fix_labels.py
+    with pytest.raises(DataError, match="several labels per image .*The map's colours and outliers needs one label"):
+        one_label_per_image(data, "The map's colours and outliers")  # what to collect next plans label sets:
+        # tests/test_plan_labels.py; the Fix page's suspects read them: tests/test_fix_labels.py
 
 
 def test_a_run_learns_label_sets_scores_them_each_epoch_and_picks_a_threshold_per_label(tmp_path, monkeypatch,
