@@ -12,9 +12,12 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from core.data.__main__ import main as data_main
-from core.fix.mend import plan
+from core.errors import DataError
+from core.fix.mend import plan, run_label_sets
 from core.fix.plan_labels import label_set_folds
-from tests.conftest import ROOT
+from core.runs.folder import RunFolder
+from core.runs.labelsets import thresholds
+from tests.conftest import ROOT, linked_copy
 from tests.mosaics import write_mosaics
 
 KEPT = 8  # images carrying "four" that the starved set keeps; the other labels have about 60 each
@@ -90,7 +93,6 @@ def test_the_plan_command_prints_json_for_a_multi_label_folder(mosaics, capsys):
 
 def test_a_plan_with_a_run_of_label_sets_starts_from_its_recall_at_its_thresholds(multilabel_run):
     from core.inspect.labelsets import load_label_sets, per_label_metrics
-    from core.runs.folder import RunFolder
 
     folder = RunFolder(multilabel_run)
     found = plan(str(multilabel_run.parent / "mosaics"), run_dir=multilabel_run, add=50, size=32)
@@ -100,6 +102,21 @@ def test_a_plan_with_a_run_of_label_sets_starts_from_its_recall_at_its_threshold
     assert {c.name: c.f1 for c in found.classes} == pytest.approx({k: m.f1 for k, m in metrics.items()})
     assert {c.name: c.threshold for c in found.classes} == pytest.approx({k: m.threshold for k, m in metrics.items()})
     assert all(c.recall <= c.projected_recall <= 1 for c in found.classes)
+
+
+def test_a_damaged_or_single_label_run_is_refused_in_a_sentence(multilabel_run, trained_run, tmp_path):
+    damaged = linked_copy(multilabel_run, tmp_path / "damaged")
+    (damaged / "predictions.npz").unlink()
+    (damaged / "predictions.npz").write_bytes(b"not a zip")
+    names = tuple(RunFolder(multilabel_run).class_names())
+    with pytest.raises(DataError, match="has no predictions for this dataset's label sets; leave the run out"):
+        run_label_sets(damaged, names)
+    with pytest.raises(DataError, match="has no predictions for this dataset's label sets"):
+        run_label_sets(trained_run, tuple(RunFolder(trained_run).class_names()))  # one label per image
+    probs, targets, chosen = run_label_sets(multilabel_run, tuple(reversed(names)))  # columns in the asked order
+    with np.load(multilabel_run / "predictions.npz") as saved:
+        assert np.array_equal(probs, saved["probs"][:, ::-1]) and np.array_equal(targets, saved["targets"][:, ::-1])
+    assert chosen.tolist() == thresholds(RunFolder(multilabel_run))[::-1]
 
 
 @pytest.mark.slow

@@ -120,8 +120,11 @@ def run_label_sets(run_dir: Path, class_names: tuple[str, ...]):
                         "the plan measures recall itself.")
     if not folder.has_predictions() or sorted(known) != sorted(class_names) or not is_multi_label(folder):
         raise refused
-    with np.load(folder.predictions_path) as saved:
-        targets, probs = saved["targets"], saved["probs"]
+    try:
+        with np.load(folder.predictions_path, allow_pickle=False) as saved:
+            targets, probs = saved["targets"], saved["probs"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # cut off, not .npz, pickled
+        raise refused from None
     if targets.ndim != 2 or probs.shape != targets.shape or probs.shape[1] != len(known):
         raise refused
     order = [list(known).index(name) for name in class_names]  # the dataset's label c is the run's order[c]
