@@ -32,7 +32,7 @@ def label_sets_section(summary: dict) -> None:
     if spread:
         st.caption(f"Each image carries {spread['min']}–{spread['max']} labels (median {spread['median']:g}). A run "
                    "learns a yes or no for every label, and the Fix page finds labels probably missing or extra; "
-                   "the Map and what to collect next read one label per image so far.")
+                   "what to collect next plans each label; the Map colours images by a chosen label.")
     for title, rows in [("Labels most often on one image together",
                          [{"label": a, "with": b, "images": n} for a, b, n in summary.get("co_occurrence", [])]),
                         ("Images with no label", [{"file": name} for name in summary.get("no_label", [])]),

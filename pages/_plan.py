@@ -21,11 +21,11 @@ def _inputs(source: str, label_regex: str, stamp: str, run_dir: str | None):
 
 @st.cache_data(show_spinner="Measuring each class's learning curve…", max_entries=16)
 def _plan(source: str, label_regex: str, stamp: str, add: int, run_dir: str | None):
-    """The plan; its inputs (the features) are kept apart, so another number of images takes a second."""
-    from core.fix.plan import collect_plan
+    """The plan (of each class, or of each label for label sets); its inputs (the features) are kept apart, so another
+    number of images takes a second."""
+    from core.fix.mend import plan_from
 
-    features, labels, class_names, folds, recall = _inputs(source, label_regex, stamp, run_dir)
-    return collect_plan(features, labels, class_names, folds, add=add, **recall)
+    return plan_from(_inputs(source, label_regex, stamp, run_dir), add)
 
 
 def collect_plan(source: str, label_regex: str, add: int):
@@ -43,11 +43,16 @@ def collect_plan(source: str, label_regex: str, add: int):
     return None
 
 
-def plan_section(source: str, label_regex: str) -> None:
+_WORDS = {"class": ("of it", " of each class", "Classes"), "label": ("carrying it", "", "Labels")}  # of the caption
+
+
+def plan_section(source: str, label_regex: str, kind: str = "class") -> None:
+    """`kind`: "class", or "label" for label sets."""
     st.subheader("What to collect next")
-    st.caption("For each class, how well it is recognised now and how well it would be with more training images of "
-               "it, from learning curves: a simple classifier on the pretrained network's features, trained again "
-               "with fewer images of each class. Classes whose recall would gain most come first.")
+    more, cut, plural = _WORDS[kind]
+    st.caption(f"For each {kind}, how well it is recognised now and how well it would be with more training images "
+               f"{more}, from learning curves: a simple classifier on the pretrained network's features, trained again "
+               f"with fewer images{cut}. {plural} whose recall would gain most come first.")
     if not st.toggle("Plan what to collect", key="plan_collect", help="Seconds for a few thousand images."):
         return
     add = st.select_slider("Images you could add to a class", [10, 25, 50, 100, 200, 500], value=100, key="plan_add")
@@ -56,18 +61,32 @@ def plan_section(source: str, label_regex: str) -> None:
         return
     for name in found.collect_next[:3]:
         st.text(found.sentence(name))
+    label_sets = found.kind == "label"
+    if label_sets:
+        st.caption("Several labels per image: each label is a yes or no of its own, given where its probability "
+                   "reaches its threshold (the run's, or 0.5 for the simple classifier). Its recall is the share of "
+                   "the images carrying it that are given it; F1 weighs in the images given it wrongly.")
     st.caption(f"Recall measured on {found.measured_on}, now from {md(found.recall_from)}.")
     figure = go.Figure()
     for row in found.classes:
         figure.add_trace(go.Scatter(x=[n for n, _ in row.curve], y=[r for _, r in row.curve], mode="lines+markers",
                                     name=html.escape(row.name), legendgroup=html.escape(row.name)))
-    figure.update_layout(height=360, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis_title="training images of "
-                         "the class", yaxis_title="recall (the simple classifier)", xaxis_type="log")
+    figure.update_layout(height=360, margin={"l": 0, "r": 0, "t": 10, "b": 0}, xaxis_title="training images "
+                         f"{'carrying the label' if label_sets else 'of the class'}",
+                         yaxis_title="recall (the simple classifier)", xaxis_type="log")
     st.plotly_chart(figure, key="plan_curves")
-    st.dataframe([{"class": c.name, "training images": c.train_images, "recall now": round(c.recall, 3),
-                   f"with {add} more": round(c.projected_recall, 3)}
-                  for c in sorted(found.classes, key=lambda c: found.collect_next.index(c.name))],
-                 hide_index=True, key="plan_table")
+    order = sorted(found.classes, key=lambda c: found.collect_next.index(c.name))
+    st.dataframe([_row(c, add, label_sets) for c in order], hide_index=True, key="plan_table")
+
+
+def _row(plan, add: int, label_sets: bool) -> dict:
+    """A row of the plan's table: a class's, or a label's with its threshold and F1."""
+    if not label_sets:
+        return {"class": plan.name, "training images": plan.train_images, "recall now": round(plan.recall, 3),
+                f"with {add} more": round(plan.projected_recall, 3)}
+    return {"label": plan.name, "training images carrying it": plan.train_images, "threshold": round(plan.threshold, 2),
+            "recall now": round(plan.recall, 3), "F1 now": round(plan.f1, 3),
+            f"with {add} more": round(plan.projected_recall, 3)}
 
 
 def photograph_next(folder: str) -> None:

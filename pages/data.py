@@ -142,8 +142,7 @@ for title, rows in [("Skipped files", [{"file": f, "reason": r} for f, r in repo
 
 if report.multi_label:
     label_sets_section(report.label_sets)
-else:
-    plan_section(source, label_regex)
+plan_section(source, label_regex, kind)
 
 st.subheader("What the network will see")
 resize = st.radio("Make images square by", RESIZE_METHODS, key="resize", persist_state="session", horizontal=True,

@@ -6,7 +6,7 @@
     python -m core.data edit PATH EDITS.json                 # [{"file": ..., "label": NEW_LABEL or null}, ...]
     python -m core.data undo PATH                            # take back the last batch of edits
     python -m core.data export PATH OUT.zip                  # the mended dataset as a new zip
-    python -m core.data plan PATH [--json] [--add N] [--run RUN_DIR]   # which class needs more images
+    python -m core.data plan PATH [--json] [--add N] [--run RUN_DIR]   # which class (or label) needs more images
 Every refusal is one sentence and exit status 2.
 """
 from __future__ import annotations
@@ -137,7 +137,8 @@ def plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found.to_json(), indent=1, ensure_ascii=False))
         return 0
-    print(f"Recall on {found.measured_on} (from {found.recall_from}); the classes to collect first come first:")
+    plural = {"class": "classes", "label": "labels"}[found.kind]
+    print(f"Recall on {found.measured_on} (from {found.recall_from}); the {plural} to collect first come first:")
     for name in found.collect_next:
         print(f"  {found.sentence(name)}")
     return 0

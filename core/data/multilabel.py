@@ -14,8 +14,6 @@ from collections import Counter
 from collections.abc import Iterable
 from itertools import combinations
 
-from core.errors import DataError
-
 SEPARATORS = {";": "semicolons", "|": "vertical bars", " ": "spaces"}
 THRESHOLD = 0.5  # fastai's: a label is predicted when its sigmoid probability reaches it (before per-label ones)
 RARE_LABEL = 10  # a label on fewer images than this is flagged: too few to learn it and to judge what was learnt
@@ -84,11 +82,3 @@ def describe(summary: dict, n_labels: int) -> str:
     median = int(median) if float(median).is_integer() else median
     return (f"{n_labels} labels, {spread['min']}–{spread['max']} per image (median {median})"
             if spread["min"] != spread["max"] else f"{n_labels} labels, {spread['min']} per image")
-
-
-def one_label_per_image(data, what: str) -> None:
-    """DataError, a sentence, when `data` (LabeledImages or a health report) is multi-label and `what` reads one label
-    per image (the Map, what to collect next)."""
-    if getattr(data, "multi_label", False):
-        raise DataError(f"This dataset has several labels per image (multi-label). {what} needs one label per image: "
-                        "the app reads, checks and trains on label sets, but does not read them here yet.")

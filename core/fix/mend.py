@@ -17,7 +17,6 @@ from core.config import TrainConfig
 from core.data.edits import relative_file
 from core.data.images import LabeledImages
 from core.data.load import edit_log_for, inspect_source, load_source, split_indices
-from core.data.multilabel import one_label_per_image
 from core.errors import DataError
 from core.fix.labelsets import LabelSetReview, label_set_suspect, review_label_sets
 from core.fix.suspects import LabelReview, near_duplicates, review_labels
@@ -54,11 +53,19 @@ def evidence_against(data: LabeledImages, result: LabelReview | LabelSetReview):
 
 def plan(source: str, label_regex: str | None = None, add: int = 100, run_dir: Path | None = None,
          size: int = REVIEW_SIZE):
-    """core.fix.plan's CollectPlan for the dataset as its edits leave it; with a run, its split and its recall."""
-    from core.fix.plan import collect_plan
+    """What to collect next for the dataset as its edits leave it (core.fix.plan's CollectPlan; of label sets,
+    core.fix.plan_labels' LabelSetPlan); with a run, its split and its recall."""
+    return plan_from(plan_inputs(source, label_regex, run_dir, size), add)
 
-    features, labels, class_names, folds, recall = plan_inputs(source, label_regex, run_dir, size)
-    return collect_plan(features, labels, class_names, folds, add=add, **recall)
+
+def plan_from(inputs: tuple, add: int):
+    """The plan from plan_inputs' answer, for `add` more images: a class's, or a label's for label sets (N, C)."""
+    from core.fix.plan import collect_plan
+    from core.fix.plan_labels import collect_label_plan
+
+    features, labels, names, folds, recall = inputs
+    return (collect_label_plan if labels.dim() == 2 else collect_plan)(features, labels, names, folds, add=add,
+                                                                        **recall)
 
 
 def plan_inputs(source: str, label_regex: str | None = None, run_dir: Path | None = None,
@@ -66,17 +73,18 @@ def plan_inputs(source: str, label_regex: str | None = None, run_dir: Path | Non
     """What a plan is made from, whatever N: (features, labels, class names, folds, keyword arguments: the run's
     recall and its name). The Data page keeps it while a person moves the number of images."""
     from core.fix.plan import plan_folds
+    from core.fix.plan_labels import label_set_folds
     from core.fix.suspects import pretrained_features
     from core.runs.folder import RunFolder
 
     data = load_source(source, size, label_regex=label_regex)
-    one_label_per_image(data, "Planning what to collect")
     config = RunFolder(run_dir).config() if run_dir else TrainConfig()
     train, valid = split_indices(data, config.valid_pct, config.seed)
-    recall = {"run": run_predictions(run_dir, data.class_names) if run_dir else None,
+    predictions = run_label_sets if data.multi_label else run_predictions
+    recall = {"run": predictions(run_dir, data.class_names) if run_dir else None,
               "recall_from": f"run {run_dir.name}" if run_dir else "the probe"}
-    return pretrained_features(data, size=size), data.labels, data.class_names, plan_folds(data.labels, train, valid), \
-        recall
+    folds = (label_set_folds if data.multi_label else plan_folds)(data.labels, train, valid)
+    return pretrained_features(data, size=size), data.labels, data.class_names, folds, recall
 
 
 def run_predictions(run_dir: Path, class_names: tuple[str, ...]):
@@ -95,6 +103,32 @@ def run_predictions(run_dir: Path, class_names: tuple[str, ...]):
         targets, probs = saved["targets"], saved["probs"]
     order = [list(known).index(name) for name in class_names]  # the dataset's class c is the run's order[c]
     return probs[:, order], np.argsort(order)[targets]
+
+
+def run_label_sets(run_dir: Path, class_names: tuple[str, ...]):
+    """(sigmoid probabilities (V, C) of a run of label sets' validation images, columns in class_names' order; their
+    label sets (V, C); the run's threshold per label, in that order); refused when the run knew other labels or
+    learnt one label per image."""
+    import numpy as np
+
+    from core.runs.folder import RunFolder
+    from core.runs.labelsets import is_multi_label, run_thresholds
+
+    folder = RunFolder(run_dir)
+    known = folder.class_names()
+    refused = DataError(f"Run {run_dir.name} has no predictions for this dataset's label sets; leave the run out and "
+                        "the plan measures recall itself.")
+    if not folder.has_predictions() or sorted(known) != sorted(class_names) or not is_multi_label(folder):
+        raise refused
+    try:
+        with np.load(folder.predictions_path, allow_pickle=False) as saved:
+            targets, probs = saved["targets"], saved["probs"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # cut off, not .npz, pickled
+        raise refused from None
+    if targets.ndim != 2 or probs.shape != targets.shape or probs.shape[1] != len(known):
+        raise refused
+    order = [list(known).index(name) for name in class_names]  # the dataset's label c is the run's order[c]
+    return probs[:, order], targets[:, order].astype(bool), np.asarray(run_thresholds(folder, len(known)))[order]
 
 
 def run_recall(run_dir: Path, class_names: tuple[str, ...]) -> dict[str, float]:

@@ -15,7 +15,8 @@ Both shifts go onto the calibrated validation probabilities of the newest run on
 
     projected recall = recall of class c with its log-probability moved by (1 + LEARNING * beta) log((n + N) / n)
 
-`collect_next` orders the classes by projected gain in recall. Measured by bench/collect_plan.py: starve two
+`collect_next` orders the classes by projected gain in recall. Label sets (several labels per image): the same reasoning
+one label at a time, in core.fix.plan_labels. Measured by bench/collect_plan.py: starve two
 classes of a real set, plan, then really add the images and retrain with the defaults.
 
     python -m core.data plan PATH [--json] [--add N] [--run RUN_DIR]
@@ -23,6 +24,7 @@ classes of a real set, plan, then really add the images and retrain with the def
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -56,6 +58,7 @@ class ClassPlan:
 
 @dataclass(frozen=True)
 class CollectPlan:
+    kind: ClassVar[str] = "class"  # what it plans: "label" in core.fix.plan_labels' LabelSetPlan
     add: int
     classes: list[ClassPlan]  # in the dataset's class order
     measured_on: str  # "the validation split" or "5-fold cross-validation"
@@ -87,7 +90,7 @@ def collect_plan(features: torch.Tensor, labels: torch.Tensor, class_names: tupl
     for a run's split, or several for cross-validation. `run`: a trained run's (calibrated probabilities (V, C) of
     its validation images, columns in class_names' order; their labels (V,)): the recall now and the projection
     are that model's."""
-    x = _components(features.float(), np.concatenate([train for train, _ in folds]))
+    x = components(features.float(), np.concatenate([train for train, _ in folds]))
     n_classes, rng = len(class_names), np.random.default_rng(seed)
     probes, cuts = [], []  # the probe of each fold on all its training images; rows of the cut ones' recall
     for train, valid in folds:
@@ -98,16 +101,16 @@ def collect_plan(features: torch.Tensor, labels: torch.Tensor, class_names: tupl
                 subset = np.concatenate([rng.choice(m, max(1, round(share * len(m))), replace=False)
                                          for m in by_class if len(m)])
                 cuts += _Probe.fit(x, labels, subset, valid, n_classes).rows()
-    beta = _shared_slope(np.array(cuts + [row for probe in probes for row in probe.rows()]), n_classes)
+    beta = shared_slope(np.array(cuts + [row for probe in probes for row in probe.rows()]), n_classes)
     model = None if run is None else _Probe(torch.as_tensor(np.log(np.clip(run[0], 1e-12, 1))),
                                             np.asarray(run[1]), probes[0].counts)
     plans = []
     for c, name in enumerate(class_names):
         n = float(np.mean([probe.counts[c] for probe in probes]))
-        measured = _pooled([probe.hits(c) for probe in probes])
+        measured = pooled([probe.hits(c) for probe in probes])
         shift = np.log((n + add) / max(n, 1)) * (1 + LEARNING * beta)  # its log prior, and what it learns
         scored = [model] if model is not None and (model.truth == c).any() else probes  # the run's, where it can
-        now, then = _pooled([s.hits(c) for s in scored]), _pooled([s.hits(c, shift) for s in scored])
+        now, then = pooled([s.hits(c) for s in scored]), pooled([s.hits(c, shift) for s in scored])
         rows = np.array([row for row in cuts if row[0] == c]).reshape(-1, 4)
         points = [(float(k), float(rows[rows[:, 1] == k, 2].sum() / max(rows[rows[:, 1] == k, 3].sum(), 1)))
                   for k in sorted(set(rows[:, 1].tolist()))] + [(n, measured)]
@@ -131,7 +134,7 @@ def plan_folds(labels: torch.Tensor, train: np.ndarray, valid: np.ndarray,
     return [(everything[fold != k], everything[fold == k]) for k in range(5)]
 
 
-def _components(x: torch.Tensor, fit_on: np.ndarray) -> torch.Tensor:
+def components(x: torch.Tensor, fit_on: np.ndarray) -> torch.Tensor:
     """x (N, F) standardized; with more than WHITEN_PAST training images, projected on its first DIMENSIONS
     principal components, each scaled to unit variance (10x faster fits, the same curves). Fewer, and the scaled
     components are mostly noise the probe fits (28 camera photos of plain colours: no image of one class right),
@@ -171,11 +174,11 @@ class _Probe:
         return [(c, int(self.counts[c]), *self.hits(c)) for c in range(len(self.counts))]
 
 
-def _pooled(hits: list[tuple[int, int]]) -> float:
+def pooled(hits: list[tuple[int, int]]) -> float:
     return sum(h for h, _ in hits) / max(sum(n for _, n in hits), 1)
 
 
-def _shared_slope(rows: np.ndarray, n_classes: int) -> float:
+def shared_slope(rows: np.ndarray, n_classes: int) -> float:
     """beta of logit(recall) = a_c + beta * log(n_c), fitted by weighted least squares over rows of (class, training
     images, hits, validation images); smoothed recall (0 and 1 have no logit); kept >= 0."""
     rows = rows[(rows[:, 1] > 0) & (rows[:, 3] > 0)]
