@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import ROOT, python, run_timed, scratch
-from core.fix.mend import run_label_sets
+from core.fix.mend import run_label_set_predictions
 from tests.mosaics import DIGITS, write_mosaics
 
 STARVED = "four"
@@ -78,7 +78,7 @@ def plan(data: Path, add: int, run_dir: Path | None) -> tuple[dict, float]:
 
 def starved_recall(run_dir: Path) -> tuple[float, int]:
     """(STARVED's validation recall at the run's threshold for it, validation images carrying it)."""
-    probs, targets, thresholds = run_label_sets(run_dir, tuple(sorted(DIGITS)))
+    probs, targets, thresholds = run_label_set_predictions(run_dir, tuple(sorted(DIGITS)))
     c = sorted(DIGITS).index(STARVED)
     carry = targets[:, c]
     given = probs[:, c] >= np.float32(thresholds[c])

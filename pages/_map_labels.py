@@ -20,7 +20,7 @@ LABEL, PREDICTION, RIGHT_OR_WRONG = "label", "prediction", "right or wrong"
 WHOLE_SET, PER_IMAGE, SUSPECT = "whole set right or wrong", "labels per image", "suspect score (label errors)"
 
 
-def run_label_sets(items: dict[str, str], names: list[str], class_names: list[str]) -> np.ndarray:
+def trained_label_sets(items: dict[str, str], names: list[str], class_names: list[str]) -> np.ndarray:
     """(N, C) bool: the label set each of a run's images trained with, from its data_items ("a; b", "" for none);
     DataError, a sentence, for a label the run does not know."""
     column = {name: j for j, name in enumerate(class_names)}

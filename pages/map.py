@@ -24,7 +24,7 @@ from pages._common import (
     run_model,
 )
 from pages._hover import hover_thumbnails
-from pages._map_labels import label_set_run_map, review_images, run_label_sets, set_colour, set_hover
+from pages._map_labels import label_set_run_map, review_images, set_colour, set_hover, trained_label_sets
 from pages._review import edit_notice, label_review
 from pages._text import md
 
@@ -113,7 +113,7 @@ try:
         folder = RunFolder(run_dir)
         items = folder.data_items()
         if is_multi_label(folder):
-            labels = run_label_sets(items, names, class_names)
+            labels = trained_label_sets(items, names, class_names)
             found, predicted = label_set_run_map(str(run_dir), model_key(run_dir), labels, tuple(
                 run_thresholds(folder, len(class_names))), model, images)
         else:

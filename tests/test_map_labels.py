@@ -51,13 +51,13 @@ def test_hover_text_names_the_file_and_its_label_sets_as_text():
 
 def test_a_runs_label_sets_come_from_its_list_of_images_and_a_label_it_does_not_know_is_a_sentence():
     from core.errors import DataError
-    from pages._map_labels import run_label_sets
+    from pages._map_labels import trained_label_sets
 
     items = {"a.png": "one; two", "b.png": "", "c.png": "two"}
-    assert run_label_sets(items, ["c.png", "a.png", "b.png"], ["one", "two"]).tolist() == \
+    assert trained_label_sets(items, ["c.png", "a.png", "b.png"], ["one", "two"]).tolist() == \
         [[False, True], [True, True], [False, False]]
     with pytest.raises(DataError, match="gives a.png the label two, which is not one of the run's labels"):
-        run_label_sets(items, ["a.png"], ["one", "three"])
+        trained_label_sets(items, ["a.png"], ["one", "three"])
 
 
 def chart(app: AppTest) -> dict:

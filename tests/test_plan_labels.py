@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.data.__main__ import main as data_main
 from core.errors import DataError
-from core.fix.mend import plan, run_label_sets
+from core.fix.mend import plan, run_label_set_predictions
 from core.fix.plan_labels import label_set_folds
 from core.runs.folder import RunFolder
 from core.runs.labelsets import thresholds
@@ -110,10 +110,10 @@ def test_a_damaged_or_single_label_run_is_refused_in_a_sentence(multilabel_run, 
     (damaged / "predictions.npz").write_bytes(b"not a zip")
     names = tuple(RunFolder(multilabel_run).class_names())
     with pytest.raises(DataError, match="has no predictions for this dataset's label sets; leave the run out"):
-        run_label_sets(damaged, names)
+        run_label_set_predictions(damaged, names)
     with pytest.raises(DataError, match="has no predictions for this dataset's label sets"):
-        run_label_sets(trained_run, tuple(RunFolder(trained_run).class_names()))  # one label per image
-    probs, targets, chosen = run_label_sets(multilabel_run, tuple(reversed(names)))  # columns in the asked order
+        run_label_set_predictions(trained_run, tuple(RunFolder(trained_run).class_names()))  # one label per image
+    probs, targets, chosen = run_label_set_predictions(multilabel_run, tuple(reversed(names)))  # in the asked order
     with np.load(multilabel_run / "predictions.npz") as saved:
         assert np.array_equal(probs, saved["probs"][:, ::-1]) and np.array_equal(targets, saved["targets"][:, ::-1])
     assert chosen.tolist() == thresholds(RunFolder(multilabel_run))[::-1]

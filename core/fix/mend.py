@@ -80,7 +80,7 @@ def plan_inputs(source: str, label_regex: str | None = None, run_dir: Path | Non
     data = load_source(source, size, label_regex=label_regex)
     config = RunFolder(run_dir).config() if run_dir else TrainConfig()
     train, valid = split_indices(data, config.valid_pct, config.seed)
-    predictions = run_label_sets if data.multi_label else run_predictions
+    predictions = run_label_set_predictions if data.multi_label else run_predictions
     recall = {"run": predictions(run_dir, data.class_names) if run_dir else None,
               "recall_from": f"run {run_dir.name}" if run_dir else "the probe"}
     folds = (label_set_folds if data.multi_label else plan_folds)(data.labels, train, valid)
@@ -105,7 +105,7 @@ def run_predictions(run_dir: Path, class_names: tuple[str, ...]):
     return probs[:, order], np.argsort(order)[targets]
 
 
-def run_label_sets(run_dir: Path, class_names: tuple[str, ...]):
+def run_label_set_predictions(run_dir: Path, class_names: tuple[str, ...]):
     """(sigmoid probabilities (V, C) of a run of label sets' validation images, columns in class_names' order; their
     label sets (V, C); the run's threshold per label, in that order); refused when the run knew other labels or
     learnt one label per image."""
