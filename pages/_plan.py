@@ -55,7 +55,8 @@ def plan_section(source: str, label_regex: str, kind: str = "class") -> None:
                f"with fewer images{cut}. {plural} whose recall would gain most come first.")
     if not st.toggle("Plan what to collect", key="plan_collect", help="Seconds for a few thousand images."):
         return
-    add = st.select_slider("Images you could add to a class", [10, 25, 50, 100, 200, 500], value=100, key="plan_add")
+    add = st.select_slider(f"Images you could add to a {kind}", [10, 25, 50, 100, 200, 500], value=100,
+                           key="plan_add")
     found = collect_plan(source, label_regex, add)
     if found is None:
         return

@@ -136,3 +136,4 @@ def test_the_data_page_plans_what_to_collect_for_label_sets(mosaics, monkeypatch
     assert list(table.columns) == ["label", "training images carrying it", "threshold", "recall now", "F1 now",
                                    "with 100 more"]
     assert [s.split(":")[0] for s in sentences] == [f"label {name}" for name in table["label"][:3]]  # in one order
+    assert app.select_slider(key="plan_add").label == "Images you could add to a label"
