@@ -50,9 +50,9 @@ def write_set(out: Path, classes: list[np.ndarray], seed: int, add: int) -> Path
     return out
 
 
-def train(data: Path, runs_dir: Path) -> tuple[Path, float]:
-    """A default run on `data`: its folder and wall time."""
-    timed = run_timed([python(), "-m", "core.train", "--data", str(data), "--runs-dir", str(runs_dir)])
+def train(data: Path, runs_dir: Path, extra: list[str] | tuple[str, ...] = ()) -> tuple[Path, float]:
+    """A default run on `data` (with `extra` arguments): its folder and wall time."""
+    timed = run_timed([python(), "-m", "core.train", "--data", str(data), "--runs-dir", str(runs_dir), *extra])
     if timed.returncode:
         raise SystemExit("\n".join(timed.output[-20:]))
     [run_dir] = [p for p in runs_dir.iterdir() if p.is_dir()]

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import ROOT, python, run_timed, scratch
+from bench.collect_plan import plan, train
+from bench.common import scratch
 from core.fix.mend import run_label_set_predictions
 from tests.mosaics import DIGITS, write_mosaics
 
@@ -57,23 +55,6 @@ def _labelled(out: Path, images: Path, labels: dict[str, tuple[str, ...]]) -> Pa
         rows.writerow(["image_name", "tags"])
         rows.writerows([name, " ".join(tags)] for name, tags in labels.items())
     return out
-
-
-def train(data: Path, runs_dir: Path, extra: list[str]) -> tuple[Path, float]:
-    """A default run on `data` (with `extra` arguments): its folder and wall time."""
-    timed = run_timed([python(), "-m", "core.train", "--data", str(data), "--runs-dir", str(runs_dir), *extra])
-    if timed.returncode:
-        raise SystemExit("\n".join(timed.output[-20:]))
-    [run_dir] = [p for p in runs_dir.iterdir() if p.is_dir()]
-    return run_dir, timed.wall_s
-
-
-def plan(data: Path, add: int, run_dir: Path | None) -> tuple[dict, float]:
-    started = time.perf_counter()
-    command = [python(), "-m", "core.data", "plan", str(data), "--json", "--add", str(add)]
-    output = subprocess.run(command + (["--run", str(run_dir)] if run_dir else []), cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    return json.loads(output), time.perf_counter() - started
 
 
 def starved_recall(run_dir: Path) -> tuple[float, int]:
