@@ -64,8 +64,11 @@ def test_a_trained_run_is_calibrated_and_its_trusted_model_matches_the_plain_one
     predictions = load_predictions(trained_run)
     assert predictions.raw_probs.shape == predictions.probs.shape and trust.temperature > 0
     assert (predictions.raw_probs.argmax(1) == predictions.probs.argmax(1)).all()
-    assert expected_calibration_error(predictions.probs, predictions.targets) <= \
-        expected_calibration_error(predictions.raw_probs, predictions.targets) + 1e-6  # fitted to lower the NLL
+    # the temperature is fitted to lower the validation NLL (the ECE, a binned figure, may move either way a little)
+    picked = np.arange(len(predictions.targets)), predictions.targets
+    nll = -np.log(predictions.probs[picked].astype(np.float64)).mean()
+    assert nll <= -np.log(predictions.raw_probs[picked].astype(np.float64)).mean() + 1e-6
+    assert expected_calibration_error(predictions.probs, predictions.targets) < 0.1
     flagged = (predictions.unknown_scores > trust.threshold).mean()
     assert flagged <= FLAG_RATE + 1e-9  # the threshold is the validation scores' (1 - FLAG_RATE) quantile
     model, _, _ = load_model(trained_run)
