@@ -20,6 +20,13 @@ def pick_device(world: World = World()) -> torch.device:
     return torch.device("cpu")
 
 
+def adamw(params, device: torch.device, **options) -> torch.optim.AdamW:
+    """AdamW with its update fused into one kernel where torch has one: on CUDA, and on the CPU, where the
+    per-tensor loop torch otherwise runs took 1.6x (ResNet-18) to 4x (EfficientNet-Lite0) as long (bench.optimizer):
+    12-17 ms a step, lost in the noise of a 64 px batch of 64 (~0.5 s) but a third of a 16 px one."""
+    return torch.optim.AdamW(params, fused=device.type in ("cuda", "cpu"), **options)
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(device)} (bf16 mixed precision)"

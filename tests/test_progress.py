@@ -13,7 +13,9 @@ from core.train.progress import Phase, TimeLeft, left_now
 
 CONFIG = TrainConfig(size=32, freeze_epochs=2, epochs=3, seed=0)  # ~12 s on two CPU cores, a third of it loading
 RATIO = 1.5  # the bound on estimated / true time left, from a quarter of the run on
-SECONDS_RESOLUTION = 2.0  # the bar shows whole seconds: a ratio of two sub-second times means nothing
+# Only heartbeats with this much left are held to RATIO: the bar shows whole seconds, and the suite's other worker
+# shares the two cores, so a second's hiccup near the end would move the ratio of two short times by a third
+SECONDS_RESOLUTION = 5.0
 
 
 def test_time_left_adds_every_phase_estimated_from_the_cached_forward_pass_then_measured():

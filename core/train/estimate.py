@@ -15,7 +15,7 @@ from torch import nn
 
 from core.config import TrainConfig
 from core.data.batches import normalize
-from core.device import autocast_for, in_layout, memory_format_for
+from core.device import adamw, autocast_for, in_layout, memory_format_for
 from core.inspect.trust import BANK_SIZE
 from core.net.backbones import build_classifier
 from core.net.stages import LateCut, choose_cut
@@ -87,7 +87,7 @@ def measure(arch: str, size: int, batch_size: int, device: torch.device, late_at
     n = min(batch_size, max(PROBE_PIXELS // (size * size), MIN_PROBE_IMAGES))
     x = in_layout(normalize(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8).to(device)), layout)
     y = torch.randint(0, 10, (n,), device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = adamw(model.parameters(), device, lr=1e-4)
 
     @torch.inference_mode()
     def forward():
@@ -117,7 +117,7 @@ def _late_step_s(model: nn.Sequential, at: int, x: torch.Tensor, y: torch.Tensor
     with torch.no_grad():
         features = early.eval()(x)
     trained = nn.Sequential(late, model[1]).train()
-    optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-4)
+    optimizer = adamw(trained.parameters(), x.device, lr=1e-4)
 
     def step():
         loss = F.cross_entropy(trained(features), y)

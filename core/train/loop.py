@@ -26,7 +26,7 @@ from core.data.augment import Augment
 from core.data.batches import iterate_batches
 from core.data.labelscores import scores
 from core.data.load import Split
-from core.device import autocast_for, in_layout, inference_batch_size, memory_format_for
+from core.device import adamw, autocast_for, in_layout, inference_batch_size, memory_format_for
 from core.distributed import World
 from core.net.backbones import Classifier
 from core.train.callbacks import Callback, StopTraining
@@ -125,8 +125,7 @@ def fit(learner: Learner, epochs: int, param_groups: list[dict], *, schedule: Sc
     epoch ends with a pass over the validation set unless `validate` is off (the LR finder's sweep). With `cached`,
     its model trains on its features (never augmented) instead of the whole network on the images."""
     config, device = learner.config, learner.device
-    optimizer = torch.optim.AdamW(param_groups, lr=param_groups[-1]["lr"], weight_decay=config.wd,
-                                  betas=(0.9, 0.99), fused=device.type == "cuda")  # one kernel for every update
+    optimizer = adamw(param_groups, device, lr=param_groups[-1]["lr"], weight_decay=config.wd, betas=(0.9, 0.99))
     learner.optimizer, learner.scheduler = optimizer, schedule(optimizer, epochs * learner.batches_per_epoch())
     learner.phase, learner.phase_epoch = phase, 0
     skip = _resume_phase(learner)  # batches of the first epoch already trained before a resume
