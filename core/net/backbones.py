@@ -31,6 +31,19 @@ class EfficientNetLiteBody(nn.Module):
         return self.net.extract_features(x)
 
 
+def fold_same_padding(net: nn.Module) -> None:
+    """TensorFlow's "same" padding as the convolution's own where it is the same on both sides (every stride-1
+    layer): the port pads each such input into a new tensor first, 5 of the 12 s of the frozen layers' pass plus the
+    backward's copies (bench.same_padding). Stride-2 layers pad one side more, as TensorFlow does, and keep it."""
+    from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
+
+    for module in net.modules():
+        if isinstance(module, Conv2dStaticSamePadding) and isinstance(module.static_padding, nn.ZeroPad2d):
+            left, right, top, bottom = module.static_padding.padding
+            if left == right and top == bottom:
+                module.padding, module.static_padding = (top, left), nn.Identity()
+
+
 def _efficientnet_lite0(pretrained: bool, size: int, weights: str = "") -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -43,6 +56,7 @@ def _efficientnet_lite0(pretrained: bool, size: int, weights: str = "") -> Backb
 
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         net.load_state_dict(state)
+    fold_same_padding(net)
     for module in net.modules():
         if isinstance(module, nn.BatchNorm2d):
             # The port keeps TensorFlow's momentum (0.01 in PyTorch terms); PyTorch's 0.1 adapts the running
