@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from bench.optimizer import timed
 from core.device import in_layout, memory_format_for
 from core.net import backbones
 from core.net.stages import split as split_body
@@ -37,13 +37,7 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repea
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    step()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    return timed(step, repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
