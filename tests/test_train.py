@@ -89,6 +89,27 @@ def test_pretrained_efficientnet_loads_the_shipped_imagenet_weights():
     assert bn_momenta == {0.1}
 
 
+@pytest.mark.parametrize(("size", "uneven"), [(32, 5), (57, 2)])
+def test_efficientnets_same_padding_folded_into_its_convolutions_computes_exactly_the_port(size, uneven):
+    """Every layer whose TensorFlow padding is even on both sides pads as the convolution's own
+    (core.net.backbones.fold_same_padding); the others keep the port's: at an even size the stem and the four
+    stride-2 layers, at an odd one only those whose input is even by then."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from core.net.backbones import fold_same_padding
+
+    torch.manual_seed(0)
+    port = EfficientNet.from_name("efficientnet-lite0", image_size=size, num_classes=10).eval()
+    folded = EfficientNet.from_name("efficientnet-lite0", image_size=size, num_classes=10).eval()
+    folded.load_state_dict(port.state_dict())
+    fold_same_padding(folded)
+    assert sum(isinstance(m, nn.ZeroPad2d) for m in port.modules()) == 17
+    assert sum(isinstance(m, nn.ZeroPad2d) for m in folded.modules()) == uneven
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), port(x), atol=1e-5)
+
+
 def test_fine_tune_counts_epochs_like_fastai_with_discriminative_rates():
     classifier = build_classifier("resnet18", 2, pretrained=False, size=32)
     config = TrainConfig(arch="resnet18", pretrained=True, bs=8, epochs=2, freeze_epochs=1, lr=2e-3, size=32)
