@@ -7,9 +7,7 @@ requirements="${1:-requirements.txt}"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-# --no-compile: pip would byte-compile all 27,000 files of the venv (90 s of one core); Python compiles the few
-# thousand a run imports on their first import instead.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -r "$requirements"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
 # setuptools comes with the requirements (torch needs it), so the editable install builds without a download.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
 # onnxruntime-web (pinned, checked) for the exported web page; the app runs without it.

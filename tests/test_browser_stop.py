@@ -52,7 +52,8 @@ def test_stop_and_resume_agree_and_the_time_stopped_is_not_counted(server):
         expect(rows).to_have_count(int(finished))
         last = rows.last.inner_text().split()
         assert last[0] == finished == str(int(epoch) - 1)
-        assert f"{float(last[4]):.1%}" == f"{accuracy}%", (last, message)
+        # the table's 4 decimals and the message's 1 decimal round the same accuracy (0.9025 and 90.3%, say)
+        assert abs(float(last[4]) * 100 - float(accuracy)) <= 0.05 + 0.005, (last, message)
 
         at_stop = RunFolder(runs_dir / run_id).status()
         page.wait_for_timeout(PAUSE_S * 1000)
