@@ -33,9 +33,10 @@ class EfficientNetLiteBody(nn.Module):
 
 def fold_same_padding(net: nn.Module) -> None:
     """TensorFlow's "same" padding as the convolution's own where it is the same on both sides (every stride-1
-    layer). The port pads each such input into a new tensor first: a training step of the whole network at 64 px
-    took 1.22x as long, of the late stages 1.11x (bench.same_padding; the logits are identical). Stride-2 layers pad
-    one side more, as TensorFlow does, and keep the port's padding."""
+    layer, and a stride-2 one whose input side is odd). The port pads each such input into a new tensor first: a
+    training step of the whole network at 64 px took 1.22x as long, of the late stages 1.11x (bench.same_padding;
+    the logits are identical). A stride-2 layer on an even side pads one side more, as TensorFlow does, and keeps
+    the port's padding."""
     from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 
     for module in net.modules():
